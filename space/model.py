@@ -1,0 +1,78 @@
+"""Build an nn.Module from an ArchSpec. Dropout's rate is a training setting, so it is passed in."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from space.spec import ArchSpec
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+class PooledDropout(nn.Module):
+    """Inverted dropout whose masks are random windows into a pre-drawn Bernoulli pool.
+
+    Why: on this CPU, drawing a fresh Bernoulli mask per element (aten::bernoulli_) took about a
+    quarter of a training step for these tiny convs. A window at a random offset into a pool four
+    times the mask's size gives every element an independent Bernoulli(1 - p) draw within a step;
+    each call also redraws a random 1/16 of the pool so it keeps changing. The cost is a slice and
+    a multiply. Randomness comes from torch's global generator, so torch.manual_seed fixes it.
+    In eval mode it is the identity, exactly like nn.Dropout.
+    """
+    REFRESH = 16
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.pool = torch.empty(0)  # not a buffer: it is not part of the model's state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        n = x.numel()
+        if self.pool.numel() < 4 * n:
+            self.pool = torch.empty(4 * n).bernoulli_(1 - self.p).div_(1 - self.p)
+        chunk = max(n // self.REFRESH, 1)
+        start = int(torch.randint(0, self.pool.numel() - chunk + 1, ()))
+        self.pool[start:start + chunk].bernoulli_(1 - self.p).div_(1 - self.p)
+        offset = int(torch.randint(0, self.pool.numel() - n + 1, ()))
+        return x * self.pool[offset:offset + n].view_as(x)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def build_model(spec: ArchSpec, dropout: float = 0.0, pooled_dropout: bool = True) -> nn.Sequential:
+    """pooled_dropout=False uses nn.Dropout (the conventional pipeline in `bench`)."""
+    layers: list[nn.Module] = []
+    cin = spec.in_channels
+    for l in spec.layers:
+        if l.op == "conv":
+            layers.append(nn.Conv2d(cin, l.out, l.kernel, padding=l.padding, bias=spec.bias))
+            layers.append(nn.ReLU())
+            if spec.batchnorm:
+                layers.append(nn.BatchNorm2d(l.out))
+            if dropout > 0:
+                layers.append(PooledDropout(dropout) if pooled_dropout else nn.Dropout(dropout))
+            cin = l.out
+        elif l.op == "maxpool":
+            layers.append(nn.MaxPool2d(2, 2))
+        elif l.op == "gap":
+            layers.append(nn.AdaptiveAvgPool2d(1))
+        elif l.op == "head":
+            layers.append(nn.Conv2d(cin, l.out, l.kernel, padding=l.padding, bias=spec.bias))
+            layers.append(nn.Flatten())
+    return nn.Sequential(*layers)
+
+
+class Normalised(nn.Module):
+    """Wraps a model so it takes float images in [0, 1]: what an exported model file expects."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(MNIST_MEAN))
+        self.register_buffer("std", torch.tensor(MNIST_STD))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)

@@ -1,0 +1,175 @@
+"""The architecture spec: one frozen, JSON-serialisable description of a small CNN.
+
+The same type is what the search samples, what build_model() turns into an nn.Module and what a
+model file stores. Parameter counts come from the spec alone, so the budget is checked before any
+tensor is allocated.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, asdict
+
+DEFAULT_MAX_PARAMS = 8000  # the budget is "fewer than" this many parameters
+IMAGE_SIZE = 28
+OPS = ("conv", "maxpool", "gap", "head")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be built (bad op, kernel, shapes that do not end at 1x1)."""
+
+
+class BudgetError(ValueError):
+    """A spec whose parameter count is not under the budget."""
+
+    def __init__(self, params: int, limit: int):
+        self.params, self.limit = params, limit
+        super().__init__(f"{params:,} parameters is over the budget: must be fewer than {limit:,}")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One step of the network.
+
+    conv:    kernel x kernel convolution (stride 1) to `out` channels, then ReLU, BatchNorm, Dropout.
+    maxpool: 2x2 max-pool, stride 2 (a transition between blocks).
+    gap:     global average pooling over whatever spatial size arrives.
+    head:    kernel x kernel convolution to the classes; no ReLU/BN/Dropout, its output is the logits.
+    """
+    op: str
+    out: int = 0
+    kernel: int = 3
+    padding: int = 0
+
+    def to_dict(self) -> dict:
+        if self.op in ("maxpool", "gap"):
+            return {"op": self.op}
+        d = {"op": self.op, "out": self.out, "kernel": self.kernel}
+        if self.padding:
+            d["padding"] = self.padding
+        return d
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    layers: tuple[Layer, ...]
+    batchnorm: bool = True
+    bias: bool = False
+    in_channels: int = 1
+    num_classes: int = 10
+    name: str = ""
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+        validate(self)
+
+    # JSON -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "batchnorm": self.batchnorm,
+            "bias": self.bias,
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "layers": [l.to_dict() for l in self.layers],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ArchSpec":
+        if not isinstance(d, dict) or "layers" not in d:
+            raise SpecError("an architecture spec is a JSON object with a 'layers' list")
+        known = {"name", "description", "batchnorm", "bias", "in_channels", "num_classes", "layers"}
+        unknown = set(d) - known
+        if unknown:
+            raise SpecError(f"unknown spec fields: {', '.join(sorted(unknown))}")
+        layers = []
+        for i, l in enumerate(d["layers"]):
+            if not isinstance(l, dict) or "op" not in l:
+                raise SpecError(f"layer {i} must be an object with an 'op'")
+            extra = set(l) - {"op", "out", "kernel", "padding"}
+            if extra:
+                raise SpecError(f"layer {i}: unknown fields {', '.join(sorted(extra))}")
+            layers.append(Layer(**l))
+        return cls(layers=tuple(layers), **{k: v for k, v in d.items() if k != "layers"})
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArchSpec":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"not valid JSON ({e.msg} at line {e.lineno})") from None
+        return cls.from_dict(d)
+
+    # Derived facts ----------------------------------------------------------------------------
+    def convs(self) -> list[Layer]:
+        return [l for l in self.layers if l.op in ("conv", "head")]
+
+    def spatial_sizes(self) -> list[int]:
+        """Side length after each layer (input 28)."""
+        n, sizes = IMAGE_SIZE, []
+        for l in self.layers:
+            if l.op in ("conv", "head"):
+                n = n + 2 * l.padding - l.kernel + 1
+            elif l.op == "maxpool":
+                n = n // 2
+            elif l.op == "gap":
+                n = 1
+            sizes.append(n)
+        return sizes
+
+
+def validate(spec: ArchSpec) -> None:
+    if not spec.layers:
+        raise SpecError("a spec needs at least one layer")
+    n = IMAGE_SIZE
+    for i, l in enumerate(spec.layers):
+        where = f"layer {i} ({l.op})"
+        if l.op not in OPS:
+            raise SpecError(f"{where}: op must be one of {', '.join(OPS)}")
+        if l.op in ("conv", "head"):
+            if l.kernel not in (1, 3):
+                raise SpecError(f"{where}: kernel must be 1 or 3, got {l.kernel}")
+            if l.padding not in (0, 1) or (l.kernel == 1 and l.padding):
+                raise SpecError(f"{where}: padding must be 0 or 1 (0 for 1x1)")
+            if not isinstance(l.out, int) or l.out < 1:
+                raise SpecError(f"{where}: out channels must be a positive integer")
+            n = n + 2 * l.padding - l.kernel + 1
+        elif l.op == "maxpool":
+            if n < 2:
+                raise SpecError(f"{where}: nothing left to pool (spatial size {n})")
+            n //= 2
+        elif l.op == "gap":
+            n = 1
+        if n < 1:
+            raise SpecError(f"{where}: spatial size shrinks below 1")
+    last = spec.layers[-1]
+    if last.op != "head" or sum(l.op == "head" for l in spec.layers) != 1:
+        raise SpecError("the last layer, and only the last, must be the head")
+    if last.out != spec.num_classes:
+        raise SpecError(f"the head must output {spec.num_classes} classes, got {last.out}")
+    if n != 1:
+        raise SpecError(f"the head must see a 1x1 map to give one prediction per image, got {n}x{n}")
+
+
+def count_params(spec: ArchSpec) -> int:
+    """Trainable parameters, from the spec alone (must equal the built module's sum of numel)."""
+    total, cin = 0, spec.in_channels
+    for l in spec.layers:
+        if l.op in ("conv", "head"):
+            total += l.kernel * l.kernel * cin * l.out + (l.out if spec.bias else 0)
+            if l.op == "conv" and spec.batchnorm:
+                total += 2 * l.out  # BatchNorm weight and bias
+            cin = l.out
+    return total
+
+
+def check_budget(spec: ArchSpec, max_params: int = DEFAULT_MAX_PARAMS) -> int:
+    """Return the count, or raise BudgetError when it is not under max_params."""
+    n = count_params(spec)
+    if n >= max_params:
+        raise BudgetError(n, max_params)
+    return n

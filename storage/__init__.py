@@ -1,0 +1,1 @@
+"""Where results live and how they leave: storage URLs, artifacts, model files."""

@@ -1,0 +1,289 @@
+#!/usr/bin/env python
+"""mnist-nas: search, train and export tiny CNNs for MNIST. The one door: every command is here.
+
+Errors caused by input (a bad file, an unknown study, an over-budget spec) print one line and exit
+with code 2; nothing already stored is touched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+class UserError(Exception):
+    """Bad input: reported as one line, exit code 2."""
+
+
+# Spec resolution ----------------------------------------------------------------------------------
+
+def resolve_spec(args):
+    """(spec, recipe) from a baseline name or --arch FILE.json."""
+    from space.baselines import BASELINES
+    from space.spec import ArchSpec
+    if getattr(args, "arch", None):
+        path = Path(args.arch)
+        if not path.is_file():
+            raise UserError(f"no such architecture file: {path}")
+        return ArchSpec.from_json(path.read_text()), {}
+    name = args.model or "model6"
+    if name not in BASELINES:
+        raise UserError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)} or give --arch FILE.json")
+    b = BASELINES[name]
+    return b.spec, b.recipe
+
+
+def add_model_args(p, default_hint="model6"):
+    p.add_argument("model", nargs="?", help=f"a baseline name, model1..model6 (default {default_hint})")
+    p.add_argument("--arch", metavar="FILE.json", help="an architecture spec file instead of a baseline")
+
+
+def add_data_arg(p):
+    p.add_argument("--data-dir", help="MNIST root holding MNIST/raw/ (default: $MNIST_DATA_DIR or ./data)")
+
+
+# Commands: the space ------------------------------------------------------------------------------
+
+def cmd_baselines(args):
+    from space.baselines import BASELINES
+    from space.spec import count_params
+    print(f"{'name':<8} {'params':>10} {'seed says':>10} {'seed best test':>14}  description")
+    for name, b in BASELINES.items():
+        print(f"{name:<8} {count_params(b.spec):>10,} {b.seed_params:>10} {b.seed_best_test:>14.2f}  {b.spec.description}")
+
+
+def cmd_rf(args):
+    from space.rf import format_rf_table
+    spec, _ = resolve_spec(args)
+    print(format_rf_table(spec))
+
+
+def cmd_summary(args):
+    import torchinfo
+    from space.model import build_model
+    spec, recipe = resolve_spec(args)
+    model = build_model(spec, dropout=recipe.get("dropout", 0.05))
+    print(torchinfo.summary(model, input_size=(1, spec.in_channels, 28, 28), verbose=0,
+                            col_names=("input_size", "output_size", "num_params", "kernel_size")))
+
+
+# Commands: training -------------------------------------------------------------------------------
+
+def train_config(recipe: dict, args, **extra):
+    from search.train import TrainConfig
+    overrides = {k: v for k, v in dict(epochs=args.epochs, seed=args.seed, threads=args.threads,
+                                       allow_long=args.allow_long).items() if v is not None}
+    return TrainConfig.from_dict({**recipe, **overrides, **extra})
+
+
+def cmd_train(args):
+    from search.data import load_mnist, make_split
+    from search.train import train
+    from space.spec import check_budget
+    from storage.plots import plot_curves
+
+    spec, recipe = resolve_spec(args)
+    if not args.no_budget:
+        check_budget(spec, args.max_params)
+    cfg = train_config(recipe, args)
+    split = make_split(load_mnist(args.data_dir), final=args.final, train_limit=args.train_limit)
+    name = spec.name or Path(args.arch).stem
+    out = Path(args.out or f"runs/{name}-{'final' if args.final else 'val'}-seed{cfg.seed}")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{name}: {len(split.train_labels):,} training images, scored on {split.eval_name} "
+          f"({len(split.eval_labels):,}); {cfg}")
+    result = train(spec, cfg, split, log=lambda line: print(line, flush=True))
+    accs = result.accs()
+    k = min(3, len(accs))
+    summary = {"best_train_acc": max(h["train_acc"] for h in result.history),
+               f"best_{split.eval_name}_acc": max(accs),
+               f"last{k}_{split.eval_name}_acc": accs[-k:],
+               "seconds_per_epoch": sum(h["seconds"] for h in result.history) / len(result.history)}
+    (out / "metrics.json").write_text(json.dumps({**result.to_json_dict(), "summary": summary}, indent=2))
+    plot_curves(result.history, split.eval_name, out / "curves.png",
+                title=f"{name} ({result.params:,} params), seed {cfg.seed}")
+    print(f"best {split.eval_name} {max(accs):.2f}, last {k}: "
+          f"{', '.join(f'{a:.2f}' for a in accs[-k:])}; wrote {out}/metrics.json and {out}/curves.png")
+
+
+def cmd_bench(args):
+    from search.bench import run_bench
+    run_bench(args.data_dir, steps=args.steps, as_json=args.json)
+
+
+# Commands: the study service ---------------------------------------------------------------------
+
+def cmd_search(args):
+    from search.runner import run_search
+    run_search(args)
+
+
+def cmd_report(args):
+    from storage.report import report
+    report(args)
+
+
+def cmd_export(args):
+    from storage.modelfile import export_trial
+    export_trial(args)
+
+
+def cmd_evaluate(args):
+    from storage.modelfile import evaluate_file
+    evaluate_file(args)
+
+
+def cmd_dashboard(args):
+    from storage.studies import dashboard
+    dashboard(args)
+
+
+def cmd_verify(args):
+    from search.verify import verify
+    return verify(args)
+
+
+# Parser -------------------------------------------------------------------------------------------
+
+def add_study_args(p, storage=True):
+    p.add_argument("--study-name", default="mnist-nas", help="study name (default mnist-nas)")
+    if storage:
+        p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/<study-name>.db)")
+
+
+def add_trial_arg(p):
+    p.add_argument("--trial", default="best", help="trial number, or 'best' (default)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mnist-nas", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("baselines", help="list the seed's six models with parameter counts",
+                       description="List the seed write-up's six models, their parameter counts and recipes.")
+    p.set_defaults(func=cmd_baselines)
+
+    p = sub.add_parser("rf", help="receptive-field table of a model",
+                       description="Print the receptive-field table (seed's columns) of a baseline or spec file.")
+    add_model_args(p)
+    p.set_defaults(func=cmd_rf)
+
+    p = sub.add_parser("summary", help="torchinfo summary of a model",
+                       description="Print the torchinfo summary of a baseline or spec file.")
+    add_model_args(p)
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("train", help="train one model and write metrics.json and curves.png",
+                       description="Train a baseline (with its seed recipe) or a spec file. Without "
+                                   "--final: 50,000 images, scored on the 10,000 validation images. "
+                                   "With --final: all 60,000, scored on the official test set each epoch.")
+    add_model_args(p)
+    p.add_argument("--epochs", type=int, help="epochs (default 15, the limit)")
+    p.add_argument("--seed", type=int, help="seed for weights, shuffling, augmentation (default 1)")
+    p.add_argument("--final", action="store_true", help="train on all 60,000, score the test set")
+    p.add_argument("--train-limit", type=int, help="use only the first N training images")
+    p.add_argument("--out", help="output folder (default runs/<model>-<val|final>-seed<S>)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--allow-long", action="store_true", help="permit more than 15 epochs")
+    p.add_argument("--max-params", type=int, default=8000, help="refuse specs with this many parameters or more")
+    p.add_argument("--no-budget", action="store_true", help="skip the budget check (model1 needs it)")
+    add_data_arg(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="images/s of this engine vs the conventional pipeline",
+                       description="Train model6 for the same number of steps with this engine and with "
+                                   "the conventional torchvision pipeline (per-sample transforms, "
+                                   "DataLoader with 2 workers, nn.Dropout) and print images per second.")
+    p.add_argument("--steps", type=int, default=100, help="training steps per measurement (default 100)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_data_arg(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("search", help="run (or resume) an Optuna study",
+                       description="Search widths, depth, dropout, rotation, StepLR, lr and batch size "
+                                   "under the parameter budget. Re-running with the same name and "
+                                   "storage resumes the study; Ctrl-C stops cleanly.")
+    add_study_args(p)
+    p.add_argument("--n-trials", type=int, default=20, help="trials to run in this invocation (default 20)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="worker processes, one thread each (default: one per core)")
+    p.add_argument("--max-params", type=int, default=8000, help="budget: fewer than this (default 8000)")
+    p.add_argument("--epochs", type=int, default=15, help="epochs per trial (default 15)")
+    p.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    p.add_argument("--objective", choices=("consistency", "pareto"), default="consistency",
+                   help="consistency: min val acc over the last K epochs; pareto: that and params down")
+    p.add_argument("--last-k", type=int, default=3, help="K for the consistency score (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    p.add_argument("--train-limit", type=int, help="train each trial on the first N training images")
+    p.add_argument("--no-enqueue", action="store_true", help="do not enqueue model6 as the first trial")
+    add_data_arg(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("report", help="best trials, counts by state, plots",
+                       description="Table of the best trials, counts by state and PNG plots of a study.")
+    add_study_args(p)
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--plots", metavar="DIR", help="write PNG plots to DIR")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="write a trial's trained model as a .pt2 (and .onnx) file",
+                       description="Export a trial's stored weights as a torch.export program that "
+                                   "takes float images in [0, 1], shape (N, 1, 28, 28), with the spec, "
+                                   "metrics and receptive field as metadata. No retraining.")
+    add_study_args(p)
+    add_trial_arg(p)
+    p.add_argument("-o", "--output", required=True, metavar="FILE.pt2")
+    p.add_argument("--onnx", metavar="FILE.onnx", help="also write an ONNX file")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("evaluate", help="accuracy of a .pt2 model file on the official test set",
+                       description="Load a model file with plain torch.export.load and score the test set.")
+    p.add_argument("file", metavar="FILE.pt2")
+    add_data_arg(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("dashboard", help="start optuna-dashboard on a study's storage",
+                       description="Serve optuna-dashboard for the storage (127.0.0.1 unless --host).")
+    add_study_args(p)
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("verify", help="retrain a trial's architecture on 60,000 and check the target",
+                       description="Retrain from scratch on all 60,000 images with each seed, score "
+                                   "the test set every epoch; exit 0 only if every seed holds the "
+                                   "target in each of the last K epochs, else 1.")
+    add_study_args(p)
+    add_trial_arg(p)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--last-k", type=int, default=3)
+    p.add_argument("--target", type=float, default=99.4)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--train-limit", type=int, help="train on the first N images (for quick checks)")
+    add_data_arg(p)
+    p.set_defaults(func=cmd_verify)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from search.data import DataError
+    from search.train import ConfigError
+    from space.spec import BudgetError, SpecError
+    try:
+        return args.func(args) or 0
+    except (UserError, DataError, ConfigError, BudgetError, SpecError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

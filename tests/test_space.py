@@ -1,0 +1,102 @@
+import json
+import random
+
+import pytest
+import torch
+
+from space.baselines import BASELINES
+from space.model import build_model
+from space.rf import receptive_field, format_rf_table
+from space.spec import ArchSpec, Layer, BudgetError, SpecError, count_params, check_budget
+
+
+def random_spec(rng: random.Random) -> ArchSpec:
+    """A random valid spec: blocks of 3x3/1x1 convs with max-pools between, GAP, 1x1 head."""
+    layers, n = [], 28
+    for block in range(rng.randint(1, 3)):
+        for _ in range(rng.randint(1, 3)):
+            k = rng.choice([1, 3, 3])
+            pad = rng.choice([0, 1]) if k == 3 else 0
+            if n + 2 * pad - k + 1 < 2:
+                continue
+            layers.append(Layer("conv", rng.randint(1, 40), kernel=k, padding=pad))
+            n = n + 2 * pad - k + 1
+        if block < 2 and n >= 4:
+            layers.append(Layer("maxpool"))
+            n //= 2
+    if not layers or layers[-1].op != "conv":
+        layers.append(Layer("conv", rng.randint(1, 40), kernel=1))
+    layers += [Layer("gap"), Layer("head", 10, kernel=1)]
+    return ArchSpec(tuple(layers), batchnorm=rng.random() < 0.7, bias=rng.random() < 0.3)
+
+
+def test_param_count_equals_built_module_for_many_random_specs():
+    rng = random.Random(0)
+    for _ in range(200):
+        spec = random_spec(rng)
+        model = build_model(spec, dropout=rng.choice([0.0, 0.1]))
+        assert count_params(spec) == sum(p.numel() for p in model.parameters()), spec
+        out = model(torch.zeros(2, 1, 28, 28))
+        assert out.shape == (2, 10)
+
+
+def test_baseline_counts_match_the_seed():
+    counts = {n: count_params(b.spec) for n, b in BASELINES.items()}
+    assert counts["model2"] == 7272
+    assert counts["model3"] == counts["model4"] == counts["model5"] == 7448
+    assert counts["model6"] == 7416
+    assert 6_000_000 < counts["model1"] < 6_500_000
+    for name, b in BASELINES.items():
+        assert count_params(b.spec) == sum(p.numel() for p in build_model(b.spec).parameters())
+
+
+def test_spec_round_trips_through_json():
+    rng = random.Random(1)
+    specs = [b.spec for b in BASELINES.values()] + [random_spec(rng) for _ in range(50)]
+    for spec in specs:
+        text = spec.to_json()
+        json.loads(text)  # plain JSON
+        back = ArchSpec.from_json(text)
+        assert back == spec and back.description == spec.description
+        assert count_params(back) == count_params(spec)
+
+
+def test_budget_refusal_names_count_and_limit():
+    spec = BASELINES["model1"].spec
+    with pytest.raises(BudgetError) as e:
+        check_budget(spec, 8000)
+    assert "6,379,786" in str(e.value) and "8,000" in str(e.value)
+    assert check_budget(BASELINES["model6"].spec, 8000) == 7416
+    with pytest.raises(BudgetError):
+        check_budget(BASELINES["model6"].spec, 7416)  # "fewer than": equal is refused
+
+
+def test_model6_receptive_field_table_matches_the_seed():
+    rows = receptive_field(BASELINES["model6"].spec)
+    assert [r.layer for r in rows] == ["conv1", "conv2", "conv3", "maxpool", "conv4", "conv5",
+                                       "conv6", "conv7", "avgpool", "conv8"]
+    assert [r.R_out for r in rows] == [3, 5, 5, 6, 10, 14, 18, 22, 28, 28]
+    assert [r.N_out for r in rows] == [26, 24, 24, 12, 10, 8, 6, 4, 1, 1]
+    assert [r.J_out for r in rows] == [1, 1, 1, 2, 2, 2, 2, 2, 2, 2]
+    assert rows[8].kernel == 4 and rows[8].stride == 1
+    table = format_rf_table(BASELINES["model6"].spec)
+    assert table.splitlines()[0].split("|")[1].strip() == "layer"
+    assert len(table.splitlines()) == 2 + 1 + 10
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ({"layers": [{"op": "conv", "out": 8}, {"op": "gap"}]}, "head"),
+    ({"layers": [{"op": "conv", "out": 8, "kernel": 5}, {"op": "gap"}, {"op": "head", "out": 10, "kernel": 1}]}, "kernel"),
+    ({"layers": [{"op": "conv", "out": 8}, {"op": "head", "out": 10, "kernel": 1}]}, "1x1"),
+    ({"layers": [{"op": "gap"}, {"op": "head", "out": 7, "kernel": 1}]}, "classes"),
+    ({"layers": [{"op": "dense", "out": 8}]}, "op must be"),
+    ({"layers": [], "colour": 1}, "unknown"),
+])
+def test_invalid_specs_are_refused_with_a_reason(bad, msg):
+    with pytest.raises(SpecError, match=msg):
+        ArchSpec.from_dict(bad)
+
+
+def test_not_json_is_a_spec_error():
+    with pytest.raises(SpecError, match="not valid JSON"):
+        ArchSpec.from_json("{nope")
