@@ -110,7 +110,7 @@ def cmd_train(args):
 
 def cmd_bench(args):
     from search.bench import run_bench
-    run_bench(args.data_dir, steps=args.steps, as_json=args.json)
+    run_bench(args.data_dir, steps=args.steps, as_json=args.json, profile=args.profile)
 
 
 # Commands: the study service ---------------------------------------------------------------------
@@ -199,6 +199,7 @@ def parser() -> argparse.ArgumentParser:
                                    "DataLoader with 2 workers, nn.Dropout) and print images per second.")
     p.add_argument("--steps", type=int, default=100, help="training steps per measurement (default 100)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--profile", action="store_true", help="also print the torch profiler table of the engine")
     add_data_arg(p)
     p.set_defaults(func=cmd_bench)
 
@@ -275,9 +276,10 @@ def main(argv=None) -> int:
     from search.data import DataError
     from search.train import ConfigError
     from space.spec import BudgetError, SpecError
+    from storage.studies import StudyError
     try:
         return args.func(args) or 0
-    except (UserError, DataError, ConfigError, BudgetError, SpecError) as e:
+    except (UserError, DataError, ConfigError, BudgetError, SpecError, StudyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -106,13 +106,17 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2000,
-             normalised_input: bool = False) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, accuracy %, predictions) on uint8 images."""
-    model.eval()
+             model_normalises: bool = False) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, accuracy %, predictions) on uint8 images. model_normalises: the model takes
+    [0, 1] images and normalises them itself (an exported model file)."""
+    try:
+        model.eval()
+    except NotImplementedError:
+        pass  # a loaded torch.export program: already frozen in eval mode, refuses .eval()
     loss, preds = 0.0, []
     for i in range(0, len(labels), batch_size):
         x = prepare(images[i:i + batch_size])
-        out = model(x if normalised_input else normalise(x))
+        out = model(x if model_normalises else normalise(x))
         loss += F.cross_entropy(out, labels[i:i + batch_size], reduction="sum").item()
         preds.append(out.argmax(1))
     preds = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)

@@ -1,0 +1,106 @@
+"""`bench`: this engine vs the conventional torchvision pipeline, same model, same steps, same machine.
+
+Conventional = what most MNIST notebooks write: per-sample PIL RandomRotation + ToTensor +
+Normalize in a DataLoader with 2 worker processes, and nn.Dropout. Engine = search.train.train
+(in-memory uint8 tensors, batch-vectorised rotation, pooled dropout masks).
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+
+from search.data import load_mnist, make_split
+from search.train import TrainConfig, train
+from space.baselines import BASELINES
+from space.model import build_model, MNIST_MEAN, MNIST_STD
+
+BATCH = 128
+
+
+def conventional(root, steps: int) -> float:
+    """Images per second of the conventional pipeline (torch's default thread count)."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+    cfg = TrainConfig()
+    tf = transforms.Compose([transforms.RandomRotation(cfg.rotation, fill=0), transforms.ToTensor(),
+                             transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+    ds = datasets.MNIST(str(root), train=True, download=False, transform=tf)
+    torch.manual_seed(0)
+    model = build_model(BASELINES["model6"].spec, dropout=cfg.dropout, pooled_dropout=False)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    loader = DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=2)
+    model.train()
+    t0, done = time.perf_counter(), 0
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done += 1
+        if done == steps:
+            break
+    return done * BATCH / (time.perf_counter() - t0)
+
+
+def engine(root, steps: int, threads: int, data=None) -> float:
+    """Images per second of this engine: one epoch of `steps` batches through the real loop."""
+    data = data or load_mnist(root, download=False)
+    split = make_split(data, train_limit=steps * BATCH, eval_limit=BATCH)
+    cfg = TrainConfig(epochs=1, threads=threads)
+    res = train(BASELINES["model6"].spec, cfg, split, quiet=True)
+    return steps * BATCH / res.history[0]["seconds"]
+
+
+def _engine_worker(args):
+    return engine(*args)
+
+
+def profile_engine(root, steps: int = 20) -> str:
+    from torch.profiler import profile, ProfilerActivity
+    data = load_mnist(root, download=False)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        engine(root, steps, 1, data)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+
+
+def run_bench(root, steps: int = 100, as_json: bool = False, profile: bool = False) -> dict:
+    data = load_mnist(root, download=False)  # validates the files first: one-line error if bad
+    root = data.root
+    dataset_mb = sum(t.numel() * t.element_size() for t in
+                     (data.train_images, data.train_labels, data.test_images, data.test_labels)) / 1e6
+    default_threads = torch.get_num_threads()
+    r = {"steps": steps, "batch_size": BATCH, "cores": mp.cpu_count(), "default_threads": default_threads}
+    r["conventional_img_s"] = conventional(root, steps)
+    torch.set_num_threads(default_threads)
+    r["engine_img_s"] = engine(root, steps, default_threads, data)
+    r["engine_1thread_img_s"] = engine(root, steps, 1, data)
+    # A study runs one single-threaded process per core: measure that aggregate too.
+    n = mp.cpu_count()
+    with mp.get_context("spawn").Pool(n) as pool:
+        r["engine_processes"] = n
+        r["engine_1thread_per_process_total_img_s"] = sum(pool.map(_engine_worker, [(root, steps, 1)] * n))
+    torch.set_num_threads(default_threads)
+    r["ratio_engine"] = r["engine_img_s"] / r["conventional_img_s"]
+    r["ratio_processes"] = r["engine_1thread_per_process_total_img_s"] / r["conventional_img_s"]
+    r["dataset_in_memory_mb"] = dataset_mb
+    r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if as_json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"model6, batch {BATCH}, {steps} steps each, {r['cores']} cores")
+        print(f"  conventional (PIL transforms, DataLoader 2 workers, nn.Dropout, {default_threads} threads): "
+              f"{r['conventional_img_s']:8.0f} img/s  ({60000 / r['conventional_img_s']:.1f} s/epoch)")
+        print(f"  engine, {default_threads} threads:                     {r['engine_img_s']:8.0f} img/s  "
+              f"({60000 / r['engine_img_s']:.1f} s/epoch)  x{r['ratio_engine']:.2f}")
+        print(f"  engine, 1 thread:                      {r['engine_1thread_img_s']:8.0f} img/s")
+        print(f"  engine, {n} processes x 1 thread (how studies run): "
+              f"{r['engine_1thread_per_process_total_img_s']:8.0f} img/s total  x{r['ratio_processes']:.2f}")
+        print(f"  dataset in memory: {dataset_mb:.0f} MB; peak RSS of this process: {r['peak_rss_mb']:.0f} MB")
+    if profile:
+        print(profile_engine(root))
+    return r

@@ -1,0 +1,97 @@
+"""Model files: a torch.export ExportedProgram (.pt2) that plain PyTorch loads without this project.
+
+The program takes float images in [0, 1], shape (N, 1, 28, 28), and normalises them itself. The
+spec, parameter count, metrics and receptive-field table travel inside the file as
+extra_files["mnist_nas.json"].
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from space.model import Normalised, build_model
+from space.rf import receptive_field
+from space.spec import ArchSpec, count_params
+from storage.studies import ArtifactSink, StudyError, get_trial, load_study, storage_url
+
+META_NAME = "mnist_nas.json"
+
+
+def build_trained(weights: dict) -> tuple[ArchSpec, torch.nn.Module]:
+    spec = ArchSpec.from_dict(weights["spec"])
+    model = build_model(spec, dropout=weights["config"].get("dropout", 0.0))
+    model.load_state_dict(weights["state_dict"])
+    return spec, Normalised(model).eval()
+
+
+def export_program(module: torch.nn.Module) -> torch.export.ExportedProgram:
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    return torch.export.export(module.eval(), (torch.rand(4, 1, 28, 28),), dynamic_shapes=({0: batch},))
+
+
+def save_model_file(module, spec: ArchSpec, meta: dict, path: Path, onnx_path: Path | None = None) -> dict:
+    meta = {"format": "mnist-nas model file 1", "input": "float32 (N, 1, 28, 28) in [0, 1]",
+            "output": "logits (N, 10)", "spec": spec.to_dict(), "params": count_params(spec),
+            "receptive_field": [asdict(r) for r in receptive_field(spec)], **meta}
+    ep = export_program(module)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(ep, str(path), extra_files={META_NAME: json.dumps(meta)})
+    if onnx_path:
+        onnx_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.onnx.export(ep, (torch.rand(4, 1, 28, 28),), str(onnx_path), input_names=["images"],
+                          output_names=["logits"], dynamo=True, verbose=False)
+    return meta
+
+
+def load_model_file(path) -> tuple[torch.nn.Module, dict]:
+    """(callable module, metadata). Refuses, in one line, anything that is not such a file."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"no such model file: {path}")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # a .pt2 is a zip archive
+            raise StudyError(f"{path} is not a model file (not a torch.export .pt2 archive)")
+    extra = {META_NAME: ""}
+    quiet = logging.getLogger("torch.export")
+    level, quiet.level = quiet.level, logging.CRITICAL  # torch logs a traceback before raising
+    try:
+        ep = torch.export.load(str(path), extra_files=extra)
+    except Exception as e:
+        raise StudyError(f"{path} is not a model file (torch.export.load failed: {type(e).__name__})") from None
+    finally:
+        quiet.setLevel(level)
+    meta = json.loads(extra[META_NAME]) if extra[META_NAME] else {}
+    return ep.module(), meta
+
+
+def export_trial(args) -> None:
+    study = load_study(args)
+    trial = get_trial(study, args.trial)
+    weights = ArtifactSink(storage_url(args), args.study_name).load_weights(trial)
+    spec, module = build_trained(weights)
+    out, onnx = Path(args.output), Path(args.onnx) if args.onnx else None
+    meta = save_model_file(module, spec, {
+        "study": study.study_name, "trial": trial.number, "consistency_score": trial.values[0],
+        "config": weights["config"], "epochs": trial.user_attrs.get("epochs", []),
+        "last_k": trial.user_attrs.get("last_k")}, out, onnx)
+    print(f"wrote {out} (trial {trial.number}, {meta['params']:,} params, consistency score "
+          f"{trial.values[0]:.2f}){f' and {onnx}' if onnx else ''}")
+
+
+def evaluate_file(args) -> None:
+    from search.data import load_mnist
+    from search.train import evaluate
+    module, meta = load_model_file(args.file)
+    data = load_mnist(args.data_dir)
+    try:
+        _, acc, _ = evaluate(module, data.test_images, data.test_labels, model_normalises=True)
+    except Exception as e:
+        raise StudyError(f"{args.file} does not take (N, 1, 28, 28) images: {type(e).__name__}") from None
+    where = f" (study {meta['study']!r}, trial {meta['trial']})" if "trial" in meta else ""
+    params = f"{meta['params']:,} params, " if "params" in meta else ""
+    print(f"{args.file}{where}: {params}test accuracy {acc:.2f}% "
+          f"on {len(data.test_labels):,} official test images")

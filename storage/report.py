@@ -1,0 +1,111 @@
+"""`report`: best trials, counts by state, Pareto front, and PNG plots of a study."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import optuna
+
+from storage.studies import load_study
+
+TrialState = optuna.trial.TrialState
+
+
+def trial_kind(t: optuna.trial.FrozenTrial) -> str:
+    if t.state == TrialState.PRUNED and str(t.user_attrs.get("ended", "")).startswith("over budget"):
+        return "over budget"
+    return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+            TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[t.state]
+
+
+def pareto_front(points: list[tuple[float, int, object]]) -> list:
+    """Points (score up, params down) not dominated by any other; sorted by params."""
+    front, best = [], float("-inf")
+    for score, params, item in sorted(points, key=lambda p: (p[1], -p[0])):
+        if score > best:
+            front.append((score, params, item))
+            best = score
+    return front
+
+
+def row(t) -> str:
+    epochs = t.user_attrs.get("epochs", [])
+    secs = sum(e["seconds"] for e in epochs)
+    last = " ".join(f"{a:.2f}" for a in t.user_attrs.get("last_k", []))
+    return (f"{t.number:>5} {t.user_attrs.get('params', 0):>7,} {t.values[0]:>8.2f}  {last:<20} "
+            f"{len(epochs):>6} {secs:>8.0f}  {t.user_attrs.get('head_rf', ''):>4}")
+
+
+def report(args) -> None:
+    study = load_study(args)
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter(trial_kind(t) for t in trials)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    order = sorted(complete, key=lambda t: (-t.values[0], t.user_attrs.get("params", 0)))
+    n = len(trials)
+    print(f"study {study.study_name!r}: {n} trials — " +
+          ", ".join(f"{counts[k]} {k}" for k in ("complete", "pruned", "over budget", "failed", "running", "waiting") if counts[k]))
+    if n:
+        print(f"refused over budget before training: {counts['over budget']}/{n} = {100 * counts['over budget'] / n:.0f}%")
+    header = f"{'trial':>5} {'params':>7} {'score':>8}  {'last-K val acc':<20} {'epochs':>6} {'seconds':>8}  {'RF':>4}"
+    print(f"\ntop {min(args.top, len(order))} by consistency score (min val acc over the last K epochs):")
+    print(header)
+    for t in order[:args.top]:
+        print(row(t))
+    front = pareto_front([(t.values[0], t.user_attrs.get("params", 0), t) for t in complete])
+    print("\nPareto front (score up, params down):")
+    print(header)
+    for _, _, t in front:
+        print(row(t))
+    if args.plots:
+        out = write_plots(study, order, front, Path(args.plots), args.top)
+        print(f"\nplots: {', '.join(str(p) for p in out)}")
+
+
+def write_plots(study, order, front, out: Path, top: int) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out.mkdir(parents=True, exist_ok=True)
+    complete = sorted(order, key=lambda t: t.number)
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = [t.number for t in complete]
+    ys = [t.values[0] for t in complete]
+    ax.plot(xs, ys, "o", label="complete trial")
+    best, running = [], float("-inf")
+    for y in ys:
+        running = max(running, y)
+        best.append(running)
+    ax.step(xs, best, where="post", color="C3", label="best so far")
+    ax.axhline(99.4, color="grey", ls="--", lw=0.8)
+    ax.set(xlabel="trial", ylabel="consistency score (val %)", title=f"{study.study_name}: optimisation history")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    paths.append(out / "history.png")
+    fig.tight_layout(); fig.savefig(paths[-1], dpi=110); plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.scatter([t.user_attrs.get("params", 0) for t in complete], ys, label="complete trial")
+    ax.plot([p for _, p, _ in front], [s for s, _, _ in front], "r-o", label="Pareto front")
+    ax.set(xlabel="parameters", ylabel="consistency score (val %)", title="accuracy vs parameters")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    paths.append(out / "pareto.png")
+    fig.tight_layout(); fig.savefig(paths[-1], dpi=110); plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for t in order[:min(top, 8)]:
+        ep = t.user_attrs.get("epochs", [])
+        ax.plot([e["epoch"] for e in ep], [e["val_acc"] for e in ep], "o-", ms=3,
+                label=f"trial {t.number} ({t.user_attrs.get('params', 0):,})")
+    ax.axhline(99.4, color="grey", ls="--", lw=0.8)
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="per-epoch curves of the top trials")
+    lo = min([e["val_acc"] for t in order[:8] for e in t.user_attrs.get("epochs", [])[1:]] or [98])
+    ax.set_ylim(max(lo - 0.2, 90), None)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    paths.append(out / "top_curves.png")
+    fig.tight_layout(); fig.savefig(paths[-1], dpi=110); plt.close(fig)
+    return paths

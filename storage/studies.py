@@ -1,0 +1,143 @@
+"""Storage URLs, opening studies with clean errors, the artifact store beside the database."""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import optuna
+import warnings
+
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+# Heartbeats are marked experimental in Optuna 5, yet are exactly what we want: say it once, here.
+warnings.filterwarnings("ignore", category=ExperimentalWarning)
+
+
+class StudyError(Exception):
+    """Bad storage URL, unknown study, unknown or incomplete trial: one line, exit 2."""
+
+
+def default_url(study_name: str) -> str:
+    return f"sqlite:///studies/{study_name}.db"
+
+
+def storage_url(args) -> str:
+    return getattr(args, "storage", None) or default_url(args.study_name)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):])
+    return None
+
+
+def open_storage(url: str, create: bool = False) -> RDBStorage:
+    """An RDBStorage with heartbeats, so a trial whose process died is failed and retried.
+
+    RetryHeartbeatStaleTrialCallback is Optuna 5's name for RetryFailedTrialCallback (renamed in
+    4.9): a stale RUNNING trial becomes FAIL and a copy with the same parameters is enqueued.
+
+    create=False refuses a SQLite file that does not exist (SQLAlchemy would silently create an
+    empty one, and a typo would look like an empty study)."""
+    path = _sqlite_path(url)
+    engine_kwargs = {}
+    if path is not None:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.is_file():
+            raise StudyError(f"no study database at {path} (storage {url})")
+        engine_kwargs = {"connect_args": {"timeout": 60}}  # workers share one file
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=90,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+    except Exception as e:  # SQLAlchemy or driver errors: a URL we cannot open
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StudyError(f"cannot open storage {url}: {msg}") from None
+
+
+def load_study(args) -> optuna.Study:
+    url = storage_url(args)
+    storage = open_storage(url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if args.study_name not in names:
+        have = ", ".join(names) if names else "none"
+        raise StudyError(f"no study named {args.study_name!r} in {url} (studies there: {have})")
+    return optuna.load_study(study_name=args.study_name, storage=storage)
+
+
+def get_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
+    """'best' (best consistency score; for pareto, the best score on the front) or a trial number."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if which == "best":
+        if not complete:
+            raise StudyError(f"study {study.study_name!r} has no complete trial yet")
+        return max(complete, key=lambda t: (t.values[0], -t.user_attrs.get("params", 0)))
+    try:
+        number = int(which)
+    except ValueError:
+        raise StudyError(f"--trial must be a trial number or 'best', got {which!r}") from None
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise StudyError(f"study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
+    t = trials[number]
+    if t.state != optuna.trial.TrialState.COMPLETE:
+        why = t.user_attrs.get("ended", "")
+        raise StudyError(f"trial {number} is {t.state.name}, not COMPLETE{f' ({why})' if why else ''}")
+    return t
+
+
+def artifact_dir(url: str, study_name: str) -> Path:
+    """Beside a SQLite file: studies/x.db -> studies/x.artifacts/. Other URLs: ./studies/<name>.artifacts."""
+    path = _sqlite_path(url)
+    if path is not None:
+        return path.with_suffix(".artifacts")
+    return Path("studies") / f"{study_name}.artifacts"
+
+
+class ArtifactSink:
+    """Stores a trial's final weights (spec + config + state_dict) in Optuna's artifact store."""
+
+    def __init__(self, url: str, study_name: str):
+        from optuna.artifacts import FileSystemArtifactStore
+        self.dir = artifact_dir(url, study_name)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.store = FileSystemArtifactStore(str(self.dir))
+
+    def save_weights(self, trial: optuna.Trial, result) -> str:
+        import torch
+        from optuna.artifacts import upload_artifact
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"trial{trial.number}-weights.pt"
+            torch.save({"spec": result.spec.to_dict(), "config": result.config.to_dict(),
+                        "state_dict": result.model.state_dict()}, path)
+            artifact_id = upload_artifact(artifact_store=self.store, file_path=str(path),
+                                          study_or_trial=trial)
+        trial.set_user_attr("weights_artifact", artifact_id)
+        return artifact_id
+
+    def load_weights(self, trial: optuna.trial.FrozenTrial) -> dict:
+        import torch
+        artifact_id = trial.user_attrs.get("weights_artifact")
+        if not artifact_id:
+            raise StudyError(f"trial {trial.number} has no stored weights")
+        try:
+            with self.store.open_reader(artifact_id) as f:
+                return torch.load(io.BytesIO(f.read()), weights_only=True)
+        except Exception as e:
+            raise StudyError(f"cannot read weights of trial {trial.number} from {self.dir}: {type(e).__name__}") from None
+
+
+def dashboard(args) -> None:
+    url = storage_url(args)
+    open_storage(url)  # fail here, in one line, if it cannot be opened
+    from optuna_dashboard import run_server
+    art = artifact_dir(url, args.study_name)
+    store = None
+    if art.is_dir():
+        from optuna.artifacts import FileSystemArtifactStore
+        store = FileSystemArtifactStore(str(art))
+    print(f"optuna-dashboard for {url}: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
+    run_server(url, host=args.host, port=args.port, artifact_store=store)

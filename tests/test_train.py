@@ -1,0 +1,90 @@
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from search.data import load_mnist, make_split
+from search.train import TrainConfig, ConfigError, train, rotate_batch, EPOCH_LIMIT
+from space.baselines import BASELINES
+from tests.conftest import ROOT
+
+SPEC = BASELINES["model6"].spec
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tiny_root):
+    split = make_split(load_mnist(tiny_root, download=False))
+    run = lambda seed: train(SPEC, TrainConfig(epochs=2, batch_size=16, seed=seed, threads=1), split, quiet=True)
+    a, b, c = run(3), run(3), run(4)
+    assert a.history[-1]["train_loss"] == b.history[-1]["train_loss"]
+    assert [h["val_acc"] for h in a.history] == [h["val_acc"] for h in b.history]
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb)
+    assert a.history[-1]["train_loss"] != c.history[-1]["train_loss"]
+
+
+def test_epoch_limit_is_enforced_unless_overridden():
+    with pytest.raises(ConfigError, match="over the limit of 15"):
+        TrainConfig(epochs=EPOCH_LIMIT + 1)
+    assert TrainConfig(epochs=20, allow_long=True).epochs == 20
+    with pytest.raises(ConfigError):
+        TrainConfig(epochs=0)
+
+
+def test_rotation_is_per_image_and_fills_with_the_background():
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 10:18, 4:24] = 1.0
+    g = torch.Generator().manual_seed(0)
+    r = rotate_batch(x, 30.0, 0.0, g)
+    # different angles per image: the rotated images are not all the same
+    assert not torch.allclose(r[0], r[1])
+    # background stays background (fill 0), no new bright corners appear
+    assert r[:, :, 0, 0].abs().max() < 1e-6
+    # a fill of 0.5 shows in the uncovered corners when rotating a blank image
+    blank = rotate_batch(torch.zeros(4, 1, 28, 28), 45.0, 0.5, torch.Generator().manual_seed(1))
+    assert math.isclose(blank[0, 0, 0, 0].item(), 0.5, abs_tol=1e-5)
+    assert blank[0, 0, 14, 14].abs() < 1e-6
+    # zero degrees is the identity
+    assert torch.allclose(rotate_batch(x, 0.0, 0.0, g), x, atol=1e-5)
+
+
+def test_step_lr_changes_the_learning_rate(tiny_root):
+    split = make_split(load_mnist(tiny_root, download=False))
+    res = train(SPEC, TrainConfig(epochs=3, batch_size=32, step_size=1, gamma=0.5, lr=0.04), split, quiet=True)
+    assert [round(h["lr"], 6) for h in res.history] == [0.04, 0.02, 0.01]
+
+
+def test_train_cli_writes_metrics_json_and_png(tiny_root, tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, str(ROOT / "study.py"), "train", "model6", "--epochs", "2",
+                        "--final", "--seed", "5", "--out", str(out), "--data-dir", str(tiny_root)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "test_acc" in r.stdout  # the epoch table header
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["eval_name"] == "test" and m["params"] == 7416 and m["config"]["seed"] == 5
+    assert [e["epoch"] for e in m["epochs"]] == [1, 2]
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"):
+        assert all(isinstance(e[key], float) for e in m["epochs"])
+    png = (out / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_train_cli_refuses_over_budget_and_too_many_epochs(tiny_root):
+    r = subprocess.run([sys.executable, str(ROOT / "study.py"), "train", "model1", "--epochs", "1",
+                        "--data-dir", str(tiny_root)], capture_output=True, text=True)
+    assert r.returncode == 2 and "over the budget" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "study.py"), "train", "--epochs", "16",
+                        "--data-dir", str(tiny_root)], capture_output=True, text=True)
+    assert r.returncode == 2 and "over the limit" in r.stderr
+
+
+@pytest.mark.real
+def test_one_epoch_on_a_real_mnist_subset_learns(real_mnist):
+    split = make_split(real_mnist, train_limit=6000)
+    res = train(SPEC, TrainConfig(epochs=1, threads=1), split, quiet=True)
+    h = res.history[0]
+    assert h["val_acc"] > 75.0, h  # one epoch on 6,000 images (47 steps): measured 83.9; chance is 10
+    assert 0 < h["train_loss"] < 1.5  # measured 1.03; ln(10) = 2.30 at chance
