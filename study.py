@@ -73,8 +73,12 @@ def cmd_summary(args):
 
 def train_config(recipe: dict, args, **extra):
     from search.train import TrainConfig
-    overrides = {k: v for k, v in dict(epochs=args.epochs, seed=args.seed, threads=args.threads,
-                                       allow_long=args.allow_long).items() if v is not None}
+    overrides = {k: v for k, v in dict(
+        epochs=args.epochs, seed=args.seed, threads=args.threads, allow_long=args.allow_long,
+        lr=getattr(args, "lr", None), batch_size=getattr(args, "batch_size", None),
+        dropout=getattr(args, "dropout", None), rotation=getattr(args, "rotation", None),
+        step_size=getattr(args, "step_size", None), gamma=getattr(args, "gamma", None),
+    ).items() if v is not None}
     return TrainConfig.from_dict({**recipe, **overrides, **extra})
 
 
@@ -188,6 +192,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/<model>-<val|final>-seed<S>)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--allow-long", action="store_true", help="permit more than 15 epochs")
+    p.add_argument("--lr", type=float, help="override the recipe's SGD learning rate")
+    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    p.add_argument("--dropout", type=float, help="override the recipe's dropout rate")
+    p.add_argument("--rotation", type=float, help="override the recipe's rotation range (degrees)")
+    p.add_argument("--step-size", type=int, help="override StepLR's step size (0 = no scheduler)")
+    p.add_argument("--gamma", type=float, help="override StepLR's gamma")
     p.add_argument("--max-params", type=int, default=8000, help="refuse specs with this many parameters or more")
     p.add_argument("--no-budget", action="store_true", help="skip the budget check (model1 needs it)")
     add_data_arg(p)

@@ -38,6 +38,14 @@ def suggest_spec(trial: optuna.Trial) -> ArchSpec:
     return ArchSpec(tuple(layers), batchnorm=True, name=f"trial{trial.number}")
 
 
+def smallest_spec() -> ArchSpec:
+    """The smallest model the space can sample: a budget at or below its count admits nothing."""
+    layers = [Layer("conv", B1_WIDTH[0]) for _ in range(B1_LAYERS[0])]
+    layers += [Layer("conv", SQUEEZE_WIDTH[0], kernel=1), Layer("maxpool")]
+    layers += [Layer("conv", B2_WIDTH[0]) for _ in range(B2_LAYERS[0])]
+    return ArchSpec(tuple(layers + [Layer("gap"), Layer("head", 10, kernel=1)]), batchnorm=True)
+
+
 def suggest_config(trial: optuna.Trial, epochs: int, threads: int = 1) -> TrainConfig:
     return TrainConfig(
         epochs=epochs,

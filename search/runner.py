@@ -13,8 +13,15 @@ from dataclasses import asdict
 
 import optuna
 
-from search.objective import SearchSettings, make_objective, MODEL6_PARAMS
+from search.objective import SearchSettings, make_objective, MODEL6_PARAMS, smallest_spec
+from space.spec import count_params
 from storage.studies import ArtifactSink, StudyError, open_storage, storage_url
+
+
+def quiet_optuna() -> None:
+    """Our own per-epoch lines say what happens; Optuna's INFO lines and its warning with a
+    traceback for a trial interrupted by Ctrl-C would bury them. Real errors still raise."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def make_sampler(kind: str, seed: int):
@@ -32,6 +39,14 @@ def make_pruner(kind: str, epochs: int):
 
 
 def create_or_resume(args) -> optuna.Study:
+    smallest = count_params(smallest_spec())
+    if args.max_params <= smallest:
+        raise StudyError(f"--max-params {args.max_params:,} admits no model: the smallest this space "
+                         f"can build has {smallest:,} parameters")
+    if args.last_k < 1 or args.last_k > args.epochs:
+        raise StudyError(f"--last-k must be between 1 and --epochs ({args.epochs}), got {args.last_k}")
+    if args.n_trials < 1 or args.workers < 1:
+        raise StudyError("--n-trials and --workers must be at least 1")
     url = storage_url(args)
     storage = open_storage(url, create=True)
     pareto = args.objective == "pareto"
@@ -53,8 +68,10 @@ def create_or_resume(args) -> optuna.Study:
     return study
 
 
-def _worker(args, worker: int, n_trials: int) -> None:
+def _worker(args, worker: int, n_trials: int) -> bool:
+    """Run this worker's share of trials; True when stopped by Ctrl-C."""
     import torch
+    quiet_optuna()
     torch.set_num_threads(1)  # one process per core beats one process with many threads
     from search.data import load_mnist, make_split
     url = storage_url(args)
@@ -68,11 +85,15 @@ def _worker(args, worker: int, n_trials: int) -> None:
     tag = f"[w{worker}] " if args.workers > 1 else ""
     objective = make_objective(settings, split, ArtifactSink(url, args.study_name),
                                log=lambda line: print(tag + line, flush=True))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study.optimize(objective, n_trials=n_trials, timeout=args.timeout, catch=())
     except KeyboardInterrupt:
-        pass  # Optuna has already marked the running trial FAILED; completed trials are stored
+        return True  # Optuna has already marked the running trial FAILED; completed trials are stored
+    return False
+
+
+def _worker_process(args, worker: int, n_trials: int) -> None:
+    sys.exit(130 if _worker(args, worker, n_trials) else 0)
 
 
 def _state_counts(study) -> str:
@@ -88,6 +109,9 @@ def _state_counts(study) -> str:
 
 def run_search(args) -> None:
     from search.data import load_mnist
+    from search.train import TrainConfig
+    quiet_optuna()
+    TrainConfig(epochs=args.epochs)  # the epoch limit, checked before anything is stored
     load_mnist(args.data_dir)  # bad data: one line now, before any worker starts
     study = create_or_resume(args)
     before = sum(t.state != optuna.trial.TrialState.WAITING for t in study.trials)
@@ -100,12 +124,12 @@ def run_search(args) -> None:
     interrupted = False
     if workers == 1:
         try:
-            _worker(args, 0, shares[0])
-        except KeyboardInterrupt:
+            interrupted = _worker(args, 0, shares[0])
+        except KeyboardInterrupt:  # between trials
             interrupted = True
     else:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(args, i, n)) for i, n in enumerate(shares)]
+        procs = [ctx.Process(target=_worker_process, args=(args, i, n)) for i, n in enumerate(shares)]
         for p in procs:
             p.start()
         while any(p.is_alive() for p in procs):
@@ -114,7 +138,8 @@ def run_search(args) -> None:
                     p.join()
             except KeyboardInterrupt:
                 interrupted = True  # workers got the same SIGINT; wait for them to record it
-        if any(p.exitcode not in (0, None) for p in procs) and not interrupted:
+        interrupted |= any(p.exitcode == 130 for p in procs)
+        if any(p.exitcode not in (0, 130) for p in procs):
             print("warning: a worker exited with an error; see its output above", file=sys.stderr)
     study = optuna.load_study(study_name=args.study_name, storage=open_storage(storage_url(args)))
     print(f"{'stopped by Ctrl-C' if interrupted else 'done'} after {time.time() - t0:.0f}s: "

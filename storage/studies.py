@@ -34,7 +34,7 @@ def _sqlite_path(url: str) -> Path | None:
     return None
 
 
-def open_storage(url: str, create: bool = False) -> RDBStorage:
+def open_storage(url: str, create: bool = False, heartbeat: int = 30, grace: int = 90) -> RDBStorage:
     """An RDBStorage with heartbeats, so a trial whose process died is failed and retried.
 
     RetryHeartbeatStaleTrialCallback is Optuna 5's name for RetryFailedTrialCallback (renamed in
@@ -51,7 +51,7 @@ def open_storage(url: str, create: bool = False) -> RDBStorage:
             raise StudyError(f"no study database at {path} (storage {url})")
         engine_kwargs = {"connect_args": {"timeout": 60}}  # workers share one file
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=90,
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     except Exception as e:  # SQLAlchemy or driver errors: a URL we cannot open
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,0 +1,207 @@
+"""The study service on a real SQLite file with tiny trials (tiny IDX data, 1-2 epochs)."""
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from search.objective import MODEL6_PARAMS, SearchSettings, make_objective
+from search.runner import make_pruner
+from search.data import load_mnist, make_split
+from storage.studies import open_storage
+from tests.conftest import ROOT, make_tiny_mnist
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def cli(*args, cwd, check=True, timeout=600):
+    r = subprocess.run([sys.executable, str(ROOT / "study.py"), *map(str, args)], cwd=cwd,
+                       capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{args} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """One tiny study, run twice (resume), shared by the tests below."""
+    d = tmp_path_factory.mktemp("study")
+    make_tiny_mnist(d / "data", n_train=300, n_test=60)
+    common = ["--data-dir", "data", "--epochs", "2", "--last-k", "2", "--workers", "2",
+              "--max-params", "6000", "--seed", "1"]
+    first = cli("search", "--study-name", "tiny", "--n-trials", "6", *common, cwd=d)
+    second = cli("search", "--study-name", "tiny", "--n-trials", "4", *common, cwd=d)
+    return d, first, second
+
+
+def load(d, name="tiny"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{d}/studies/{name}.db")
+
+
+def test_trials_complete_are_refused_over_budget_and_resume_adds(work):
+    d, first, second = work
+    study = load(d)
+    trials = study.trials
+    assert len(trials) == 10, first.stdout + second.stdout  # 6, then 4 more: resumed, not restarted
+    assert "6 trials so far" in second.stdout
+    # the seed's model6 recipe is the first trial: 7,416 params, over this study's 6,000 budget
+    assert trials[0].params == MODEL6_PARAMS
+    assert trials[0].user_attrs["params"] == 7416
+    assert trials[0].state == optuna.trial.TrialState.PRUNED
+    assert trials[0].user_attrs["ended"] == "over budget: 7416 >= 6000"
+    assert "epochs" not in trials[0].user_attrs  # refused before any training
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete
+    for t in complete:
+        ua = t.user_attrs
+        assert ua["params"] < 6000 and len(ua["epochs"]) == 2 and ua["head_rf"] >= 20
+        assert t.value == min(e["val_acc"] for e in ua["epochs"])  # consistency score, K=2
+        assert ua["weights_artifact"] and ua["spec"]["layers"][-1]["op"] == "head"
+        assert ua["seconds_per_epoch"] > 0 and ua["ended"] == "completed 2 epochs"
+    assert (d / "studies" / "tiny.artifacts").is_dir()
+
+
+def test_report_counts_and_plots(work):
+    d, _, _ = work
+    r = cli("report", "--study-name", "tiny", "--plots", "plots", cwd=d)
+    assert "10 trials" in r.stdout and "over budget" in r.stdout and "Pareto front" in r.stdout
+    for name in ("history.png", "pareto.png", "top_curves.png"):
+        assert (d / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_export_evaluate_and_plain_torch_agree(work):
+    d, _, _ = work
+    cli("export", "--study-name", "tiny", "--trial", "best", "-o", "best.pt2", "--onnx", "best.onnx", cwd=d)
+    ev = cli("evaluate", "best.pt2", "--data-dir", "data", cwd=d)
+    acc = float(ev.stdout.split("test accuracy ")[1].split("%")[0])
+    # plain PyTorch, without this project on the path: only the file and torch
+    code = ("import sys, json, torch, numpy as np\n"
+            "extra = {'mnist_nas.json': ''}\n"
+            "m = torch.export.load('best.pt2', extra_files=extra).module()\n"
+            "raw = open('data/MNIST/raw/t10k-images-idx3-ubyte','rb').read()[16:]\n"
+            "x = torch.tensor(np.frombuffer(raw, np.uint8).reshape(-1,1,28,28).copy()).float() / 255\n"
+            "print(json.dumps({'pred': m(x).argmax(1).tolist(), 'meta': json.loads(extra['mnist_nas.json'])}))\n")
+    r = subprocess.run([sys.executable, "-I", "-c", code], cwd=d, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    import json
+    out = json.loads(r.stdout)
+    labels = load_mnist(d / "data", download=False).test_labels
+    plain_acc = 100.0 * (torch.tensor(out["pred"]) == labels).float().mean().item()
+    assert abs(plain_acc - acc) < 1e-6
+    meta = out["meta"]
+    assert meta["params"] < 6000 and meta["spec"]["layers"] and meta["receptive_field"][-1]["N_out"] == 1
+    # the stored weights, rebuilt with this project's code, predict the same
+    from storage.modelfile import build_trained
+    from storage.studies import ArtifactSink
+    study = load(d)
+    t = study.trials[meta["trial"]]
+    _, module = build_trained(ArtifactSink(f"sqlite:///{d}/studies/tiny.db", "tiny").load_weights(t))
+    raw = (d / "data/MNIST/raw/t10k-images-idx3-ubyte").read_bytes()[16:]
+    x = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(-1, 1, 28, 28).float() / 255
+    with torch.no_grad():
+        assert module(x).argmax(1).tolist() == out["pred"]
+    import onnx
+    onnx.checker.check_model(onnx.load(str(d / "best.onnx")))
+
+
+def test_optuna_cli_reads_the_study(work):
+    d, _, _ = work
+    optuna_bin = Path(sys.executable).parent / "optuna"
+    r = subprocess.run([str(optuna_bin), "trials", "--study-name", "tiny", "--storage",
+                        f"sqlite:///{d}/studies/tiny.db", "-f", "json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    import json
+    assert len(json.loads(r.stdout)) == 10
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["report", "--study-name", "nope"], "no study database"),
+    (["report", "--study-name", "nope", "--storage", "sqlite:///studies/tiny.db"], "no study named 'nope'"),
+    (["export", "--study-name", "tiny", "--trial", "999", "-o", "x.pt2"], "no trial 999"),
+    (["export", "--study-name", "tiny", "--trial", "0", "-o", "x.pt2"], "is PRUNED, not COMPLETE"),
+    (["export", "--study-name", "tiny", "--trial", "seven", "-o", "x.pt2"], "trial number or 'best'"),
+    (["verify", "--study-name", "tiny", "--trial", "0"], "not COMPLETE"),
+    (["report", "--storage", "nosuchdb://x/y"], "cannot open storage"),
+    (["report", "--storage", "postgresql://u:p@127.0.0.1:9/db"], "cannot open storage"),
+    (["search", "--study-name", "tiny", "--max-params", "1000", "--data-dir", "data"], "admits no model"),
+    (["search", "--study-name", "tiny", "--epochs", "16", "--data-dir", "data"], "over the limit"),
+    (["search", "--study-name", "tiny", "--objective", "pareto", "--data-dir", "data"], "exists with directions"),
+    (["evaluate", "studies/tiny.db"], "is not a model file"),
+    (["evaluate", "missing.pt2"], "no such model file"),
+    (["search", "--study-name", "x", "--data-dir", "nodata"], "MNIST data unusable"),
+])
+def test_bad_input_is_one_line_exit_2_and_leaves_the_study_unchanged(work, args, needle):
+    d, _, _ = work
+    db = d / "studies" / "tiny.db"
+    before = digest(db)
+    if "nodata" in args:
+        env_args = args + []  # the download is attempted and fails fast (offline or not) -> one line
+    r = cli(*args, cwd=d, check=False, timeout=300)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert needle in r.stderr and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert digest(db) == before
+
+
+def test_pruner_stops_a_weak_trial_and_records_why(tmp_path, tiny_root):
+    url = f"sqlite:///{tmp_path}/p.db"
+    study = optuna.create_study(study_name="p", storage=open_storage(url, create=True),
+                                direction="maximize", pruner=make_pruner("median", 5))
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for i in range(5):  # five strong trials that reached 100 % at every epoch
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=100.0,
+                                                  intermediate_values={s: 100.0 for s in range(1, 6)}))
+    split = make_split(load_mnist(tiny_root, download=False))
+    objective = make_objective(SearchSettings(epochs=5, last_k=2), split, log=lambda s: None)
+    study.optimize(objective, n_trials=1)
+    t = study.trials[-1]
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["ended"].startswith("pruned after epoch 3")  # n_warmup_steps=3: epochs 1-2 are never pruned
+    assert len(t.user_attrs["epochs"]) == 3
+
+
+def test_a_dead_workers_trial_is_failed_and_retried(tmp_path):
+    url = f"sqlite:///{tmp_path}/h.db"
+    storage = open_storage(url, create=True, heartbeat=1, grace=1)
+    study = optuna.create_study(study_name="h", storage=storage, direction="maximize")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    storage.record_heartbeat(trial._trial_id)  # the worker's last sign of life, then it "dies"
+    time.sleep(2.5)
+    optuna.storages.fail_stale_trials(study)  # what every worker does when it starts optimizing
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert study.trials[1].params == study.trials[0].params  # retried with the same parameters
+    assert study.trials[1].system_attrs["failed_trial"] == 0
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_completed_trials(tmp_path):
+    make_tiny_mnist(tmp_path / "data", n_train=300, n_test=60)
+    p = subprocess.Popen([sys.executable, str(ROOT / "study.py"), "search", "--study-name", "c",
+                          "--data-dir", "data", "--epochs", "15", "--workers", "1", "--n-trials", "50",
+                          "--pruner", "none", "--no-enqueue"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait for one complete trial, then a few epochs of the next
+        line = p.stdout.readline()
+        lines.append(line)
+        if sum("done, consistency score" in l for l in lines) >= 1 and " epoch  2:" in line:
+            break
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, (out, err)
+    assert "Traceback" not in err and "stopped by Ctrl-C" in out
+    study = load(tmp_path, "c")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") >= 1 and "RUNNING" not in states
+    assert states[-1] == "FAIL"  # the trial that was running is marked, not left RUNNING
