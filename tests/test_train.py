@@ -88,3 +88,15 @@ def test_one_epoch_on_a_real_mnist_subset_learns(real_mnist):
     h = res.history[0]
     assert h["val_acc"] > 75.0, h  # one epoch on 6,000 images (47 steps): measured 83.9; chance is 10
     assert 0 < h["train_loss"] < 1.5  # measured 1.03; ln(10) = 2.30 at chance
+
+
+def test_bench_runs_both_pipelines_and_reports_json(tiny_root):
+    r = subprocess.run([sys.executable, str(ROOT / "study.py"), "bench", "--steps", "1", "--json",
+                        "--data-dir", str(tiny_root)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for key in ("conventional_img_s", "engine_img_s", "engine_1thread_img_s",
+                "engine_1thread_per_process_total_img_s"):
+        assert out[key] > 0
+    assert out["ratio_engine"] == out["engine_img_s"] / out["conventional_img_s"]
+    assert out["dataset_in_memory_mb"] < 1  # tiny data; the real MNIST is ~55 MB
