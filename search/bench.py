@@ -19,7 +19,7 @@ from search.train import TrainConfig, train
 from space.baselines import BASELINES
 from space.model import build_model, MNIST_MEAN, MNIST_STD
 
-BATCH = 128
+BATCH = TrainConfig().batch_size  # the model6 recipe's batch, for both pipelines
 
 
 def conventional(root, steps: int) -> float:

@@ -22,7 +22,7 @@ B1_WIDTH, SQUEEZE_WIDTH, B2_WIDTH = (4, 16), (6, 16), (8, 20)  # ~20% over budge
 MODEL6_PARAMS = {
     "b1_layers": 2, "b1_w0": 8, "b1_w1": 15, "squeeze_w": 10,
     "b2_layers": 4, "b2_w0": 10, "b2_w1": 12, "b2_w2": 14, "b2_w3": 18,
-    "dropout": 0.05, "rotation": 7.0, "step_size": 6, "gamma": 0.1, "lr": 0.05, "batch_size": 128,
+    "dropout": 0.05, "rotation": 7.0, "step_size": 6, "gamma": 0.1, "lr": 0.05, "batch_size": 64,
 }
 
 

@@ -205,3 +205,15 @@ def test_ctrl_c_stops_cleanly_and_keeps_completed_trials(tmp_path):
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") >= 1 and "RUNNING" not in states
     assert states[-1] == "FAIL"  # the trial that was running is marked, not left RUNNING
+
+
+def test_enqueued_first_trial_is_exactly_the_seed_model6_recipe():
+    from search.objective import suggest_config, suggest_spec
+    from search.train import TrainConfig
+    from space.baselines import BASELINES
+    trial = optuna.trial.FixedTrial(MODEL6_PARAMS, number=0)
+    spec = suggest_spec(trial)
+    assert spec.layers == BASELINES["model6"].spec.layers and spec.batchnorm
+    cfg, default = suggest_config(trial, epochs=15), TrainConfig()
+    for field in ("dropout", "rotation", "step_size", "gamma", "lr", "batch_size", "epochs"):
+        assert getattr(cfg, field) == getattr(default, field), field
