@@ -47,11 +47,11 @@ def conventional(root, steps: int) -> float:
     return done * BATCH / (time.perf_counter() - t0)
 
 
-def engine(root, steps: int, threads: int, data=None) -> float:
+def engine(root, steps: int, threads: int, data=None, pooled_dropout: bool = True) -> float:
     """Images per second of this engine: one epoch of `steps` batches through the real loop."""
     data = data or load_mnist(root, download=False)
     split = make_split(data, train_limit=steps * BATCH, eval_limit=BATCH)
-    cfg = TrainConfig(epochs=1, threads=threads)
+    cfg = TrainConfig(epochs=1, threads=threads, pooled_dropout=pooled_dropout)
     res = train(BASELINES["model6"].spec, cfg, split, quiet=True)
     return steps * BATCH / res.history[0]["seconds"]
 
@@ -79,6 +79,7 @@ def run_bench(root, steps: int = 100, as_json: bool = False, profile: bool = Fal
     torch.set_num_threads(default_threads)
     r["engine_img_s"] = engine(root, steps, default_threads, data)
     r["engine_1thread_img_s"] = engine(root, steps, 1, data)
+    r["engine_1thread_nn_dropout_img_s"] = engine(root, steps, 1, data, pooled_dropout=False)
     # A study runs one single-threaded process per core: measure that aggregate too.
     n = mp.cpu_count()
     with mp.get_context("spawn").Pool(n) as pool:
@@ -98,6 +99,7 @@ def run_bench(root, steps: int = 100, as_json: bool = False, profile: bool = Fal
         print(f"  engine, {default_threads} threads:                     {r['engine_img_s']:8.0f} img/s  "
               f"({60000 / r['engine_img_s']:.1f} s/epoch)  x{r['ratio_engine']:.2f}")
         print(f"  engine, 1 thread:                      {r['engine_1thread_img_s']:8.0f} img/s")
+        print(f"  engine, 1 thread, nn.Dropout masks:    {r['engine_1thread_nn_dropout_img_s']:8.0f} img/s")
         print(f"  engine, {n} processes x 1 thread (how studies run): "
               f"{r['engine_1thread_per_process_total_img_s']:8.0f} img/s total  x{r['ratio_processes']:.2f}")
         print(f"  dataset in memory: {dataset_mb:.0f} MB; peak RSS of this process: {r['peak_rss_mb']:.0f} MB")

@@ -42,6 +42,7 @@ class TrainConfig:
     seed: int = 1
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     allow_long: bool = False  # permit more than EPOCH_LIMIT epochs
+    pooled_dropout: bool = True  # False: nn.Dropout's fresh bernoulli_ masks (slower; see bench)
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -140,7 +141,7 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # weights and dropout masks
     gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and rotation angles
-    model = build_model(spec, dropout=cfg.dropout)
+    model = build_model(spec, dropout=cfg.dropout, pooled_dropout=cfg.pooled_dropout)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, cfg.step_size, cfg.gamma) if cfg.step_size else None

@@ -100,3 +100,25 @@ def test_invalid_specs_are_refused_with_a_reason(bad, msg):
 def test_not_json_is_a_spec_error():
     with pytest.raises(SpecError, match="not valid JSON"):
         ArchSpec.from_json("{nope")
+
+
+def test_pooled_dropout_drops_at_rate_p_rescales_and_is_identity_in_eval():
+    from space.model import PooledDropout
+    torch.manual_seed(0)
+    d = PooledDropout(0.1)
+    x = torch.ones(64, 8, 12, 12)
+    kept = []
+    for _ in range(50):
+        y = d(x)
+        assert set(torch.unique(y).tolist()) <= {0.0, 1 / 0.9}
+        kept.append((y > 0).float().mean().item())
+    assert abs(sum(kept) / len(kept) - 0.9) < 0.01
+    # masks differ from call to call and from image to image
+    a, b = d(x), d(x)
+    assert not torch.equal(a, b) and not torch.equal(a[0], a[1])
+    d.eval()
+    assert torch.equal(d(x), x)
+    # seeded: the same sequence of masks
+    torch.manual_seed(5); m1 = PooledDropout(0.1)(x)
+    torch.manual_seed(5); m2 = PooledDropout(0.1)(x)
+    assert torch.equal(m1, m2)

@@ -95,7 +95,7 @@ def test_bench_runs_both_pipelines_and_reports_json(tiny_root):
                         "--data-dir", str(tiny_root)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    for key in ("conventional_img_s", "engine_img_s", "engine_1thread_img_s",
+    for key in ("conventional_img_s", "engine_img_s", "engine_1thread_img_s", "engine_1thread_nn_dropout_img_s",
                 "engine_1thread_per_process_total_img_s"):
         assert out[key] > 0
     assert out["ratio_engine"] == out["engine_img_s"] / out["conventional_img_s"]
