@@ -110,7 +110,7 @@ def test_pooled_dropout_drops_at_rate_p_rescales_and_is_identity_in_eval():
     kept = []
     for _ in range(50):
         y = d(x)
-        assert set(torch.unique(y).tolist()) <= {0.0, 1 / 0.9}
+        assert torch.isclose(y, torch.zeros(())).logical_or(torch.isclose(y, torch.tensor(1 / 0.9))).all()
         kept.append((y > 0).float().mean().item())
     assert abs(sum(kept) / len(kept) - 0.9) < 0.01
     # masks differ from call to call and from image to image
