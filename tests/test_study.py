@@ -217,3 +217,52 @@ def test_enqueued_first_trial_is_exactly_the_seed_model6_recipe():
     cfg, default = suggest_config(trial, epochs=15), TrainConfig()
     for field in ("dropout", "rotation", "step_size", "gamma", "lr", "batch_size", "epochs"):
         assert getattr(cfg, field) == getattr(default, field), field
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _chromium() -> str | None:
+    import shutil
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_dashboard_serves_the_study_to_a_real_browser(work):
+    d, _, _ = work
+    port = _free_port()
+    p = subprocess.Popen([sys.executable, str(ROOT / "study.py"), "dashboard", "--study-name", "tiny",
+                          "--port", str(port)], cwd=d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = p.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in first, (first, p.stderr.read() if p.poll() is not None else "")
+        import json
+        import urllib.request
+        body = None
+        for _ in range(60):  # the server starts listening just after it prints the URL
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5).read()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None
+        studies = json.loads(body)["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["tiny"]
+        browser = _chromium()
+        if browser is None:
+            if os.environ.get("MNIST_NAS_REQUIRE_BROWSER"):
+                pytest.fail("MNIST_NAS_REQUIRE_BROWSER is set but no chromium is installed")
+            pytest.skip("no chromium here; CI installs one")
+        shot = d / "dashboard.png"
+        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                              "--virtual-time-budget=20000", "--window-size=1280,800",
+                              f"--screenshot={shot}", "--dump-dom", f"http://127.0.0.1:{port}/dashboard"],
+                             capture_output=True, text=True, timeout=120)
+        assert "tiny" in dom.stdout, dom.stdout[-2000:]  # the study list, rendered by the page's JS
+        assert shot.read_bytes()[:4] == b"\x89PNG"
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
