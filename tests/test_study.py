@@ -170,6 +170,7 @@ def test_pruner_stops_a_weak_trial_and_records_why(tmp_path, tiny_root):
     assert len(t.user_attrs["epochs"]) == 3
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() instead of optimize(): on purpose
 def test_a_dead_workers_trial_is_failed_and_retried(tmp_path):
     url = f"sqlite:///{tmp_path}/h.db"
     storage = open_storage(url, create=True, heartbeat=1, grace=1)
