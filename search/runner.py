@@ -38,6 +38,12 @@ def make_pruner(kind: str, epochs: int):
     return optuna.pruners.NopPruner()
 
 
+def settings_from_args(args) -> SearchSettings:
+    pareto = args.objective == "pareto"  # Optuna cannot prune multi-objective trials
+    return SearchSettings(max_params=args.max_params, epochs=args.epochs, last_k=args.last_k,
+                          pareto=pareto, prune=not pareto and args.pruner != "none")
+
+
 def create_or_resume(args) -> optuna.Study:
     smallest = count_params(smallest_spec())
     if args.max_params <= smallest:
@@ -61,9 +67,7 @@ def create_or_resume(args) -> optuna.Study:
                                 load_if_exists=True)
     if not study.trials and not args.no_enqueue:
         study.enqueue_trial(MODEL6_PARAMS)  # start from the seed's known-good point
-    settings = SearchSettings(max_params=args.max_params, epochs=args.epochs, last_k=args.last_k,
-                              pareto=pareto, prune=not pareto and args.pruner != "none")
-    for key, value in asdict(settings).items():
+    for key, value in asdict(settings_from_args(args)).items():
         study.set_user_attr(key, value)
     return study
 
@@ -75,9 +79,7 @@ def _worker(args, worker: int, n_trials: int) -> bool:
     torch.set_num_threads(1)  # one process per core beats one process with many threads
     from search.data import load_mnist, make_split
     url = storage_url(args)
-    pareto = args.objective == "pareto"
-    settings = SearchSettings(max_params=args.max_params, epochs=args.epochs, last_k=args.last_k,
-                              pareto=pareto, prune=not pareto and args.pruner != "none")
+    settings = settings_from_args(args)
     split = make_split(load_mnist(args.data_dir), train_limit=args.train_limit)
     study = optuna.load_study(study_name=args.study_name, storage=open_storage(url),
                               sampler=make_sampler(args.sampler, args.seed + worker),
@@ -98,12 +100,8 @@ def _worker_process(args, worker: int, n_trials: int) -> None:
 
 def _state_counts(study) -> str:
     from collections import Counter
-    c = Counter()
-    for t in study.get_trials(deepcopy=False):
-        if t.state.name == "PRUNED" and str(t.user_attrs.get("ended", "")).startswith("over budget"):
-            c["over budget"] += 1
-        else:
-            c[t.state.name.lower()] += 1
+    from storage.report import trial_kind
+    c = Counter(trial_kind(t) for t in study.get_trials(deepcopy=False))
     return ", ".join(f"{v} {k}" for k, v in sorted(c.items()))
 
 
