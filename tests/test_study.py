@@ -281,3 +281,15 @@ def test_pareto_objective_has_two_directions_and_report_shows_the_front(tmp_path
     front = r.stdout.split("Pareto front")[1]
     best = max(complete, key=lambda t: (t.values[0], -t.values[1]))
     assert f"{best.number:>5} " in front
+
+
+def test_verify_retrains_each_seed_on_the_full_set_and_exits_by_the_target(work):
+    d, _, _ = work
+    ok = cli("verify", "--study-name", "tiny", "--seeds", "2", "--epochs", "2", "--last-k", "2",
+             "--target", "0", "--data-dir", "data", cwd=d, check=False)
+    assert ok.returncode == 0, ok.stderr
+    rows = [l for l in ok.stdout.splitlines() if l.strip().startswith(("1 ", "2 "))]
+    assert len(rows) == 2 and all(r.endswith("PASS") for r in rows)
+    no = cli("verify", "--study-name", "tiny", "--seeds", "1", "--epochs", "1", "--last-k", "1",
+             "--target", "100.01", "--data-dir", "data", cwd=d, check=False)
+    assert no.returncode == 1 and "FAIL: not every seed held the target" in no.stdout
