@@ -285,7 +285,7 @@ def test_pareto_objective_has_two_directions_and_report_shows_the_front(tmp_path
 
 def test_verify_retrains_each_seed_on_the_full_set_and_exits_by_the_target(work):
     d, _, _ = work
-    ok = cli("verify", "--study-name", "tiny", "--seeds", "2", "--epochs", "2", "--last-k", "2",
+    ok = cli("verify", "--study-name", "tiny", "--seeds", "2", "--epochs", "1", "--last-k", "1",
              "--target", "0", "--data-dir", "data", cwd=d, check=False)
     assert ok.returncode == 0, ok.stderr
     rows = [l for l in ok.stdout.splitlines() if l.strip().startswith(("1 ", "2 "))]
