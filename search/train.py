@@ -106,7 +106,7 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2000,
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
              model_normalises: bool = False) -> tuple[float, float, torch.Tensor]:
     """(mean loss, accuracy %, predictions) on uint8 images. model_normalises: the model takes
     [0, 1] images and normalises them itself (an exported model file)."""
