@@ -1,0 +1,67 @@
+"""The one door: every command explains itself, and a spec file works wherever a baseline does."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from space.baselines import BASELINES
+from tests.conftest import ROOT
+
+COMMANDS = ["baselines", "rf", "summary", "train", "bench", "search", "report", "export", "evaluate",
+            "dashboard", "verify"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, str(ROOT / "study.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    r = run(command, "--help")
+    assert r.returncode == 0 and "usage:" in r.stdout and len(r.stdout.splitlines()) > 3
+
+
+def test_baselines_lists_six_with_counts():
+    r = run("baselines")
+    assert r.returncode == 0
+    for name in BASELINES:
+        assert name in r.stdout
+    assert "7,416" in r.stdout and "7,272" in r.stdout and "6,379,786" in r.stdout
+
+
+def test_rf_and_summary_accept_a_spec_file(tmp_path):
+    path = tmp_path / "m6.json"
+    path.write_text(BASELINES["model6"].spec.to_json())
+    assert run("rf", "--arch", path).stdout == run("rf", "model6").stdout
+    s = run("summary", "--arch", path)
+    assert s.returncode == 0 and "Total params: 7,416" in s.stdout
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("{not json", "not valid JSON"),
+    ('{"layers": [{"op": "conv", "out": 8}]}', "head"),
+])
+def test_a_bad_spec_file_is_one_line_exit_2(tmp_path, content, needle):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    r = run("rf", "--arch", path)
+    assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_unknown_baseline_and_missing_file():
+    assert run("rf", "model9").returncode == 2
+    r = run("summary", "--arch", "/nonexistent.json")
+    assert r.returncode == 2 and "no such architecture file" in r.stderr
+
+
+def test_console_script_is_the_same_cli():
+    exe = Path(sys.executable).parent / "mnist-nas"
+    if not exe.exists():
+        exe = shutil.which("mnist-nas")
+    if not exe:
+        pytest.skip("mnist-nas is not installed in this environment (pip install -e . installs it)")
+    r = subprocess.run([str(exe), "baselines"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == run("baselines").stdout
