@@ -15,7 +15,7 @@ import optuna
 
 from search.objective import SearchSettings, make_objective, MODEL6_PARAMS, smallest_spec
 from space.spec import count_params
-from storage.studies import ArtifactSink, StudyError, open_storage, storage_url
+from storage.studies import ArtifactSink, StudyError, open_storage, safe_url, storage_url
 
 
 def quiet_optuna() -> None:
@@ -116,7 +116,7 @@ def run_search(args) -> None:
     workers = max(1, min(args.workers, args.n_trials))
     args.workers = workers
     shares = [args.n_trials // workers + (i < args.n_trials % workers) for i in range(workers)]
-    print(f"study {args.study_name!r} in {storage_url(args)}: {before} trials so far; running "
+    print(f"study {args.study_name!r} in {safe_url(storage_url(args))}: {before} trials so far; running "
           f"{args.n_trials} more on {workers} worker process(es), 1 thread each", flush=True)
     t0 = time.time()
     interrupted = False

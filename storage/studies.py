@@ -28,6 +28,15 @@ def storage_url(args) -> str:
     return getattr(args, "storage", None) or default_url(args.study_name)
 
 
+def safe_url(url: str) -> str:
+    """The URL for messages, with any password masked."""
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
 def _sqlite_path(url: str) -> Path | None:
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///"):])
@@ -55,7 +64,7 @@ def open_storage(url: str, create: bool = False, heartbeat: int = 30, grace: int
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     except Exception as e:  # SQLAlchemy or driver errors: a URL we cannot open
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StudyError(f"cannot open storage {url}: {msg}") from None
+        raise StudyError(f"cannot open storage {safe_url(url)}: {msg}") from None
 
 
 def load_study(args) -> optuna.Study:
@@ -64,7 +73,7 @@ def load_study(args) -> optuna.Study:
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if args.study_name not in names:
         have = ", ".join(names) if names else "none"
-        raise StudyError(f"no study named {args.study_name!r} in {url} (studies there: {have})")
+        raise StudyError(f"no study named {args.study_name!r} in {safe_url(url)} (studies there: {have})")
     return optuna.load_study(study_name=args.study_name, storage=storage)
 
 
@@ -139,5 +148,5 @@ def dashboard(args) -> None:
     if art.is_dir():
         from optuna.artifacts import FileSystemArtifactStore
         store = FileSystemArtifactStore(str(art))
-    print(f"optuna-dashboard for {url}: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
+    print(f"optuna-dashboard for {safe_url(url)}: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
     run_server(url, host=args.host, port=args.port, artifact_store=store)

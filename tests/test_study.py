@@ -293,3 +293,22 @@ def test_verify_retrains_each_seed_on_the_full_set_and_exits_by_the_target(work)
     no = cli("verify", "--study-name", "tiny", "--seeds", "1", "--epochs", "1", "--last-k", "1",
              "--target", "100.01", "--data-dir", "data", cwd=d, check=False)
     assert no.returncode == 1 and "FAIL: not every seed held the target" in no.stdout
+
+
+def test_postgresql_storage_two_workers_then_report_and_export(tmp_path):
+    """Many machines share one PostgreSQL study; here two worker processes stand in for them."""
+    url = os.environ.get("MNIST_NAS_PG_URL")
+    if not url:
+        pytest.skip("no PostgreSQL given (CI starts one and sets MNIST_NAS_PG_URL)")
+    make_tiny_mnist(tmp_path / "data", n_train=120, n_test=30)
+    name = f"pg-{os.getpid()}-{int(time.time())}"
+    cli("search", "--storage", url, "--study-name", name, "--data-dir", "data", "--epochs", "1",
+        "--last-k", "1", "--workers", "2", "--n-trials", "4", cwd=tmp_path)
+    study = optuna.load_study(study_name=name, storage=url)
+    assert len(study.trials) == 4 and study.trials[0].params == MODEL6_PARAMS
+    assert "4 trials" in cli("report", "--storage", url, "--study-name", name, cwd=tmp_path).stdout
+    cli("export", "--storage", url, "--study-name", name, "-o", "pg.pt2", cwd=tmp_path)
+    assert (tmp_path / "pg.pt2").is_file()
+    r = cli("report", "--storage", url, "--study-name", "no-such-study", cwd=tmp_path, check=False)
+    assert r.returncode == 2 and "no study named" in r.stderr
+    optuna.delete_study(study_name=name, storage=url)
