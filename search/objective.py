@@ -100,7 +100,9 @@ def make_objective(settings: SearchSettings, split, artifacts=None, log=print):
             if settings.prune:
                 trial.report(rec["val_acc"], rec["epoch"])
                 if trial.should_prune():
-                    trial.set_user_attr("ended", f"pruned after epoch {rec['epoch']} (val {rec['val_acc']:.2f})")
+                    why = f"pruned after epoch {rec['epoch']} (val {rec['val_acc']:.2f})"
+                    trial.set_user_attr("ended", why)
+                    log(f"trial {trial.number}: {why}")
                     raise optuna.TrialPruned()
 
         result = train(spec, cfg, split, on_epoch=on_epoch, quiet=True)
