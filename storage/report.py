@@ -89,6 +89,8 @@ def write_plots(study, order, front, out: Path, top: int) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.scatter([t.user_attrs.get("params", 0) for t in complete], ys, label="complete trial")
     ax.plot([p for _, p, _ in front], [s for s, _, _ in front], "r-o", label="Pareto front")
+    if "max_params" in study.user_attrs:
+        ax.axvline(study.user_attrs["max_params"], color="grey", ls="--", lw=0.8, label="budget")
     ax.set(xlabel="parameters", ylabel="consistency score (val %)", title="accuracy vs parameters")
     ax.legend()
     ax.grid(alpha=0.3)
