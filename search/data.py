@@ -90,15 +90,22 @@ def _download(root: Path) -> None:
         raise _fail(root, f"files missing and the download failed: {type(e).__name__}") from None
 
 
-def load_mnist(root: str | Path | None = None, download: bool = True) -> MNIST:
-    """Load all four files into memory, validating them first so bad files give one clear line."""
-    from torchvision.datasets import MNIST as TVMNIST
-
+def ensure_files(root: str | Path | None = None, download: bool = True) -> Path:
+    """Download the files if they are missing (and allowed), validate them, return the root.
+    Cheap: headers only, so a parent process can check before its workers load the data."""
     root = data_root(str(root) if root else None)
     raw = root / "MNIST" / "raw"
     if download and not all((raw / n).is_file() for n in FILES):
         _download(root)
     check_files(root)
+    return root
+
+
+def load_mnist(root: str | Path | None = None, download: bool = True) -> MNIST:
+    """Load all four files into memory, validating them first so bad files give one clear line."""
+    from torchvision.datasets import MNIST as TVMNIST
+
+    root = ensure_files(root, download)
     parts = []
     for train in (True, False):
         try:

@@ -106,11 +106,11 @@ def _state_counts(study) -> str:
 
 
 def run_search(args) -> None:
-    from search.data import load_mnist
+    from search.data import ensure_files
     from search.train import TrainConfig
     quiet_optuna()
     TrainConfig(epochs=args.epochs)  # the epoch limit, checked before anything is stored
-    load_mnist(args.data_dir)  # bad data: one line now, before any worker starts
+    ensure_files(args.data_dir)  # bad data: one line now, before any worker starts
     study = create_or_resume(args)
     before = sum(t.state != optuna.trial.TrialState.WAITING for t in study.trials)
     workers = max(1, min(args.workers, args.n_trials))

@@ -22,11 +22,11 @@ def _run_seed(job):
 
 
 def verify(args) -> int:
-    from search.data import load_mnist
+    from search.data import ensure_files
     from search.train import TrainConfig
     study = load_study(args)
     trial = get_trial(study, args.trial)
-    load_mnist(args.data_dir)  # one-line error before any worker starts
+    ensure_files(args.data_dir)  # one-line error before any worker starts
     cfg = TrainConfig.from_dict({**trial.user_attrs["config"], "epochs": args.epochs})
     jobs = [(trial.user_attrs["spec"], cfg.to_dict(), seed, args.data_dir, args.train_limit)
             for seed in range(1, args.seeds + 1)]
