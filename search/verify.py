@@ -17,7 +17,9 @@ def _run_seed(job):
     from space.spec import ArchSpec
     split = make_split(load_mnist(data_dir), final=True, train_limit=train_limit)
     cfg = TrainConfig.from_dict({**cfg_dict, "seed": seed, "threads": 1})
-    res = train(ArchSpec.from_dict(spec_dict), cfg, split, quiet=True)
+    progress = lambda r: print(f"seed {seed} epoch {r['epoch']:2d}: test {r['test_acc']:.2f} "
+                               f"({r['seconds']:.0f}s)", flush=True)  # workers share the terminal
+    res = train(ArchSpec.from_dict(spec_dict), cfg, split, on_epoch=progress, quiet=True)
     return seed, res.accs()
 
 

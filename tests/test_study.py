@@ -288,6 +288,7 @@ def test_verify_retrains_each_seed_on_the_full_set_and_exits_by_the_target(work)
     ok = cli("verify", "--study-name", "tiny", "--seeds", "2", "--epochs", "1", "--last-k", "1",
              "--target", "0", "--data-dir", "data", cwd=d, check=False)
     assert ok.returncode == 0, ok.stderr
+    assert "seed 1 epoch  1: test" in ok.stdout and "seed 2 epoch  1: test" in ok.stdout
     rows = [l for l in ok.stdout.splitlines() if l.strip().startswith(("1 ", "2 "))]
     assert len(rows) == 2 and all(r.endswith("PASS") for r in rows)
     no = cli("verify", "--study-name", "tiny", "--seeds", "1", "--epochs", "1", "--last-k", "1",
