@@ -135,8 +135,13 @@ def cmd_export(args):
 
 
 def cmd_evaluate(args):
-    from storage.modelfile import evaluate_file
-    evaluate_file(args)
+    from search.data import load_mnist
+    from storage.modelfile import describe_file, load_model_file, score_loaded
+    module, meta = load_model_file(args.file)  # refuse a bad file before loading the data
+    data = load_mnist(args.data_dir)
+    acc = score_loaded(module, args.file, data.test_images, data.test_labels)
+    print(f"{describe_file(args.file, meta)}, test accuracy {acc:.2f}% "
+          f"on {len(data.test_labels):,} official test images")
 
 
 def cmd_dashboard(args):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from space.spec import ArchSpec
@@ -76,3 +77,32 @@ class Normalised(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model((x - self.mean) / self.std)
+
+
+def prepare(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]."""
+    return images_u8.unsqueeze(1).float().div_(255.0)
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    return x.sub_(MNIST_MEAN).div_(MNIST_STD)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
+             model_normalises: bool = False) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, accuracy %, predictions) on uint8 images. model_normalises: the model takes
+    [0, 1] images and normalises them itself (an exported model file)."""
+    try:
+        model.eval()
+    except NotImplementedError:
+        pass  # a loaded torch.export program: already frozen in eval mode, refuses .eval()
+    loss, preds = 0.0, []
+    for i in range(0, len(labels), batch_size):
+        x = prepare(images[i:i + batch_size])
+        out = model(x if model_normalises else normalise(x))
+        loss += F.cross_entropy(out, labels[i:i + batch_size], reduction="sum").item()
+        preds.append(out.argmax(1))
+    preds = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    n = max(len(labels), 1)
+    return loss / n, 100.0 * (preds == labels).sum().item() / n, preds

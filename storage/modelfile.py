@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,9 +17,11 @@ import torch
 from space.model import Normalised, build_model
 from space.rf import receptive_field
 from space.spec import ArchSpec, count_params
+from storage.archive import UnsafeModelFile, check_model_archive
 from storage.studies import ArtifactSink, StudyError, get_trial, load_study, storage_url
 
 META_NAME = "mnist_nas.json"
+FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"  # torch.load reads it on every call
 
 
 def build_trained(weights: dict) -> tuple[ArchSpec, torch.nn.Module]:
@@ -55,16 +58,32 @@ def load_model_file(path) -> tuple[torch.nn.Module, dict]:
     with open(path, "rb") as f:
         if f.read(4) != b"PK\x03\x04":  # a .pt2 is a zip archive
             raise StudyError(f"{path} is not a model file (not a torch.export .pt2 archive)")
+    try:
+        check_model_archive(path)
+    except UnsafeModelFile as e:
+        raise StudyError(f"{path} is refused: {e}") from None
     extra = {META_NAME: ""}
     quiet = logging.getLogger("torch.export")
     level, quiet.level = quiet.level, logging.CRITICAL  # torch logs a traceback before raising
+    # Defence in depth: should any torch.load inside still ask for full unpickling, refuse it.
+    forced = os.environ.get(FORCE_WEIGHTS_ONLY)
+    os.environ[FORCE_WEIGHTS_ONLY] = "1"
     try:
         ep = torch.export.load(str(path), extra_files=extra)
     except Exception as e:
         raise StudyError(f"{path} is not a model file (torch.export.load failed: {type(e).__name__})") from None
     finally:
         quiet.setLevel(level)
-    meta = json.loads(extra[META_NAME]) if extra[META_NAME] else {}
+        if forced is None:
+            os.environ.pop(FORCE_WEIGHTS_ONLY, None)
+        else:
+            os.environ[FORCE_WEIGHTS_ONLY] = forced
+    try:
+        meta = json.loads(extra[META_NAME]) if extra[META_NAME] else {}
+    except ValueError:
+        raise StudyError(f"{path} has broken metadata ({META_NAME} is not JSON)") from None
+    if not isinstance(meta, dict):
+        raise StudyError(f"{path} has broken metadata ({META_NAME} is not a JSON object)")
     return ep.module(), meta
 
 
@@ -82,16 +101,19 @@ def export_trial(args) -> None:
           f"{trial.values[0]:.2f}){f' and {onnx}' if onnx else ''}")
 
 
-def evaluate_file(args) -> None:
-    from search.data import load_mnist
-    from search.train import evaluate
-    module, meta = load_model_file(args.file)
-    data = load_mnist(args.data_dir)
+def score_loaded(module, path, images, labels) -> float:
+    """Accuracy (%) of a loaded model file on uint8 images (N, 28, 28) and their labels."""
+    from space.model import evaluate
     try:
-        _, acc, _ = evaluate(module, data.test_images, data.test_labels, model_normalises=True)
+        _, acc, _ = evaluate(module, images, labels, model_normalises=True)
     except Exception as e:
-        raise StudyError(f"{args.file} does not take (N, 1, 28, 28) images: {type(e).__name__}") from None
-    where = f" (study {meta['study']!r}, trial {meta['trial']})" if "trial" in meta else ""
-    params = f"{meta['params']:,} params, " if "params" in meta else ""
-    print(f"{args.file}{where}: {params}test accuracy {acc:.2f}% "
-          f"on {len(data.test_labels):,} official test images")
+        raise StudyError(f"{path} does not take (N, 1, 28, 28) images: {type(e).__name__}") from None
+    return acc
+
+
+def describe_file(path, meta: dict) -> str:
+    """'FILE (study 'x', trial 3): 4,321 params' from whatever well-formed metadata the file has."""
+    study, trial, params = meta.get("study"), meta.get("trial"), meta.get("params")
+    where = f" (study {study!r}, trial {trial})" if isinstance(study, str) and isinstance(trial, int) else ""
+    count = f": {params:,} params" if isinstance(params, int) and not isinstance(params, bool) else ""
+    return f"{path}{where}{count}"

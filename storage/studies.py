@@ -59,12 +59,52 @@ def open_storage(url: str, create: bool = False, heartbeat: int = 30, grace: int
         elif not path.is_file():
             raise StudyError(f"no study database at {path} (storage {url})")
         engine_kwargs = {"connect_args": {"timeout": 60}}  # workers share one file
+    if not create:
+        _require_optuna_tables(url, path)  # RDBStorage would create them: a reader must not write
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     except Exception as e:  # SQLAlchemy or driver errors: a URL we cannot open
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StudyError(f"cannot open storage {safe_url(url)}: {msg}") from None
+
+
+def _optuna_tables() -> set[str]:
+    from optuna.storages._rdb import models
+    return set(models.BaseModel.metadata.tables)
+
+
+def _require_optuna_tables(url: str, path: Path | None) -> None:
+    """Refuse, without writing a byte, a database that does not already hold Optuna's schema."""
+    if path is not None:
+        import sqlite3
+        with open(path, "rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise StudyError(f"{path} holds no Optuna studies (not a SQLite database)")
+        try:  # read-only and immutable-free: mode=ro cannot create or change the file
+            con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+            try:
+                tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
+            finally:
+                con.close()
+        except sqlite3.Error as e:
+            raise StudyError(f"cannot read {path}: {e}") from None
+    else:
+        try:
+            import sqlalchemy
+            engine = sqlalchemy.create_engine(url)
+            try:
+                tables = set(sqlalchemy.inspect(engine).get_table_names())
+            finally:
+                engine.dispose()
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StudyError(f"cannot open storage {safe_url(url)}: {msg}") from None
+    missing = _optuna_tables() - tables
+    if missing:
+        where = path if path is not None else safe_url(url)
+        raise StudyError(f"{where} holds no Optuna studies (missing tables: {', '.join(sorted(missing)[:3])}"
+                         f"{', ...' if len(missing) > 3 else ''}); read-only commands never create them")
 
 
 def load_study(args) -> optuna.Study:
