@@ -119,19 +119,51 @@ def cmd_bench(args):
 
 # Commands: the study service ---------------------------------------------------------------------
 
+def read_space(path: str | None):
+    """The default space, or the one in a JSON file (`mnist-nas space > FILE.json`, then edit)."""
+    from space.searchspace import SearchSpace, SpaceError
+    if path is None:
+        return SearchSpace.default()
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"no such space file: {p}")
+    try:
+        return SearchSpace.from_json(p.read_text())
+    except UnicodeDecodeError:
+        raise UserError(f"{p} is not a text (JSON) file") from None
+    except SpaceError as e:
+        raise UserError(f"{p}: {e}") from None
+
+
+def search_config(args):
+    """The one place flags become a SearchConfig."""
+    from search.config import SearchConfig
+    return SearchConfig(
+        study_name=args.study_name, storage=args.storage, space=read_space(args.space),
+        n_trials=args.n_trials, timeout=args.timeout, workers=args.workers, max_params=args.max_params,
+        epochs=args.epochs, last_k=args.last_k, pruner=args.pruner, sampler=args.sampler,
+        objective=args.objective, seed=args.seed, train_limit=args.train_limit,
+        enqueue=not args.no_enqueue, data_dir=args.data_dir)
+
+
+def cmd_space(args):
+    print(read_space(args.space).to_json())
+
+
 def cmd_search(args):
     from search.runner import run_search
-    run_search(args)
+    run_search(search_config(args))
 
 
 def cmd_report(args):
     from storage.report import report
-    report(args)
+    report(study_name=args.study_name, storage=args.storage, top=args.top, plots=args.plots)
 
 
 def cmd_export(args):
     from storage.modelfile import export_trial
-    export_trial(args)
+    export_trial(study_name=args.study_name, storage=args.storage, trial=args.trial,
+                 output=args.output, onnx=args.onnx)
 
 
 def cmd_evaluate(args):
@@ -146,12 +178,14 @@ def cmd_evaluate(args):
 
 def cmd_dashboard(args):
     from storage.studies import dashboard
-    dashboard(args)
+    dashboard(study_name=args.study_name, storage=args.storage, host=args.host, port=args.port)
 
 
 def cmd_verify(args):
     from search.verify import verify
-    return verify(args)
+    return verify(study_name=args.study_name, storage=args.storage, trial=args.trial, seeds=args.seeds,
+                  last_k=args.last_k, target=args.target, epochs=args.epochs,
+                  train_limit=args.train_limit, data_dir=args.data_dir)
 
 
 # Parser -------------------------------------------------------------------------------------------
@@ -167,6 +201,8 @@ def add_trial_arg(p):
 
 
 def parser() -> argparse.ArgumentParser:
+    from search.config import OBJECTIVES, PRUNERS, SAMPLERS
+    from space.target import EPOCH_LIMIT, LAST_K, MAX_PARAMS, TARGET_ACC
     ap = argparse.ArgumentParser(prog="mnist-nas", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -203,7 +239,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rotation", type=float, help="override the recipe's rotation range (degrees)")
     p.add_argument("--step-size", type=int, help="override StepLR's step size (0 = no scheduler)")
     p.add_argument("--gamma", type=float, help="override StepLR's gamma")
-    p.add_argument("--max-params", type=int, default=8000, help="refuse specs with this many parameters or more")
+    p.add_argument("--max-params", type=int, default=MAX_PARAMS, help="refuse specs with this many parameters or more")
     p.add_argument("--no-budget", action="store_true", help="skip the budget check (model1 needs it)")
     add_data_arg(p)
     p.set_defaults(func=cmd_train)
@@ -218,22 +254,30 @@ def parser() -> argparse.ArgumentParser:
     add_data_arg(p)
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("space", help="print the search space as JSON (edit a copy, pass it to search --space)",
+                       description="Print the default search space (or FILE's, normalised) as JSON. "
+                                   "Example: mnist-nas space > my-space.json; edit; "
+                                   "mnist-nas search --space my-space.json")
+    p.add_argument("--space", metavar="FILE.json", help="print this space file instead, with defaults filled in")
+    p.set_defaults(func=cmd_space)
+
     p = sub.add_parser("search", help="run (or resume) an Optuna study",
-                       description="Search widths, depth, dropout, rotation, StepLR, lr and batch size "
-                                   "under the parameter budget. Re-running with the same name and "
-                                   "storage resumes the study; Ctrl-C stops cleanly.")
+                       description="Search the space (mnist-nas space shows it) under the parameter "
+                                   "budget. Re-running with the same name and storage resumes the "
+                                   "study; a different space is refused; Ctrl-C stops cleanly.")
     add_study_args(p)
+    p.add_argument("--space", metavar="FILE.json", help="search this space instead of the default")
     p.add_argument("--n-trials", type=int, default=20, help="trials to run in this invocation (default 20)")
     p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="worker processes, one thread each (default: one per core)")
-    p.add_argument("--max-params", type=int, default=8000, help="budget: fewer than this (default 8000)")
-    p.add_argument("--epochs", type=int, default=15, help="epochs per trial (default 15)")
-    p.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
-    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
-    p.add_argument("--objective", choices=("consistency", "pareto"), default="consistency",
+    p.add_argument("--max-params", type=int, default=MAX_PARAMS, help=f"budget: fewer than this (default {MAX_PARAMS})")
+    p.add_argument("--epochs", type=int, default=EPOCH_LIMIT, help=f"epochs per trial (default {EPOCH_LIMIT})")
+    p.add_argument("--pruner", choices=tuple(PRUNERS), default="median")
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="tpe")
+    p.add_argument("--objective", choices=OBJECTIVES, default="consistency",
                    help="consistency: min val acc over the last K epochs; pareto: that and params down")
-    p.add_argument("--last-k", type=int, default=3, help="K for the consistency score (default 3)")
+    p.add_argument("--last-k", type=int, help=f"K for the consistency score (default {LAST_K}, or --epochs if fewer)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--train-limit", type=int, help="train each trial on the first N training images")
     p.add_argument("--no-enqueue", action="store_true", help="do not enqueue model6 as the first trial")
@@ -277,9 +321,9 @@ def parser() -> argparse.ArgumentParser:
     add_study_args(p)
     add_trial_arg(p)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--last-k", type=int, default=3)
-    p.add_argument("--target", type=float, default=99.4)
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--last-k", type=int, help=f"default {LAST_K}, or --epochs if fewer")
+    p.add_argument("--target", type=float, default=TARGET_ACC)
+    p.add_argument("--epochs", type=int, default=EPOCH_LIMIT)
     p.add_argument("--train-limit", type=int, help="train on the first N images (for quick checks)")
     add_data_arg(p)
     p.set_defaults(func=cmd_verify)
@@ -289,12 +333,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     from search.data import DataError
-    from search.train import ConfigError
+    from space.recipe import ConfigError
+    from space.searchspace import SpaceError
     from space.spec import BudgetError, SpecError
     from storage.studies import StudyError
     try:
         return args.func(args) or 0
-    except (UserError, DataError, ConfigError, BudgetError, SpecError, StudyError) as e:
+    except (UserError, DataError, ConfigError, BudgetError, SpecError, SpaceError, StudyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,21 +1,24 @@
 """`search`: create or resume a study and run it with W single-threaded worker processes.
 
 Each worker opens the same storage, so SQLite (one machine) or PostgreSQL (many machines) both
-work; the sampler is seeded per worker so workers do not propose the same point, and TPE runs with
-constant_liar so running trials steer the others away.
+work. The space a study was created with is stored in it (user attribute "space"); resuming with a
+different one is refused before anything is written. Samplers are seeded per worker and per
+invocation (by the number of trials already there), so neither parallel workers nor a resumed
+study re-propose the same points; TPE runs with constant_liar so running trials steer the others.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import sys
 import time
-from dataclasses import asdict
 
 import optuna
 
-from search.objective import SearchSettings, make_objective, MODEL6_PARAMS, smallest_spec
+from search.config import SearchConfig, make_pruner, make_sampler
+from space.searchspace import MODEL6_POINT, SearchSpace, space_diff
 from space.spec import count_params
-from storage.studies import ArtifactSink, StudyError, open_storage, safe_url, storage_url
+from storage.studies import (ArtifactSink, StudyError, best_trial, open_storage, safe_url,
+                             storage_url)
 
 
 def quiet_optuna() -> None:
@@ -24,78 +27,78 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
-def make_sampler(kind: str, seed: int):
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=8)
+def _url(config: SearchConfig) -> str:
+    return storage_url(study_name=config.study_name, storage=config.storage)
 
 
-def make_pruner(kind: str, epochs: int):
-    if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3)
-    if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=2, max_resource=epochs, reduction_factor=3)
-    return optuna.pruners.NopPruner()
+def check_resume(config: SearchConfig, summary) -> None:
+    """Refuse, before writing anything, to resume a study under another objective or space."""
+    have = [d.name.lower() for d in summary.directions]
+    want = ["maximize", "minimize"] if config.pareto else ["maximize"]
+    if have != want:
+        raise StudyError(f"study {config.study_name!r} exists with directions {have}; "
+                         f"--objective {config.objective} needs {want}")
+    stored = summary.user_attrs.get("space")
+    if stored is None:
+        raise StudyError(f"study {config.study_name!r} has no stored search space (made by an older "
+                         f"mnist-nas); start a new study")
+    try:
+        stored_norm = SearchSpace.from_dict(stored).to_dict()
+    except Exception:
+        stored_norm = stored
+    diff = space_diff(stored_norm, config.space.to_dict())
+    if diff:
+        more = f" (and {len(diff) - 2} more)" if len(diff) > 2 else ""
+        raise StudyError(f"study {config.study_name!r} was sampled from another space: "
+                         f"{'; '.join(diff[:2])}{more}; resume with that space (mnist-nas report shows it) "
+                         f"or use a new --study-name")
 
 
-def settings_from_args(args) -> SearchSettings:
-    pareto = args.objective == "pareto"  # Optuna cannot prune multi-objective trials
-    return SearchSettings(max_params=args.max_params, epochs=args.epochs, last_k=args.last_k,
-                          pareto=pareto, prune=not pareto and args.pruner != "none")
-
-
-def create_or_resume(args) -> optuna.Study:
-    smallest = count_params(smallest_spec())
-    if args.max_params <= smallest:
-        raise StudyError(f"--max-params {args.max_params:,} admits no model: the smallest this space "
+def create_or_resume(config: SearchConfig) -> optuna.Study:
+    smallest = count_params(config.space.smallest())
+    if config.max_params <= smallest:
+        raise StudyError(f"--max-params {config.max_params:,} admits no model: the smallest this space "
                          f"can build has {smallest:,} parameters")
-    if args.last_k < 1 or args.last_k > args.epochs:
-        raise StudyError(f"--last-k must be between 1 and --epochs ({args.epochs}), got {args.last_k}")
-    if args.n_trials < 1 or args.workers < 1:
-        raise StudyError("--n-trials and --workers must be at least 1")
-    url = storage_url(args)
-    storage = open_storage(url, create=True)
-    pareto = args.objective == "pareto"
-    directions = ["maximize", "minimize"] if pareto else ["maximize"]
+    storage = open_storage(_url(config), create=True)
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    if args.study_name in existing:
-        have = [d.name.lower() for d in existing[args.study_name].directions]
-        if have != directions:
-            raise StudyError(f"study {args.study_name!r} exists with directions {have}; "
-                             f"--objective {args.objective} needs {directions}")
-    study = optuna.create_study(study_name=args.study_name, storage=storage, directions=directions,
+    if config.study_name in existing:
+        check_resume(config, existing[config.study_name])
+    directions = ["maximize", "minimize"] if config.pareto else ["maximize"]
+    study = optuna.create_study(study_name=config.study_name, storage=storage, directions=directions,
                                 load_if_exists=True)
-    if not study.trials and not args.no_enqueue:
-        study.enqueue_trial(MODEL6_PARAMS)  # start from the seed's known-good point
-    for key, value in asdict(settings_from_args(args)).items():
+    if "space" not in study.user_attrs:
+        study.set_user_attr("space", config.space.to_dict())
+    if not study.trials and config.enqueue and not config.space.outside(MODEL6_POINT):
+        study.enqueue_trial(MODEL6_POINT)  # start from the seed's known-good point
+    for key, value in config.stored_settings().items():
         study.set_user_attr(key, value)
     return study
 
 
-def _worker(args, worker: int, n_trials: int) -> bool:
+def _worker(config: SearchConfig, worker: int, n_trials: int, seed: int) -> bool:
     """Run this worker's share of trials; True when stopped by Ctrl-C."""
     import torch
     quiet_optuna()
     torch.set_num_threads(1)  # one process per core beats one process with many threads
     from search.data import load_mnist, make_split
-    url = storage_url(args)
-    settings = settings_from_args(args)
-    split = make_split(load_mnist(args.data_dir), train_limit=args.train_limit)
-    study = optuna.load_study(study_name=args.study_name, storage=open_storage(url),
-                              sampler=make_sampler(args.sampler, args.seed + worker),
-                              pruner=make_pruner(args.pruner, args.epochs))
-    tag = f"[w{worker}] " if args.workers > 1 else ""
-    objective = make_objective(settings, split, ArtifactSink(url, args.study_name),
+    from search.objective import make_objective
+    url = _url(config)
+    split = make_split(load_mnist(config.data_dir), train_limit=config.train_limit)
+    study = optuna.load_study(study_name=config.study_name, storage=open_storage(url),
+                              sampler=make_sampler(config.sampler, seed),
+                              pruner=make_pruner(config.pruner, config.epochs))
+    tag = f"[w{worker}] " if config.workers > 1 else ""
+    objective = make_objective(config, split, ArtifactSink(url, config.study_name),
                                log=lambda line: print(tag + line, flush=True))
     try:
-        study.optimize(objective, n_trials=n_trials, timeout=args.timeout, catch=())
+        study.optimize(objective, n_trials=n_trials, timeout=config.timeout, catch=())
     except KeyboardInterrupt:
         return True  # Optuna has already marked the running trial FAILED; completed trials are stored
     return False
 
 
-def _worker_process(args, worker: int, n_trials: int) -> None:
-    sys.exit(130 if _worker(args, worker, n_trials) else 0)
+def _worker_process(config: SearchConfig, worker: int, n_trials: int, seed: int) -> None:
+    sys.exit(130 if _worker(config, worker, n_trials, seed) else 0)
 
 
 def _state_counts(study) -> str:
@@ -105,29 +108,31 @@ def _state_counts(study) -> str:
     return ", ".join(f"{v} {k}" for k, v in sorted(c.items()))
 
 
-def run_search(args) -> None:
+def run_search(config: SearchConfig) -> optuna.Study:
+    """Run `config.n_trials` more trials on the study (created if new); returns the study.
+    Raises KeyboardInterrupt after a clean stop on Ctrl-C."""
     from search.data import ensure_files
-    from search.train import TrainConfig
     quiet_optuna()
-    TrainConfig(epochs=args.epochs)  # the epoch limit, checked before anything is stored
-    ensure_files(args.data_dir)  # bad data: one line now, before any worker starts
-    study = create_or_resume(args)
+    ensure_files(config.data_dir)  # bad data: one line now, before any worker starts
+    study = create_or_resume(config)
     before = sum(t.state != optuna.trial.TrialState.WAITING for t in study.trials)
-    workers = max(1, min(args.workers, args.n_trials))
-    args.workers = workers
-    shares = [args.n_trials // workers + (i < args.n_trials % workers) for i in range(workers)]
-    print(f"study {args.study_name!r} in {safe_url(storage_url(args))}: {before} trials so far; running "
-          f"{args.n_trials} more on {workers} worker process(es), 1 thread each", flush=True)
+    workers = max(1, min(config.workers, config.n_trials))
+    shares = [config.n_trials // workers + (i < config.n_trials % workers) for i in range(workers)]
+    # a different sampler seed per worker and per invocation: a resumed study explores anew
+    seeds = [config.seed + 7919 * before + i for i in range(workers)]
+    print(f"study {config.study_name!r} in {safe_url(_url(config))}: {before} trials so far; running "
+          f"{config.n_trials} more on {workers} worker process(es), 1 thread each", flush=True)
     t0 = time.time()
     interrupted = False
     if workers == 1:
         try:
-            interrupted = _worker(args, 0, shares[0])
+            interrupted = _worker(config, 0, shares[0], seeds[0])
         except KeyboardInterrupt:  # between trials
             interrupted = True
     else:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker_process, args=(args, i, n)) for i, n in enumerate(shares)]
+        procs = [ctx.Process(target=_worker_process, args=(config, i, n, s))
+                 for i, (n, s) in enumerate(zip(shares, seeds))]
         for p in procs:
             p.start()
         while any(p.is_alive() for p in procs):
@@ -139,13 +144,13 @@ def run_search(args) -> None:
         interrupted |= any(p.exitcode == 130 for p in procs)
         if any(p.exitcode not in (0, 130) for p in procs):
             print("warning: a worker exited with an error; see its output above", file=sys.stderr)
-    study = optuna.load_study(study_name=args.study_name, storage=open_storage(storage_url(args)))
+    study = optuna.load_study(study_name=config.study_name, storage=open_storage(_url(config)))
     print(f"{'stopped by Ctrl-C' if interrupted else 'done'} after {time.time() - t0:.0f}s: "
           f"{len(study.trials) - before} new trials; study now has {_state_counts(study)}")
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    if complete:
-        best = max(complete, key=lambda t: t.values[0])
+    best = best_trial(study)
+    if best is not None:
         print(f"best so far: trial {best.number}, consistency score {best.values[0]:.2f}, "
               f"{best.user_attrs.get('params'):,} params")
     if interrupted:
         raise KeyboardInterrupt
+    return study

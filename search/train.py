@@ -1,14 +1,16 @@
 """The one training loop: a single run, every trial of a study, and verification all call train().
 
-The dataset is in memory as uint8; each batch is gathered, scaled, rotated (vectorised, one angle
-per image) and normalised on the fly, in the style of airbench.
+The dataset is in memory as uint8; each batch is gathered, scaled to [0, 1], rotated/shifted/zoomed
+(vectorised, one draw per image) and normalised on the fly, in the style of airbench. The rate
+recorded per epoch is the one its first batch used ("lr") and the one in force when it ended
+("lr_end"), so a OneCycle schedule, stepped per batch, shows in the epoch table too.
 """
 from __future__ import annotations
 
 import math
 import sys
 import time
-from dataclasses import dataclass, asdict, field, fields
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -16,51 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from space.model import build_model, evaluate, normalise, prepare
+from space.recipe import ConfigError, TrainConfig  # re-exported: callers import them from here
 from space.spec import ArchSpec, count_params
+from space.target import EPOCH_LIMIT
 from search.data import Split
-
-EPOCH_LIMIT = 15  # the target's rule: at most 15 epochs
-
-
-class ConfigError(ValueError):
-    pass
-
-
-@dataclass
-class TrainConfig:
-    """Defaults are the seed's model6 recipe (BN + dropout + rotation + StepLR)."""
-    epochs: int = 15
-    batch_size: int = 64  # 128 held 99.41, 99.40, 99.34 (seed 1): short of the target; 64 held 99.42 x3
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    step_size: int = 6  # StepLR every step_size epochs; 0 turns the scheduler off
-    gamma: float = 0.1
-    rotation: float = 7.0  # degrees, uniform in [-rotation, rotation], one angle per image
-    fill: float = 0.0  # pixel value in [0, 1] for the corners a rotation uncovers (0 = background)
-    dropout: float = 0.05
-    seed: int = 1
-    threads: int = 0  # torch intra-op threads; 0 leaves torch's default
-    allow_long: bool = False  # permit more than EPOCH_LIMIT epochs
-    pooled_dropout: bool = True  # False: nn.Dropout's fresh bernoulli_ masks (slower; see bench)
-
-    def __post_init__(self):
-        if self.epochs < 1:
-            raise ConfigError("epochs must be at least 1")
-        if self.epochs > EPOCH_LIMIT and not self.allow_long:
-            raise ConfigError(f"{self.epochs} epochs is over the limit of {EPOCH_LIMIT} "
-                              f"(the target allows at most {EPOCH_LIMIT}; override with --allow-long)")
-        if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.dropout < 1 or self.rotation < 0:
-            raise ConfigError("batch size >= 1, lr > 0, 0 <= dropout < 1 and rotation >= 0 are required")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
 class TrainResult:
@@ -85,15 +46,39 @@ class TrainResult:
                 "eval_name": self.eval_name, "epochs": self.history}
 
 
-def rotate_batch(x: torch.Tensor, degrees: float, fill: float, gen: torch.Generator) -> torch.Tensor:
-    """Rotate every image of x (N, 1, H, W) by its own uniform angle in [-degrees, degrees]."""
+def affine_batch(x: torch.Tensor, gen: torch.Generator, *, rotation: float = 0.0, shift: float = 0.0,
+                 scale: float = 0.0, fill: float = 0.0) -> torch.Tensor:
+    """Rotate, shift and scale every image of x (N, 1, H, W) by its own random draw, in one
+    affine_grid/grid_sample call: angle uniform in [-rotation, rotation] degrees, translation
+    uniform in [-shift, shift] of the image side per axis, zoom uniform in [1 - scale, 1 + scale].
+    What the transform uncovers is filled with `fill`."""
     n = x.shape[0]
-    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(degrees)
-    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros(n)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(rotation)
+    zoom = 1 + (torch.rand(n, generator=gen) * 2 - 1) * scale
+    move = (torch.rand(n, 2, generator=gen) * 2 - 1) * (2 * shift)  # grid coordinates span 2 per side
+    # theta maps output to input coordinates: the inverse zoom, then the rotation, then the shift
+    cos, sin = angle.cos() / zoom, angle.sin() / zoom
+    theta = torch.stack([torch.stack([cos, -sin, move[:, 0]], 1), torch.stack([sin, cos, move[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # grid_sample pads with zeros; shifting by the fill makes the padding equal the fill.
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+
+
+def rotate_batch(x: torch.Tensor, degrees: float, fill: float, gen: torch.Generator) -> torch.Tensor:
+    """Rotation only (kept for callers and tests of the rotation alone)."""
+    return affine_batch(x, gen, rotation=degrees, fill=fill)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """(scheduler, per_batch): StepLR steps once per epoch, OneCycleLR once per batch."""
+    if cfg.scheduler == "onecycle":
+        # cycle_momentum=False: the recipe's momentum is a sampled setting, not OneCycle's to override
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.max_lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+            pct_start=cfg.pct_start, cycle_momentum=False), True
+    if cfg.scheduler == "step" and cfg.step_size:
+        return torch.optim.lr_scheduler.StepLR(opt, cfg.step_size, cfg.gamma), False
+    return None, False
 
 
 def _progress(iterable, quiet: bool, **kw):
@@ -115,10 +100,11 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
     model = build_model(spec, dropout=cfg.dropout, pooled_dropout=cfg.pooled_dropout)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.StepLR(opt, cfg.step_size, cfg.gamma) if cfg.step_size else None
-    result = TrainResult(model, spec, cfg, split.eval_name)
     x_all, y_all = split.train_images, split.train_labels
     n = len(y_all)
+    sched, per_batch = make_scheduler(opt, cfg, steps_per_epoch=math.ceil(n / cfg.batch_size))
+    augment = cfg.rotation or cfg.shift or cfg.scale
+    result = TrainResult(model, spec, cfg, split.eval_name)
     ev = split.eval_name
     if log:
         log(f"{'epoch':>5} {'lr':>8} {'train_loss':>10} {'train_acc':>9} {ev + '_loss':>10} "
@@ -134,20 +120,23 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
         for i in _progress(batches, quiet, desc=f"epoch {epoch}", unit="batch"):
             idx = perm[i:i + cfg.batch_size]
             x, y = prepare(x_all[idx]), y_all[idx]
-            if cfg.rotation:
-                x = rotate_batch(x, cfg.rotation, cfg.fill, gen)
+            if augment:
+                x = affine_batch(x, gen, rotation=cfg.rotation, shift=cfg.shift, scale=cfg.scale, fill=cfg.fill)
             out = model(normalise(x))
-            loss = F.cross_entropy(out, y)
+            loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if per_batch:
+                sched.step()
             # accumulate as tensors: no .item() sync per batch
             loss_sum += loss.detach() * len(y)
             correct += (out.detach().argmax(1) == y).sum()
-        if sched:
+        lr_end = opt.param_groups[0]["lr"]
+        if sched and not per_batch:
             sched.step()
         ev_loss, ev_acc, _ = evaluate(model, split.eval_images, split.eval_labels)
-        rec = {"epoch": epoch, "lr": lr, "train_loss": loss_sum.item() / n,
+        rec = {"epoch": epoch, "lr": lr, "lr_end": lr_end, "train_loss": loss_sum.item() / n,
                "train_acc": 100.0 * correct.item() / n, f"{ev}_loss": ev_loss, f"{ev}_acc": ev_acc,
                "seconds": time.perf_counter() - t0}
         result.history.append(rec)

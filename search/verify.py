@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 
+from space.recipe import ConfigError, TrainConfig
+from space.target import EPOCH_LIMIT, TARGET_ACC, last_k_for
 from storage.studies import get_trial, load_study
 
 
@@ -13,7 +15,7 @@ def _run_seed(job):
     import torch
     torch.set_num_threads(1)
     from search.data import load_mnist, make_split
-    from search.train import TrainConfig, train
+    from search.train import train
     from space.spec import ArchSpec
     split = make_split(load_mnist(data_dir), final=True, train_limit=train_limit)
     cfg = TrainConfig.from_dict({**cfg_dict, "seed": seed, "threads": 1})
@@ -23,20 +25,27 @@ def _run_seed(job):
     return seed, res.accs()
 
 
-def verify(args) -> int:
+def verify(*, study_name: str, storage: str | None = None, trial: str = "best", seeds: int = 3,
+           last_k: int | None = None, target: float = TARGET_ACC, epochs: int = EPOCH_LIMIT,
+           train_limit: int | None = None, data_dir: str | None = None) -> int:
+    """0 when every seed held `target` in each of the last K epochs, else 1."""
     from search.data import ensure_files
-    from search.train import TrainConfig
-    study = load_study(args)
-    trial = get_trial(study, args.trial)
-    ensure_files(args.data_dir)  # one-line error before any worker starts
-    cfg = TrainConfig.from_dict({**trial.user_attrs["config"], "epochs": args.epochs})
-    jobs = [(trial.user_attrs["spec"], cfg.to_dict(), seed, args.data_dir, args.train_limit)
-            for seed in range(1, args.seeds + 1)]
-    k = min(args.last_k, args.epochs)
-    print(f"verifying trial {trial.number} ({trial.user_attrs['params']:,} params): {args.seeds} seeds x "
-          f"{args.epochs} epochs on all training images, test set scored every epoch; target "
-          f">= {args.target} in each of the last {k}", flush=True)
-    procs = min(args.seeds, os.cpu_count() or 1)
+    for name, v in (("seeds", seeds), ("epochs", epochs), ("last_k", last_k), ("train_limit", train_limit)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+    if not 0 <= target <= 100:
+        raise ConfigError(f"--target must be a percentage in [0, 100], got {target!r}")
+    study = load_study(study_name=study_name, storage=storage)
+    frozen = get_trial(study, trial)
+    ensure_files(data_dir)  # one-line error before any worker starts
+    cfg = TrainConfig.from_dict({**frozen.user_attrs["config"], "epochs": epochs})
+    jobs = [(frozen.user_attrs["spec"], cfg.to_dict(), seed, data_dir, train_limit)
+            for seed in range(1, seeds + 1)]
+    k = last_k_for(epochs, last_k)
+    print(f"verifying trial {frozen.number} ({frozen.user_attrs['params']:,} params): {seeds} seeds x "
+          f"{epochs} epochs on all training images, test set scored every epoch; target "
+          f">= {target} in each of the last {k}", flush=True)
+    procs = min(seeds, os.cpu_count() or 1)
     if procs > 1:
         with mp.get_context("spawn").Pool(procs) as pool:
             results = pool.map(_run_seed, jobs)
@@ -46,7 +55,7 @@ def verify(args) -> int:
     print(f"{'seed':>4}  {'best':>6}  {'last ' + str(k) + ' test acc':<24} {'min':>6}  result")
     for seed, accs in results:
         last = accs[-k:]
-        ok = min(last) >= args.target
+        ok = min(last) >= target
         ok_all &= ok
         print(f"{seed:>4}  {max(accs):>6.2f}  {' '.join(f'{a:.2f}' for a in last):<24} {min(last):>6.2f}  "
               f"{'PASS' if ok else 'FAIL'}")

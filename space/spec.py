@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, asdict
 
-DEFAULT_MAX_PARAMS = 8000  # the budget is "fewer than" this many parameters
+from space.target import MAX_PARAMS as DEFAULT_MAX_PARAMS
+
 IMAGE_SIZE = 28
 OPS = ("conv", "maxpool", "gap", "head")
+ORDERS = ("relu-bn", "bn-relu")  # inside a conv unit: Conv-ReLU-BN (the seed's) or Conv-BN-ReLU
+MAX_WIDTH = 4096  # refuse absurd widths before anything is allocated
 
 
 class SpecError(ValueError):
@@ -30,7 +33,8 @@ class BudgetError(ValueError):
 class Layer:
     """One step of the network.
 
-    conv:    kernel x kernel convolution (stride 1) to `out` channels, then ReLU, BatchNorm, Dropout.
+    conv:    kernel x kernel convolution (stride 1) to `out` channels, then ReLU and BatchNorm (in
+             the spec's `order`), then Dropout.
     maxpool: 2x2 max-pool, stride 2 (a transition between blocks).
     gap:     global average pooling over whatever spatial size arrives.
     head:    kernel x kernel convolution to the classes; no ReLU/BN/Dropout, its output is the logits.
@@ -56,6 +60,7 @@ class ArchSpec:
     bias: bool = False
     in_channels: int = 1
     num_classes: int = 10
+    order: str = "relu-bn"
     name: str = ""
     description: str = field(default="", compare=False)
 
@@ -72,6 +77,7 @@ class ArchSpec:
             "bias": self.bias,
             "in_channels": self.in_channels,
             "num_classes": self.num_classes,
+            "order": self.order,
             "layers": [l.to_dict() for l in self.layers],
         }
 
@@ -82,10 +88,12 @@ class ArchSpec:
     def from_dict(cls, d: dict) -> "ArchSpec":
         if not isinstance(d, dict) or "layers" not in d:
             raise SpecError("an architecture spec is a JSON object with a 'layers' list")
-        known = {"name", "description", "batchnorm", "bias", "in_channels", "num_classes", "layers"}
+        known = {"name", "description", "batchnorm", "bias", "in_channels", "num_classes", "order", "layers"}
         unknown = set(d) - known
         if unknown:
             raise SpecError(f"unknown spec fields: {', '.join(sorted(unknown))}")
+        if not isinstance(d["layers"], list):
+            raise SpecError("'layers' must be a list of layer objects")
         layers = []
         for i, l in enumerate(d["layers"]):
             if not isinstance(l, dict) or "op" not in l:
@@ -122,12 +130,28 @@ class ArchSpec:
         return sizes
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def validate(spec: ArchSpec) -> None:
     if not spec.layers:
         raise SpecError("a spec needs at least one layer")
+    for name, ok in (("batchnorm", isinstance(spec.batchnorm, bool)), ("bias", isinstance(spec.bias, bool)),
+                     ("in_channels", _is_int(spec.in_channels) and 1 <= spec.in_channels <= 3),
+                     ("num_classes", _is_int(spec.num_classes) and 2 <= spec.num_classes <= 1000),
+                     ("name", isinstance(spec.name, str)), ("description", isinstance(spec.description, str)),
+                     ("order", spec.order in ORDERS)):
+        if not ok:
+            raise SpecError(f"bad value for {name!r}: {getattr(spec, name)!r}"
+                            + (f" (one of {', '.join(ORDERS)})" if name == "order" else ""))
     n = IMAGE_SIZE
     for i, l in enumerate(spec.layers):
         where = f"layer {i} ({l.op})"
+        if not isinstance(l.op, str) or l.op not in OPS:
+            raise SpecError(f"layer {i}: op must be one of {', '.join(OPS)}")
+        if not (_is_int(l.out) and _is_int(l.kernel) and _is_int(l.padding)):
+            raise SpecError(f"{where}: out, kernel and padding must be integers")
         if l.op not in OPS:
             raise SpecError(f"{where}: op must be one of {', '.join(OPS)}")
         if l.op in ("conv", "head"):
@@ -135,8 +159,8 @@ def validate(spec: ArchSpec) -> None:
                 raise SpecError(f"{where}: kernel must be 1 or 3, got {l.kernel}")
             if l.padding not in (0, 1) or (l.kernel == 1 and l.padding):
                 raise SpecError(f"{where}: padding must be 0 or 1 (0 for 1x1)")
-            if not isinstance(l.out, int) or l.out < 1:
-                raise SpecError(f"{where}: out channels must be a positive integer")
+            if l.out < 1 or l.out > MAX_WIDTH:
+                raise SpecError(f"{where}: out channels must be between 1 and {MAX_WIDTH}, got {l.out}")
             n = n + 2 * l.padding - l.kernel + 1
         elif l.op == "maxpool":
             if n < 2:

@@ -41,12 +41,18 @@ def save_model_file(module, spec: ArchSpec, meta: dict, path: Path, onnx_path: P
             "output": "logits (N, 10)", "spec": spec.to_dict(), "params": count_params(spec),
             "receptive_field": [asdict(r) for r in receptive_field(spec)], **meta}
     ep = export_program(module)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(ep, str(path), extra_files={META_NAME: json.dumps(meta)})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.export.save(ep, str(path), extra_files={META_NAME: json.dumps(meta)})
+    except OSError as e:
+        raise StudyError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
     if onnx_path:
-        onnx_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.onnx.export(ep, (torch.rand(4, 1, 28, 28),), str(onnx_path), input_names=["images"],
-                          output_names=["logits"], dynamo=True, verbose=False)
+        try:
+            onnx_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.onnx.export(ep, (torch.rand(4, 1, 28, 28),), str(onnx_path), input_names=["images"],
+                              output_names=["logits"], dynamo=True, verbose=False)
+        except Exception as e:  # the .pt2 stands; say the ONNX file did not
+            raise StudyError(f"wrote {path} but not {onnx_path}: {type(e).__name__}") from None
     return meta
 
 
@@ -87,18 +93,28 @@ def load_model_file(path) -> tuple[torch.nn.Module, dict]:
     return ep.module(), meta
 
 
-def export_trial(args) -> None:
-    study = load_study(args)
-    trial = get_trial(study, args.trial)
-    weights = ArtifactSink(storage_url(args), args.study_name).load_weights(trial)
-    spec, module = build_trained(weights)
-    out, onnx = Path(args.output), Path(args.onnx) if args.onnx else None
+def export_trial(*, study_name: str, storage: str | None = None, trial: str = "best",
+                 output: str | Path, onnx: str | Path | None = None) -> dict:
+    """Write a trial's stored weights as a model file (and ONNX beside it); returns the metadata."""
+    study = load_study(study_name=study_name, storage=storage)
+    trial = get_trial(study, trial)
+    weights = ArtifactSink(storage_url(study_name=study_name, storage=storage), study_name).load_weights(trial)
+    try:
+        spec, module = build_trained(weights)
+    except Exception as e:  # a tampered or truncated artifact: say so, in one line
+        raise StudyError(f"stored weights of trial {trial.number} do not fit its spec "
+                         f"({type(e).__name__}); the artifact is damaged") from None
+    out, onnx = Path(output), Path(onnx) if onnx else None
+    for p in (out, onnx):
+        if p is not None and p.is_dir():
+            raise StudyError(f"{p} is a directory; give a file name")
     meta = save_model_file(module, spec, {
         "study": study.study_name, "trial": trial.number, "consistency_score": trial.values[0],
         "config": weights["config"], "epochs": trial.user_attrs.get("epochs", []),
         "last_k": trial.user_attrs.get("last_k")}, out, onnx)
     print(f"wrote {out} (trial {trial.number}, {meta['params']:,} params, consistency score "
           f"{trial.values[0]:.2f}){f' and {onnx}' if onnx else ''}")
+    return meta
 
 
 def score_loaded(module, path, images, labels) -> float:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from space.target import TARGET_ACC
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -21,7 +23,7 @@ def plot_curves(history: list[dict], eval_name: str, path: Path, title: str = ""
         ax.grid(alpha=0.3)
         ax.legend()
     if eval_name:
-        ax_acc.axhline(99.4, color="grey", ls="--", lw=0.8)
+        ax_acc.axhline(TARGET_ACC, color="grey", ls="--", lw=0.8)
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)

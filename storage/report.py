@@ -1,12 +1,14 @@
 """`report`: best trials, counts by state, Pareto front, and PNG plots of a study."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import optuna
 
-from storage.studies import load_study
+from space.target import TARGET_ACC
+from storage.studies import StudyError, load_study, ranked_trials
 
 TrialState = optuna.trial.TrialState
 
@@ -36,29 +38,41 @@ def row(t) -> str:
             f"{len(epochs):>6} {secs:>8.0f}  {t.user_attrs.get('head_rf', ''):>4}")
 
 
-def report(args) -> None:
-    study = load_study(args)
+def report(*, study_name: str, storage: str | None = None, top: int = 10, plots: str | Path | None = None) -> None:
+    """Print counts by state, the space, the best trials (best first, by storage.studies.rank_key),
+    the Pareto front; write PNG plots to `plots` if given."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise StudyError(f"--top must be a positive integer, got {top!r}")
+    study = load_study(study_name=study_name, storage=storage)
     trials = study.get_trials(deepcopy=False)
     counts = Counter(trial_kind(t) for t in trials)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    order = sorted(complete, key=lambda t: (-t.values[0], t.user_attrs.get("params", 0)))
+    order = ranked_trials(study)
+    complete = order
     n = len(trials)
     print(f"study {study.study_name!r}: {n} trials — " +
           ", ".join(f"{counts[k]} {k}" for k in ("complete", "pruned", "over budget", "failed", "running", "waiting") if counts[k]))
     if n:
         print(f"refused over budget before training: {counts['over budget']}/{n} = {100 * counts['over budget'] / n:.0f}%")
+    space = study.user_attrs.get("space")
+    if space is not None:
+        print("search space (as stored in the study):")
+        for part, d in space.items():
+            print(f"  {part}: {json.dumps(d, separators=(',', ':'))}")
     header = f"{'trial':>5} {'params':>7} {'score':>8}  {'last-K val acc':<20} {'epochs':>6} {'seconds':>8}  {'RF':>4}"
-    print(f"\ntop {min(args.top, len(order))} by consistency score (min val acc over the last K epochs):")
+    print(f"\ntop {min(top, len(order))} by consistency score (min val acc over the last K epochs):")
     print(header)
-    for t in order[:args.top]:
+    for t in order[:top]:
         print(row(t))
     front = pareto_front([(t.values[0], t.user_attrs.get("params", 0), t) for t in complete])
     print("\nPareto front (score up, params down):")
     print(header)
     for _, _, t in front:
         print(row(t))
-    if args.plots:
-        out = write_plots(study, order, front, Path(args.plots), args.top)
+    if plots:
+        try:
+            out = write_plots(study, order, front, Path(plots), top)
+        except OSError as e:
+            raise StudyError(f"cannot write plots to {plots}: {e.strerror or type(e).__name__}") from None
         print(f"\nplots: {', '.join(str(p) for p in out)}")
 
 
@@ -79,7 +93,7 @@ def write_plots(study, order, front, out: Path, top: int) -> list[Path]:
         running = max(running, y)
         best.append(running)
     ax.step(xs, best, where="post", color="C3", label="best so far")
-    ax.axhline(99.4, color="grey", ls="--", lw=0.8)
+    ax.axhline(TARGET_ACC, color="grey", ls="--", lw=0.8)
     ax.set(xlabel="trial", ylabel="consistency score (val %)", title=f"{study.study_name}: optimisation history")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -102,7 +116,7 @@ def write_plots(study, order, front, out: Path, top: int) -> list[Path]:
         ep = t.user_attrs.get("epochs", [])
         ax.plot([e["epoch"] for e in ep], [e["val_acc"] for e in ep], "o-", ms=3,
                 label=f"trial {t.number} ({t.user_attrs.get('params', 0):,})")
-    ax.axhline(99.4, color="grey", ls="--", lw=0.8)
+    ax.axhline(TARGET_ACC, color="grey", ls="--", lw=0.8)
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="per-epoch curves of the top trials")
     lo = min([e["val_acc"] for t in order[:8] for e in t.user_attrs.get("epochs", [])[1:]] or [98])
     ax.set_ylim(max(lo - 0.2, 90), None)

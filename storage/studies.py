@@ -24,8 +24,11 @@ def default_url(study_name: str) -> str:
     return f"sqlite:///studies/{study_name}.db"
 
 
-def storage_url(args) -> str:
-    return getattr(args, "storage", None) or default_url(args.study_name)
+def storage_url(*, study_name: str, storage: str | None = None) -> str:
+    """The URL a study lives at: the one given, else the default SQLite file for its name."""
+    if storage is not None and not storage.strip():
+        raise StudyError("--storage must not be empty (leave it out for the default SQLite file)")
+    return storage or default_url(study_name)
 
 
 def safe_url(url: str) -> str:
@@ -107,23 +110,42 @@ def _require_optuna_tables(url: str, path: Path | None) -> None:
                          f"{', ...' if len(missing) > 3 else ''}); read-only commands never create them")
 
 
-def load_study(args) -> optuna.Study:
-    url = storage_url(args)
-    storage = open_storage(url)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    if args.study_name not in names:
+def load_study(*, study_name: str, storage: str | None = None) -> optuna.Study:
+    """An existing study, read-only: a missing file, a database without Optuna's tables or an
+    unknown name is a StudyError, and nothing is created."""
+    url = storage_url(study_name=study_name, storage=storage)
+    rdb = open_storage(url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)]
+    if study_name not in names:
         have = ", ".join(names) if names else "none"
-        raise StudyError(f"no study named {args.study_name!r} in {safe_url(url)} (studies there: {have})")
-    return optuna.load_study(study_name=args.study_name, storage=storage)
+        raise StudyError(f"no study named {study_name!r} in {safe_url(url)} (studies there: {have})")
+    return optuna.load_study(study_name=study_name, storage=rdb)
+
+
+def rank_key(t: optuna.trial.FrozenTrial) -> tuple:
+    """The one order of complete trials, best first: consistency score down (the first objective
+    under pareto too), then fewer parameters, then the earlier trial."""
+    return (-t.values[0], t.user_attrs.get("params", 0), t.number)
+
+
+def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return sorted(complete, key=rank_key)
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The study's best trial by rank_key: what search's summary, report and export all name."""
+    ranked = ranked_trials(study)
+    return ranked[0] if ranked else None
 
 
 def get_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
-    """'best' (best consistency score; for pareto, the best score on the front) or a trial number."""
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    """'best' (see best_trial) or a trial number, which must be COMPLETE."""
     if which == "best":
-        if not complete:
+        best = best_trial(study)
+        if best is None:
             raise StudyError(f"study {study.study_name!r} has no complete trial yet")
-        return max(complete, key=lambda t: (t.values[0], -t.user_attrs.get("params", 0)))
+        return best
     try:
         number = int(which)
     except ValueError:
@@ -179,14 +201,17 @@ class ArtifactSink:
             raise StudyError(f"cannot read weights of trial {trial.number} from {self.dir}: {type(e).__name__}") from None
 
 
-def dashboard(args) -> None:
-    url = storage_url(args)
-    open_storage(url)  # fail here, in one line, if it cannot be opened
+def dashboard(*, study_name: str, storage: str | None = None, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve optuna-dashboard on the storage, with the artifact store beside it (weights files)."""
+    if not 1 <= port <= 65535:
+        raise StudyError(f"--port must be between 1 and 65535, got {port}")
+    url = storage_url(study_name=study_name, storage=storage)
+    open_storage(url)  # fail here, in one line, if it cannot be opened or holds no studies
     from optuna_dashboard import run_server
-    art = artifact_dir(url, args.study_name)
+    art = artifact_dir(url, study_name)
     store = None
     if art.is_dir():
         from optuna.artifacts import FileSystemArtifactStore
         store = FileSystemArtifactStore(str(art))
-    print(f"optuna-dashboard for {safe_url(url)}: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
-    run_server(url, host=args.host, port=args.port, artifact_store=store)
+    print(f"optuna-dashboard for {safe_url(url)}: http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
+    run_server(url, host=host, port=port, artifact_store=store)

@@ -12,8 +12,9 @@ import optuna
 import pytest
 import torch
 
-from search.objective import MODEL6_PARAMS, SearchSettings, make_objective
-from search.runner import make_pruner
+from search.config import SearchConfig, make_pruner
+from search.objective import make_objective
+from space.searchspace import MODEL6_POINT
 from search.data import load_mnist, make_split
 from storage.studies import open_storage
 from tests.conftest import ROOT, make_tiny_mnist
@@ -52,7 +53,7 @@ def test_trials_complete_are_refused_over_budget_and_resume_adds(work):
     assert len(trials) == 10, first.stdout + second.stdout  # 6, then 4 more: resumed, not restarted
     assert "6 trials so far" in second.stdout
     # the seed's model6 recipe is the first trial: 7,416 params, over this study's 6,000 budget
-    assert trials[0].params == MODEL6_PARAMS
+    assert trials[0].params == MODEL6_POINT
     assert trials[0].user_attrs["params"] == 7416
     assert trials[0].state == optuna.trial.TrialState.PRUNED
     assert trials[0].user_attrs["ended"] == "over budget: 7416 >= 6000"
@@ -93,7 +94,7 @@ def test_export_evaluate_and_plain_torch_agree(work):
     import json
     out = json.loads(r.stdout)
     labels = load_mnist(d / "data", download=False).test_labels
-    plain_acc = 100.0 * (torch.tensor(out["pred"]) == labels).float().mean().item()
+    plain_acc = 100.0 * (torch.tensor(out["pred"]) == labels).sum().item() / len(labels)
     assert abs(plain_acc - acc) < 1e-6
     meta = out["meta"]
     assert meta["params"] < 6000 and meta["spec"]["layers"] and meta["receptive_field"][-1]["N_out"] == 1
@@ -134,7 +135,7 @@ def digest(path: Path) -> str:
     (["verify", "--study-name", "tiny", "--trial", "0"], "not COMPLETE"),
     (["report", "--storage", "nosuchdb://x/y"], "cannot open storage"),
     (["report", "--storage", "postgresql://u:p@127.0.0.1:9/db"], "cannot open storage"),
-    (["search", "--study-name", "tiny", "--max-params", "1000", "--data-dir", "data"], "admits no model"),
+    (["search", "--study-name", "tiny", "--max-params", "200", "--data-dir", "data"], "admits no model"),
     (["search", "--study-name", "tiny", "--epochs", "16", "--data-dir", "data"], "over the limit"),
     (["search", "--study-name", "tiny", "--objective", "pareto", "--data-dir", "data"], "exists with directions"),
     (["evaluate", "studies/tiny.db"], "is not a model file"),
@@ -162,7 +163,7 @@ def test_pruner_stops_a_weak_trial_and_records_why(tmp_path, tiny_root):
         study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=100.0,
                                                   intermediate_values={s: 100.0 for s in range(1, 6)}))
     split = make_split(load_mnist(tiny_root, download=False))
-    objective = make_objective(SearchSettings(epochs=5, last_k=2), split, log=lambda s: None)
+    objective = make_objective(SearchConfig(epochs=5, last_k=2), split, log=lambda s: None)
     study.optimize(objective, n_trials=1)
     t = study.trials[-1]
     assert t.state == optuna.trial.TrialState.PRUNED
@@ -206,18 +207,6 @@ def test_ctrl_c_stops_cleanly_and_keeps_completed_trials(tmp_path):
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") >= 1 and "RUNNING" not in states
     assert states[-1] == "FAIL"  # the trial that was running is marked, not left RUNNING
-
-
-def test_enqueued_first_trial_is_exactly_the_seed_model6_recipe():
-    from search.objective import suggest_config, suggest_spec
-    from search.train import TrainConfig
-    from space.baselines import BASELINES
-    trial = optuna.trial.FixedTrial(MODEL6_PARAMS, number=0)
-    spec = suggest_spec(trial)
-    assert spec.layers == BASELINES["model6"].spec.layers and spec.batchnorm
-    cfg, default = suggest_config(trial, epochs=15), TrainConfig()
-    for field in ("dropout", "rotation", "step_size", "gamma", "lr", "batch_size", "epochs"):
-        assert getattr(cfg, field) == getattr(default, field), field
 
 
 def _free_port() -> int:
@@ -292,7 +281,7 @@ def test_verify_retrains_each_seed_on_the_full_set_and_exits_by_the_target(work)
     rows = [l for l in ok.stdout.splitlines() if l.strip().startswith(("1 ", "2 "))]
     assert len(rows) == 2 and all(r.endswith("PASS") for r in rows)
     no = cli("verify", "--study-name", "tiny", "--seeds", "1", "--epochs", "1", "--last-k", "1",
-             "--target", "100.01", "--data-dir", "data", cwd=d, check=False)
+             "--target", "100", "--train-limit", "10", "--data-dir", "data", cwd=d, check=False)
     assert no.returncode == 1 and "FAIL: not every seed held the target" in no.stdout
 
 
@@ -306,10 +295,120 @@ def test_postgresql_storage_two_workers_then_report_and_export(tmp_path):
     cli("search", "--storage", url, "--study-name", name, "--data-dir", "data", "--epochs", "1",
         "--last-k", "1", "--workers", "2", "--n-trials", "4", cwd=tmp_path)
     study = optuna.load_study(study_name=name, storage=url)
-    assert len(study.trials) == 4 and study.trials[0].params == MODEL6_PARAMS
+    assert len(study.trials) == 4 and study.trials[0].params == MODEL6_POINT
     assert "4 trials" in cli("report", "--storage", url, "--study-name", name, cwd=tmp_path).stdout
     cli("export", "--storage", url, "--study-name", name, "-o", "pg.pt2", cwd=tmp_path)
     assert (tmp_path / "pg.pt2").is_file()
     r = cli("report", "--storage", url, "--study-name", "no-such-study", cwd=tmp_path, check=False)
     assert r.returncode == 2 and "no study named" in r.stderr
     optuna.delete_study(study_name=name, storage=url)
+
+
+def test_the_best_trial_is_the_same_in_search_report_and_export(work):
+    d, _, second = work
+    from_search = int(second.stdout.split("best so far: trial ")[1].split(",")[0])
+    r = cli("report", "--study-name", "tiny", cwd=d)
+    top_table = r.stdout.split("by consistency score")[1].splitlines()[2]
+    from_report = int(top_table.split()[0])
+    cli("export", "--study-name", "tiny", "-o", "best-again.pt2", cwd=d)
+    from storage.modelfile import load_model_file
+    _, meta = load_model_file(d / "best-again.pt2")
+    assert from_search == from_report == meta["trial"]
+
+
+def test_report_shows_the_stored_space(work):
+    d, _, _ = work
+    r = cli("report", "--study-name", "tiny", cwd=d)
+    assert "search space (as stored in the study):" in r.stdout and '"blocks":{"int":[2,3]}' in r.stdout
+
+
+def test_resuming_with_another_space_is_refused_and_changes_nothing(work):
+    d, _, _ = work
+    import json as _json
+    from space.searchspace import SearchSpace
+    edited = SearchSpace.default().to_dict()
+    edited["arch"]["widths"][0] = {"int": [4, 12]}
+    (d / "edited.json").write_text(_json.dumps(edited))
+    db = d / "studies" / "tiny.db"
+    before = digest(db)
+    r = cli("search", "--study-name", "tiny", "--space", "edited.json", "--data-dir", "data", "--epochs", "1",
+            cwd=d, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "another space" in r.stderr and "arch.widths[0]" in r.stderr
+    assert digest(db) == before
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("{not json", "not valid JSON"), ('{"arch": {"blocks": {"int": [3, 2]}}}', "bad int range"),
+    ('{"recipe": {"dropout": 2}}', "recipe.dropout"), (None, "no such space file"),
+])
+def test_a_bad_space_file_is_one_line_exit_2(tmp_path, content, needle):
+    if content is not None:
+        (tmp_path / "s.json").write_text(content)
+    for cmd in (["space"], ["search", "--data-dir", "nodata"]):
+        r = cli(*cmd, "--space", "s.json", cwd=tmp_path, check=False)
+        assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "studies").exists()
+
+
+def test_space_command_prints_the_default_space_and_round_trips_an_edit(tmp_path):
+    from space.searchspace import SearchSpace
+    printed = cli("space", cwd=tmp_path).stdout
+    assert SearchSpace.from_json(printed) == SearchSpace.default()
+    (tmp_path / "mine.json").write_text(printed.replace('"bias": false', '"bias": {"choice": [false, true]}'))
+    again = cli("space", "--space", "mine.json", cwd=tmp_path).stdout
+    assert '"bias": {"choice": [false, true]}' in again
+
+
+def test_epochs_1_works_with_the_default_last_k(tmp_path):
+    make_tiny_mnist(tmp_path / "data", n_train=120, n_test=30)
+    r = cli("search", "--study-name", "e1", "--data-dir", "data", "--epochs", "1", "--workers", "1",
+            "--n-trials", "1", cwd=tmp_path)
+    assert "done" in r.stdout
+    assert load(tmp_path, "e1").user_attrs["last_k"] == 1
+
+
+def _one_trial_study(tmp_path, name, space=None, **kw):
+    from search.config import SearchConfig
+    from search.runner import run_search
+    from space.searchspace import SearchSpace
+    config = SearchConfig(study_name=name, storage=f"sqlite:///{tmp_path}/{name}.db", data_dir=str(tmp_path / "data"),
+                          epochs=2, workers=1, n_trials=2, enqueue=False,
+                          space=space or SearchSpace.default(), **kw)
+    return run_search(config)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+@pytest.mark.parametrize("pruner", ["median", "hyperband", "asha", "none"])
+def test_every_sampler_and_pruner_name_runs_a_tiny_study(tmp_path, sampler, pruner):
+    from search.config import PRUNERS, SAMPLERS
+    assert sampler in SAMPLERS and pruner in PRUNERS
+    make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
+    study = _one_trial_study(tmp_path, "s", sampler=sampler, pruner=pruner)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert study.user_attrs["sampler"] == sampler and study.user_attrs["pruner"] == pruner
+
+
+@pytest.mark.parametrize("scheduler", ["step", "onecycle", "none"])
+def test_every_scheduler_name_runs_a_tiny_study(tmp_path, scheduler):
+    from space.recipe import SCHEDULERS
+    from space.searchspace import Fixed, SearchSpace
+    assert scheduler in SCHEDULERS
+    make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
+    space = SearchSpace(recipe={"scheduler": Fixed(scheduler)})
+    study = _one_trial_study(tmp_path, "sch", space=space)
+    for t in study.trials:
+        assert t.state.name == "COMPLETE" and t.user_attrs["config"]["scheduler"] == scheduler
+        lrs = [(e["lr"], e["lr_end"]) for e in t.user_attrs["epochs"]]
+        if scheduler == "onecycle":
+            assert lrs[0][0] != lrs[0][1]
+        if scheduler == "none":
+            assert len({lr for pair in lrs for lr in pair}) == 1
+
+
+def test_a_resumed_study_does_not_repeat_its_earlier_proposals(tmp_path):
+    make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
+    _one_trial_study(tmp_path, "r", sampler="random", pruner="none")
+    study = _one_trial_study(tmp_path, "r", sampler="random", pruner="none")
+    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(params) == 4 and len(set(params)) == 4

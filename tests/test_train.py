@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from search.data import load_mnist, make_split
-from search.train import TrainConfig, ConfigError, train, rotate_batch, EPOCH_LIMIT
+from search.train import TrainConfig, ConfigError, affine_batch, train, rotate_batch, EPOCH_LIMIT
 from space.baselines import BASELINES
 from tests.conftest import ROOT
 
@@ -54,6 +54,64 @@ def test_step_lr_changes_the_learning_rate(tiny_root):
     split = make_split(load_mnist(tiny_root, download=False))
     res = train(SPEC, TrainConfig(epochs=3, batch_size=32, step_size=1, gamma=0.5, lr=0.04), split, quiet=True)
     assert [round(h["lr"], 6) for h in res.history] == [0.04, 0.02, 0.01]
+
+
+def _twice_and_other_seed(split, **recipe):
+    run = lambda seed: train(SPEC, TrainConfig(epochs=2, batch_size=16, seed=seed, threads=1, **recipe),
+                             split, quiet=True)
+    a, b, c = run(5), run(5), run(6)
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert [h["lr_end"] for h in a.history] == [h["lr_end"] for h in b.history]
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb)
+    assert a.history[-1]["train_loss"] != c.history[-1]["train_loss"]
+    return a
+
+
+def test_affine_augmentation_is_deterministic_per_seed(tiny_root):
+    split = make_split(load_mnist(tiny_root, download=False))
+    _twice_and_other_seed(split, rotation=10.0, shift=0.1, scale=0.1)
+
+
+def test_onecycle_is_deterministic_and_stepped_per_batch(tiny_root):
+    split = make_split(load_mnist(tiny_root, download=False))
+    res = _twice_and_other_seed(split, scheduler="onecycle", max_lr=0.2, pct_start=0.3)
+    first, second = res.history
+    # per batch: within an epoch the rate moves (start != end), and it starts at max_lr / 25
+    assert math.isclose(first["lr"], 0.2 / 25, rel_tol=1e-6) and first["lr_end"] != first["lr"]
+    assert second["lr_end"] < second["lr"]  # the annealing half of the cycle
+
+
+def test_step_lr_is_deterministic_and_stepped_per_epoch(tiny_root):
+    split = make_split(load_mnist(tiny_root, download=False))
+    res = _twice_and_other_seed(split, scheduler="step", step_size=1, gamma=0.5, lr=0.04)
+    assert [h["lr"] for h in res.history] == [h["lr_end"] for h in res.history]  # constant within an epoch
+    assert [round(h["lr"], 6) for h in res.history] == [0.04, 0.02]
+
+
+def test_shift_and_scale_move_and_zoom_each_image_on_its_own():
+    x = torch.zeros(32, 1, 28, 28)
+    x[:, :, 12:16, 12:16] = 1.0  # a centred square
+    g = torch.Generator().manual_seed(0)
+    shifted = affine_batch(x, g, shift=0.2)
+    rows = torch.arange(28.0).view(1, 28, 1)
+    centres = [((img * rows).sum() / img.sum() - 13.5).item() for img in shifted]  # centre of mass, rows
+    assert max(map(abs, centres)) > 2.0 and len({round(c, 3) for c in centres}) > 25  # each its own shift
+    zoomed = affine_batch(x, torch.Generator().manual_seed(0), scale=0.5)
+    mass = zoomed.sum((1, 2, 3))
+    assert mass.max() > 1.2 * 16 and mass.min() < 0.8 * 16  # some grew, some shrank
+    assert torch.allclose(affine_batch(x, g), x, atol=1e-5)  # nothing asked: the identity
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (dict(batch_size=0), "batch_size"), (dict(lr=-1.0), "lr"), (dict(dropout=1.0), "dropout"),
+    (dict(scheduler="cosine"), "scheduler"), (dict(batch_size=True), "batch_size"),
+    (dict(lr="0.1"), "lr"), (dict(lr=float("nan")), "lr"), (dict(shift=0.9), "shift"),
+    (dict(threads=-1), "threads"), (dict(epochs=2.5), "epochs"),
+])
+def test_bad_recipes_are_refused_up_front(bad, needle):
+    with pytest.raises(ConfigError, match=needle):
+        TrainConfig(**bad)
 
 
 def test_train_cli_writes_metrics_json_and_png(tiny_root, tmp_path):

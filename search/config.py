@@ -1,0 +1,110 @@
+"""A study's settings as one typed value, and the named samplers and pruners.
+
+study.py maps its flags onto `SearchConfig` in one place; nothing below it knows argparse. The
+tables here also feed argparse's `choices`, so a name works on the command line exactly when the
+library knows it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import optuna
+
+from space.recipe import ConfigError
+from space.searchspace import SearchSpace
+from space.target import EPOCH_LIMIT, MAX_PARAMS, last_k_for
+
+
+def _tpe(seed: int):
+    # constant_liar: running trials count as bad, so parallel workers spread out
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=8)
+
+
+SAMPLERS = {
+    "tpe": _tpe,
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
+PRUNERS = {
+    # epochs 1-3 are never judged: a low rate or heavy augmentation starts slowly
+    "median": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3),
+    "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(min_resource=2, max_resource=epochs,
+                                                               reduction_factor=3),
+    "asha": lambda epochs: optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3),
+    "none": lambda epochs: optuna.pruners.NopPruner(),
+}
+
+OBJECTIVES = ("consistency", "pareto")  # pareto: (consistency up, params down); cannot be pruned
+
+
+def make_sampler(name: str, seed: int):
+    return SAMPLERS[name](seed)
+
+
+def make_pruner(name: str, epochs: int):
+    return PRUNERS[name](epochs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """Everything one `search` invocation is asked to do. Checked up front (ConfigError)."""
+    study_name: str = "mnist-nas"
+    storage: str | None = None  # SQLAlchemy URL; None: sqlite:///studies/<study_name>.db
+    space: SearchSpace = field(default_factory=SearchSpace.default)
+    n_trials: int = 20
+    timeout: float | None = None
+    workers: int = 1
+    max_params: int = MAX_PARAMS
+    epochs: int = EPOCH_LIMIT
+    last_k: int | None = None  # None: the target's K, or fewer when fewer epochs run
+    pruner: str = "median"
+    sampler: str = "tpe"
+    objective: str = "consistency"
+    seed: int = 0
+    train_limit: int | None = None
+    enqueue: bool = True  # a new study's first trial is the seed's model6, if the space holds it
+    data_dir: str | None = None
+
+    def __post_init__(self):
+        def positive(name, v, allow_none=False):
+            if (v is None and allow_none):
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        positive("n_trials", self.n_trials)
+        positive("workers", self.workers)
+        positive("max_params", self.max_params)
+        positive("epochs", self.epochs)
+        positive("last_k", self.last_k, allow_none=True)
+        positive("train_limit", self.train_limit, allow_none=True)
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"--timeout must be positive, got {self.timeout!r}")
+        if self.epochs > EPOCH_LIMIT:
+            raise ConfigError(f"{self.epochs} epochs is over the limit of {EPOCH_LIMIT}")
+        if self.last_k is not None and self.last_k > self.epochs:
+            raise ConfigError(f"--last-k must be between 1 and --epochs ({self.epochs}), got {self.last_k}")
+        for name, table in (("pruner", PRUNERS), ("sampler", SAMPLERS), ("objective", OBJECTIVES)):
+            if getattr(self, name) not in table:
+                raise ConfigError(f"--{name} must be one of {', '.join(table)}, got {getattr(self, name)!r}")
+        if not isinstance(self.study_name, str) or not self.study_name.strip():
+            raise ConfigError("--study-name must not be empty")
+        if self.storage is not None and not self.storage.strip():
+            raise ConfigError("--storage must not be empty (leave it out for the default SQLite file)")
+
+    @property
+    def k(self) -> int:
+        return last_k_for(self.epochs, self.last_k)
+
+    @property
+    def pareto(self) -> bool:
+        return self.objective == "pareto"
+
+    @property
+    def prune(self) -> bool:
+        return not self.pareto and self.pruner != "none"  # Optuna cannot prune multi-objective trials
+
+    def stored_settings(self) -> dict:
+        """What the study keeps as user attributes (the space is stored beside, as 'space')."""
+        return {"max_params": self.max_params, "epochs": self.epochs, "last_k": self.k,
+                "objective": self.objective, "pareto": self.pareto, "prune": self.prune,
+                "pruner": self.pruner, "sampler": self.sampler}

@@ -1,0 +1,144 @@
+"""The search space as data: sampling, budget-awareness, the model6 point, smallest(), JSON."""
+import json
+import warnings
+
+import optuna
+import pytest
+
+from space.baselines import BASELINES
+from space.recipe import TrainConfig
+from space.searchspace import (MODEL6_POINT, RECIPE_FIELDS, Choice, FloatRange, Fixed, IntRange, SearchSpace,
+                               SpaceError, space_diff)
+from space.spec import count_params
+from space.target import MAX_PARAMS
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def random_draws(space: SearchSpace, n: int, max_params: int | None, seed: int = 0):
+    """n draws through real Optuna trials (RandomSampler), as a study would make them."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        spec, recipe = space.sample(trial, max_params=max_params)
+        out.append((spec, recipe, trial.params))
+        study.tell(trial, 0.0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def draws():
+    return random_draws(SearchSpace.default(), 400, MAX_PARAMS)
+
+
+def test_hundreds_of_random_draws_are_valid_fit_the_budget_and_cover_the_space(draws):
+    counts = [count_params(spec) for spec, _, _ in draws]
+    fit = sum(c < MAX_PARAMS for c in counts) / len(counts)
+    assert fit >= 0.95, fit
+    blocks = {sum(l.op == "maxpool" for l in spec.layers) + 1 for spec, _, _ in draws}
+    paddings = {l.padding for spec, _, _ in draws for l in spec.layers if l.op == "conv" and l.kernel == 3}
+    orders = {spec.order for spec, _, _ in draws}
+    schedulers = {recipe.scheduler for _, recipe, _ in draws}
+    squeezes = {any(l.op == "conv" and l.kernel == 1 for l in spec.layers) for spec, _, _ in draws}
+    assert blocks == {2, 3} and paddings == {0, 1} and orders == {"relu-bn", "bn-relu"}
+    assert schedulers == {"step", "onecycle"} and squeezes == {False, True}
+    for spec, recipe, params in draws:  # the recipe's conditional settings follow the scheduler
+        assert ("step_size" in params) == (recipe.scheduler == "step") == ("gamma" in params)
+        assert ("max_lr" in params) == (recipe.scheduler == "onecycle") == ("pct_start" in params)
+        assert recipe.batch_size in (32, 64, 128)
+
+
+def test_budget_aware_widths_fit_a_small_budget_too():
+    draws = random_draws(SearchSpace.default(), 200, 3000, seed=1)
+    counts = [count_params(spec) for spec, _, _ in draws]
+    assert sum(c < 3000 for c in counts) / len(counts) >= 0.95
+    assert max(counts) < 3000
+
+
+def test_without_the_cap_many_draws_would_be_refused():
+    """The cap is what makes the draws fit: the same space uncapped overshoots a small budget often."""
+    draws = random_draws(SearchSpace.default(), 200, None, seed=1)
+    assert sum(count_params(spec) >= 3000 for spec, _, _ in draws) > 40
+
+
+def test_model6_is_a_point_of_the_default_space_and_samples_back_exactly():
+    space = SearchSpace.default()
+    assert space.outside(MODEL6_POINT) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FixedTrial warns about any value outside a distribution
+        spec, recipe = space.sample(optuna.trial.FixedTrial(MODEL6_POINT), max_params=MAX_PARAMS)
+    model6 = BASELINES["model6"].spec
+    assert spec.layers == model6.layers and spec.batchnorm and spec.order == model6.order
+    assert count_params(spec) == 7416
+    default = TrainConfig()
+    for name in RECIPE_FIELDS:
+        assert getattr(recipe, name) == getattr(default, name), name
+
+
+def test_outside_names_what_is_not_in_the_space():
+    bad = dict(MODEL6_POINT, b1_w0=99, batch_size=48, extra=1)
+    problems = " | ".join(SearchSpace.default().outside(bad))
+    assert "b1_w0: 99" in problems and "batch_size: 48" in problems and "extra: not a parameter" in problems
+
+
+def test_smallest_is_minimal(draws):
+    space = SearchSpace.default()
+    smallest = count_params(space.smallest())
+    assert smallest <= min(count_params(spec) for spec, _, _ in draws)
+    # and it is what the ranges say: 2 blocks, 1 conv of width 4 each, no squeeze, head 4 -> 10
+    assert smallest == (9 * 1 * 4 + 8) + (9 * 4 * 4 + 8) + 4 * 10
+    narrow = SearchSpace(blocks=Fixed(3), convs=IntRange(2, 3), widths=(IntRange(5, 9),) * 3, squeeze=Fixed(True))
+    s = narrow.smallest()
+    assert sum(l.op == "maxpool" for l in s.layers) == 2 and count_params(s) <= min(
+        count_params(spec) for spec, _, _ in random_draws(narrow, 50, None))
+
+
+def test_space_round_trips_through_json():
+    space = SearchSpace.default()
+    assert SearchSpace.from_json(space.to_json()) == space
+    edited = json.loads(space.to_json())
+    edited["arch"]["widths"][2] = {"int": [6, 12], "step": 2}
+    edited["recipe"]["label_smoothing"] = {"float": [0.0, 0.1]}
+    edited["recipe"]["batch_size"] = 64
+    other = SearchSpace.from_dict(edited)
+    assert other != space and SearchSpace.from_json(other.to_json()) == other
+    assert other.to_dict() == edited
+    diff = space_diff(space.to_dict(), other.to_dict())
+    assert any(d.startswith("arch.widths[2]") for d in diff) and any(d.startswith("recipe.batch_size") for d in diff)
+
+
+def test_a_partial_space_file_takes_the_defaults_for_the_rest():
+    space = SearchSpace.from_dict({"arch": {"blocks": 3}})
+    assert space.blocks == Fixed(3) and space.recipe == SearchSpace.default().recipe
+
+
+@pytest.mark.parametrize("doc, needle", [
+    ({"arch": {"depth": 3}}, "unknown settings depth"),
+    ({"recipe": {"momentun": 0.9}}, "unknown settings momentun"),
+    ({"arch": {"blocks": {"int": [3, 2]}}}, "bad int range"),
+    ({"arch": {"blocks": {"int": [2, 5]}}}, "arch.widths has 3"),
+    ({"arch": {"blocks": {"int": [2, 3.5]}}}, "needs integers"),
+    ({"arch": {"widths": [{"int": [0, 4]}, {"int": [4, 8]}, {"int": [4, 8]}]}}, "positive integers"),
+    ({"arch": {"widths": 5}}, "one width range per block"),
+    ({"arch": {"order": {"choice": ["relu-bn", "bn-bn"]}}}, "arch.order"),
+    ({"recipe": {"scheduler": {"choice": ["step", "cosine"]}}}, "recipe.scheduler"),
+    ({"recipe": {"dropout": {"float": [0.0, 1.5]}}}, "recipe.dropout"),
+    ({"recipe": {"lr": {"float": [0.0, 0.1], "log": True}}}, "bad float range"),
+    ({"recipe": {"batch_size": {"choice": []}}}, "distinct values"),
+    ({"recipe": {"batch_size": {"choice": [32, 32]}}}, "distinct values"),
+    ({"recipe": {"lr": {"floaty": [0.1, 0.2]}}}, "one of int, float, choice"),
+    ({"recipe": {"lr": [0.1, 0.2]}}, "not a dimension"),
+    ([1, 2], "JSON object"),
+    ({"arch": [], "recipe": {}}, "must be JSON objects"),
+])
+def test_bad_space_files_are_refused_with_a_reason(doc, needle):
+    with pytest.raises(SpaceError, match=needle.replace("[", r"\[")):
+        SearchSpace.from_dict(doc)
+
+
+def test_a_space_that_cannot_build_a_draw_says_why():
+    space = SearchSpace(padding=Fixed(0), convs=Fixed(4), blocks=Fixed(3))
+    with pytest.raises(SpaceError, match="block 3: 4 unpadded"):
+        space.sample(optuna.trial.FixedTrial({"b1_convs": 4, "b1_squeeze": False, "b2_convs": 4,
+                                              "b2_squeeze": False, "b3_convs": 4}))
