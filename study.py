@@ -21,13 +21,17 @@ class UserError(Exception):
 
 def resolve_spec(args):
     """(spec, recipe) from a baseline name or --arch FILE.json."""
-    from space.baselines import BASELINES
+    from space.baselines import BASELINES as SEED, REFERENCES
     from space.spec import ArchSpec
+    BASELINES = {**SEED, **REFERENCES}
     if getattr(args, "arch", None):
         path = Path(args.arch)
         if not path.is_file():
             raise UserError(f"no such architecture file: {path}")
-        return ArchSpec.from_json(path.read_text()), {}
+        try:
+            return ArchSpec.from_json(path.read_text()), {}
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not a text (JSON) file") from None
     name = args.model or "model6"
     if name not in BASELINES:
         raise UserError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)} or give --arch FILE.json")
@@ -47,11 +51,11 @@ def add_data_arg(p):
 # Commands: the space ------------------------------------------------------------------------------
 
 def cmd_baselines(args):
-    from space.baselines import BASELINES
+    from space.baselines import BASELINES, REFERENCES
     from space.spec import count_params
-    print(f"{'name':<8} {'params':>10} {'seed says':>10} {'seed best test':>14}  description")
-    for name, b in BASELINES.items():
-        print(f"{name:<8} {count_params(b.spec):>10,} {b.seed_params:>10} {b.seed_best_test:>14.2f}  {b.spec.description}")
+    print(f"{'name':<9} {'params':>10} {'seed says':>10} {'seed best test':>14}  description")
+    for name, b in {**BASELINES, **REFERENCES}.items():
+        print(f"{name:<9} {count_params(b.spec):>10,} {b.seed_params:>10} {b.seed_best_test:>14.2f}  {b.spec.description}")
 
 
 def cmd_rf(args):
@@ -71,18 +75,41 @@ def cmd_summary(args):
 
 # Commands: training -------------------------------------------------------------------------------
 
+# train's flags that override one TrainConfig field each (flag --x-y sets field x_y)
+RECIPE_FLAGS = {"lr": float, "momentum": float, "batch_size": int, "dropout": float, "rotation": float,
+                "shift": float, "scale": float, "scheduler": str, "step_size": int, "gamma": float,
+                "max_lr": float, "pct_start": float, "label_smoothing": float, "weight_decay": float}
+
+
+def read_json_file(path: str, what: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"no such {what} file: {p}")
+    try:
+        d = json.loads(p.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{p} is not a JSON {what} file ({type(e).__name__})") from None
+    if not isinstance(d, dict):
+        raise UserError(f"{p} must hold a JSON object")
+    return d
+
+
 def train_config(recipe: dict, args, **extra):
+    """The baseline's recipe, then --recipe FILE.json, then single-setting flags."""
     from search.train import TrainConfig
+    if getattr(args, "recipe", None):
+        d = read_json_file(args.recipe, "recipe")
+        recipe = {**recipe, **d.get("config", d)}  # a trial's or a model file's {"config": ...} works too
     overrides = {k: v for k, v in dict(
-        epochs=args.epochs, seed=args.seed, threads=args.threads, allow_long=args.allow_long,
-        lr=getattr(args, "lr", None), batch_size=getattr(args, "batch_size", None),
-        dropout=getattr(args, "dropout", None), rotation=getattr(args, "rotation", None),
-        step_size=getattr(args, "step_size", None), gamma=getattr(args, "gamma", None),
+        epochs=args.epochs, seed=args.seed, threads=args.threads, allow_long=args.allow_long or None,
+        **{name: getattr(args, name, None) for name in RECIPE_FLAGS},
     ).items() if v is not None}
-    return TrainConfig.from_dict({**recipe, **overrides, **extra})
+    run = {"epochs", "seed", "threads", "allow_long"}
+    return TrainConfig.from_dict({**{k: v for k, v in recipe.items() if k not in run}, **overrides, **extra})
 
 
 def cmd_train(args):
+    from space.target import last_k_for
     from search.data import load_mnist, make_split
     from search.train import train
     from space.spec import check_budget
@@ -100,7 +127,7 @@ def cmd_train(args):
           f"({len(split.eval_labels):,}); {cfg}")
     result = train(spec, cfg, split, log=lambda line: print(line, flush=True))
     accs = result.accs()
-    k = min(3, len(accs))
+    k = last_k_for(len(accs))
     summary = {"best_train_acc": max(h["train_acc"] for h in result.history),
                f"best_{split.eval_name}_acc": max(accs),
                f"last{k}_{split.eval_name}_acc": accs[-k:],
@@ -113,8 +140,13 @@ def cmd_train(args):
 
 
 def cmd_bench(args):
-    from search.bench import run_bench
-    run_bench(args.data_dir, steps=args.steps, as_json=args.json, profile=args.profile)
+    from search.bench import run_bench, run_families
+    if args.steps < 1:
+        raise UserError(f"--steps must be a positive integer, got {args.steps}")
+    if args.families:
+        run_families(args.data_dir, steps=args.steps, as_json=args.json)
+    else:
+        run_bench(args.data_dir, steps=args.steps, as_json=args.json, profile=args.profile)
 
 
 # Commands: the study service ---------------------------------------------------------------------
@@ -233,12 +265,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/<model>-<val|final>-seed<S>)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--allow-long", action="store_true", help="permit more than 15 epochs")
-    p.add_argument("--lr", type=float, help="override the recipe's SGD learning rate")
-    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
-    p.add_argument("--dropout", type=float, help="override the recipe's dropout rate")
-    p.add_argument("--rotation", type=float, help="override the recipe's rotation range (degrees)")
-    p.add_argument("--step-size", type=int, help="override StepLR's step size (0 = no scheduler)")
-    p.add_argument("--gamma", type=float, help="override StepLR's gamma")
+    p.add_argument("--recipe", metavar="FILE.json",
+                   help="a recipe: TrainConfig fields as JSON (a trial's 'config' works as it is)")
+    from space.recipe import SCHEDULERS
+    for name, kind in RECIPE_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar=kind.__name__.upper(),
+                       choices=SCHEDULERS if name == "scheduler" else None,
+                       help=f"override the recipe's {name} (space/recipe.py: TrainConfig)")
     p.add_argument("--max-params", type=int, default=MAX_PARAMS, help="refuse specs with this many parameters or more")
     p.add_argument("--no-budget", action="store_true", help="skip the budget check (model1 needs it)")
     add_data_arg(p)
@@ -251,6 +284,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100, help="training steps per measurement (default 100)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--profile", action="store_true", help="also print the torch profiler table of the engine")
+    p.add_argument("--families", action="store_true",
+                   help="instead: one core's images/s and 15-epoch trial cost for a model of each family "
+                        "(model6: 2 blocks, valid convs; public3k7: 3 padded blocks)")
     add_data_arg(p)
     p.set_defaults(func=cmd_bench)
 

@@ -62,6 +62,45 @@ def _engine_worker(args):
     return img_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def family_cost(data, name: str, steps: int) -> dict:
+    """One core (1 thread) on a model of one family, with its own recipe: training images/s over
+    `steps` batches, the seconds to score the 10,000 validation images, and from both the cost of
+    one 15-epoch trial of a study (50,000 train + 10,000 validation per epoch)."""
+    from space.baselines import BASELINES, REFERENCES
+    from space.model import evaluate
+    from space.spec import count_params
+    from space.target import EPOCH_LIMIT
+    b = {**BASELINES, **REFERENCES}[name]
+    cfg = TrainConfig.from_dict({**b.recipe, "epochs": 1, "threads": 1})
+    split = make_split(data, train_limit=steps * cfg.batch_size, eval_limit=cfg.batch_size)
+    res = train(b.spec, cfg, split, quiet=True)
+    img_s = steps * cfg.batch_size / res.history[0]["seconds"]
+    full = make_split(data)
+    t0 = time.perf_counter()
+    evaluate(res.model, full.eval_images, full.eval_labels)
+    eval_s = time.perf_counter() - t0
+    n_train = len(full.train_labels)
+    trial_s = EPOCH_LIMIT * (n_train / img_s + eval_s)
+    return {"model": name, "params": count_params(b.spec), "batch_size": cfg.batch_size,
+            "train_img_s": img_s, "val_eval_s": eval_s, "trial_15_epochs_s": trial_s}
+
+
+def run_families(root, steps: int = 100, as_json: bool = False) -> list[dict]:
+    """The cost of a trial for a model of each family of the space, measured in one run."""
+    data = load_mnist(root, download=False)
+    rows = [family_cost(data, name, steps) for name in ("model6", "public3k7")]
+    torch.set_num_threads(torch.get_num_threads())
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"one core (1 thread), {steps} training steps each, 50,000 train / 10,000 val per epoch")
+        for r in rows:
+            print(f"  {r['model']:<10} {r['params']:>6,} params, batch {r['batch_size']:>3}: "
+                  f"{r['train_img_s']:7.0f} img/s, val scoring {r['val_eval_s']:4.1f} s, "
+                  f"one 15-epoch trial {r['trial_15_epochs_s'] / 60:5.1f} core-minutes")
+    return rows
+
+
 def profile_engine(root, steps: int = 20) -> str:
     from torch.profiler import profile, ProfilerActivity
     data = load_mnist(root, download=False)

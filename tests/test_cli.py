@@ -9,13 +9,23 @@ import pytest
 from space.baselines import BASELINES
 from tests.conftest import ROOT
 
-COMMANDS = ["baselines", "rf", "summary", "train", "bench", "search", "report", "export", "evaluate",
-            "dashboard", "verify"]
+def _commands() -> list[str]:
+    import argparse
+    from study import parser
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
+
+
+COMMANDS = _commands()  # every command the CLI has, so a new one is covered without editing this
 
 
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, str(ROOT / "study.py"), *map(str, args)],
                           capture_output=True, text=True, cwd=cwd)
+
+
+def test_the_command_list_is_the_real_one():
+    assert {"search", "space", "verify", "export"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -158,3 +158,13 @@ def test_bench_runs_both_pipelines_and_reports_json(tiny_root):
         assert out[key] > 0
     assert out["ratio_engine"] == out["engine_img_s"] / out["conventional_img_s"]
     assert out["dataset_in_memory_mb"] < 1  # tiny data; the real MNIST is ~55 MB
+
+
+def test_bench_families_costs_a_model_of_each_family(tiny_root):
+    r = subprocess.run([sys.executable, str(ROOT / "study.py"), "bench", "--families", "--steps", "1", "--json",
+                        "--data-dir", str(tiny_root)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["model"] for row in rows] == ["model6", "public3k7"]
+    for row in rows:
+        assert row["train_img_s"] > 0 and row["trial_15_epochs_s"] > row["val_eval_s"] * 15
