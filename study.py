@@ -178,6 +178,12 @@ def search_config(args):
         enqueue=not args.no_enqueue, data_dir=args.data_dir)
 
 
+def cmd_find(args):
+    from search.find import FindConfig, find
+    return find(FindConfig(search=search_config(args), output=Path(args.output), target=args.target,
+                           seeds=args.seeds, top=args.top))
+
+
 def cmd_space(args):
     print(read_space(args.space).to_json())
 
@@ -226,6 +232,28 @@ def add_study_args(p, storage=True):
     p.add_argument("--study-name", default="mnist-nas", help="study name (default mnist-nas)")
     if storage:
         p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/<study-name>.db)")
+
+
+def add_search_args(p, n_trials: int = 20):
+    from search.config import OBJECTIVES, PRUNERS, SAMPLERS
+    from space.target import EPOCH_LIMIT, LAST_K, MAX_PARAMS
+    add_study_args(p)
+    p.add_argument("--space", metavar="FILE.json", help="search this space instead of the default")
+    p.add_argument("--n-trials", type=int, default=n_trials, help=f"trials (default {n_trials})")
+    p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="worker processes, one thread each (default: one per core)")
+    p.add_argument("--max-params", type=int, default=MAX_PARAMS, help=f"budget: fewer than this (default {MAX_PARAMS})")
+    p.add_argument("--epochs", type=int, default=EPOCH_LIMIT, help=f"epochs per trial (default {EPOCH_LIMIT})")
+    p.add_argument("--pruner", choices=tuple(PRUNERS), default="median")
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="tpe")
+    p.add_argument("--objective", choices=OBJECTIVES, default="consistency",
+                   help="consistency: min val acc over the last K epochs; pareto: that and params down")
+    p.add_argument("--last-k", type=int, help=f"K for the consistency score (default {LAST_K}, or --epochs if fewer)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    p.add_argument("--train-limit", type=int, help="train each trial on the first N training images")
+    p.add_argument("--no-enqueue", action="store_true", help="do not enqueue model6 as the first trial")
+    add_data_arg(p)
 
 
 def add_trial_arg(p):
@@ -301,24 +329,22 @@ def parser() -> argparse.ArgumentParser:
                        description="Search the space (mnist-nas space shows it) under the parameter "
                                    "budget. Re-running with the same name and storage resumes the "
                                    "study; a different space is refused; Ctrl-C stops cleanly.")
-    add_study_args(p)
-    p.add_argument("--space", metavar="FILE.json", help="search this space instead of the default")
-    p.add_argument("--n-trials", type=int, default=20, help="trials to run in this invocation (default 20)")
-    p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="worker processes, one thread each (default: one per core)")
-    p.add_argument("--max-params", type=int, default=MAX_PARAMS, help=f"budget: fewer than this (default {MAX_PARAMS})")
-    p.add_argument("--epochs", type=int, default=EPOCH_LIMIT, help=f"epochs per trial (default {EPOCH_LIMIT})")
-    p.add_argument("--pruner", choices=tuple(PRUNERS), default="median")
-    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="tpe")
-    p.add_argument("--objective", choices=OBJECTIVES, default="consistency",
-                   help="consistency: min val acc over the last K epochs; pareto: that and params down")
-    p.add_argument("--last-k", type=int, help=f"K for the consistency score (default {LAST_K}, or --epochs if fewer)")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
-    p.add_argument("--train-limit", type=int, help="train each trial on the first N training images")
-    p.add_argument("--no-enqueue", action="store_true", help="do not enqueue model6 as the first trial")
-    add_data_arg(p)
+    add_search_args(p)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("find", help="search, confirm on validation, verify on test, export the winner",
+                       description="From a budget to a verified model file: search under --max-params, "
+                                   "retrain the top --top trials with --seeds seeds on validation, then "
+                                   "verify the best on the test set (all 60,000 training images) until one "
+                                   "holds --target in each of the last K epochs on every seed; export it "
+                                   "(.pt2 and .onnx). Resumable: rerun the same command. Example: "
+                                   "mnist-nas find --max-params 5000 -o models/under5k.pt2")
+    add_search_args(p, n_trials=40)
+    p.add_argument("--target", type=float, default=TARGET_ACC, help=f"test accuracy to hold (default {TARGET_ACC})")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per candidate, in confirm and verify (default 3)")
+    p.add_argument("--top", type=int, default=3, help="trials to confirm (default 3)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.pt2")
+    p.set_defaults(func=cmd_find)
 
     p = sub.add_parser("report", help="best trials, counts by state, plots",
                        description="Table of the best trials, counts by state and PNG plots of a study.")

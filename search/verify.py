@@ -1,9 +1,12 @@
-"""`verify`: retrain a trial's architecture on all 60,000 images with several seeds, score the
-official test set every epoch, and pass only if every seed holds the target in each of the last K."""
+"""Retraining a trial's recipe with other seeds: `verify` (all 60,000 images, the official test set
+scored every epoch; pass only if every seed holds the target in each of the last K) and the
+confirm stage of `find` (the same 50,000 / 10,000 split as the search, validation only)."""
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from pathlib import Path
+from typing import Callable
 
 from space.recipe import ConfigError, TrainConfig
 from space.target import EPOCH_LIMIT, TARGET_ACC, last_k_for
@@ -11,18 +14,58 @@ from storage.studies import get_trial, load_study
 
 
 def _run_seed(job):
-    spec_dict, cfg_dict, seed, data_dir, train_limit = job
+    spec_dict, cfg_dict, seed, data_dir, train_limit, final, weights_path = job
     import torch
     torch.set_num_threads(1)
     from search.data import load_mnist, make_split
     from search.train import train
     from space.spec import ArchSpec
-    split = make_split(load_mnist(data_dir), final=True, train_limit=train_limit)
+    split = make_split(load_mnist(data_dir), final=final, train_limit=train_limit)
     cfg = TrainConfig.from_dict({**cfg_dict, "seed": seed, "threads": 1})
-    progress = lambda r: print(f"seed {seed} epoch {r['epoch']:2d}: test {r['test_acc']:.2f} "
+    ev = split.eval_name
+    progress = lambda r: print(f"seed {seed} epoch {r['epoch']:2d}: {ev} {r[ev + '_acc']:.2f} "
                                f"({r['seconds']:.0f}s)", flush=True)  # workers share the terminal
     res = train(ArchSpec.from_dict(spec_dict), cfg, split, on_epoch=progress, quiet=True)
+    if weights_path:
+        Path(weights_path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"spec": spec_dict, "config": cfg.to_dict(), "state_dict": res.model.state_dict()},
+                   weights_path)
     return seed, res.accs()
+
+
+def retrain_seeds(spec: dict, config: dict, seeds: list[int], *, final: bool, data_dir=None,
+                  train_limit: int | None = None, processes: int | None = None,
+                  weights_path: Callable[[int], str] | None = None) -> dict[int, list[float]]:
+    """{seed: per-epoch accuracies} of the recipe retrained once per seed, in parallel processes
+    of one thread each. final: all 60,000 scored on test; otherwise the search's split on val."""
+    jobs = [(spec, config, seed, data_dir, train_limit, final, weights_path(seed) if weights_path else None)
+            for seed in seeds]
+    procs = min(len(jobs), processes or os.cpu_count() or 1)
+    if procs > 1:
+        with mp.get_context("spawn").Pool(procs) as pool:
+            results = pool.map(_run_seed, jobs)
+    else:
+        results = [_run_seed(j) for j in jobs]
+    return dict(results)
+
+
+def held(accs: list[float], k: int, target: float) -> bool:
+    """The target's rule for one seed: at least `target` in each of the last k epochs."""
+    return min(accs[-k:]) >= target
+
+
+def print_table(results: dict[int, list[float]], k: int, target: float | None, eval_name: str = "test") -> None:
+    print(f"{'seed':>4}  {'best':>6}  {'last ' + str(k) + ' ' + eval_name + ' acc':<24} {'min':>6}  result")
+    for seed, accs in sorted(results.items()):
+        last = accs[-k:]
+        verdict = "" if target is None else ("PASS" if held(accs, k, target) else "FAIL")
+        print(f"{seed:>4}  {max(accs):>6.2f}  {' '.join(f'{a:.2f}' for a in last):<24} {min(last):>6.2f}  {verdict}")
+
+
+def check_counts(**values) -> None:
+    for name, v in values.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
 
 
 def verify(*, study_name: str, storage: str | None = None, trial: str = "best", seeds: int = 3,
@@ -30,34 +73,24 @@ def verify(*, study_name: str, storage: str | None = None, trial: str = "best", 
            train_limit: int | None = None, data_dir: str | None = None) -> int:
     """0 when every seed held `target` in each of the last K epochs, else 1."""
     from search.data import ensure_files
-    for name, v in (("seeds", seeds), ("epochs", epochs), ("last_k", last_k), ("train_limit", train_limit)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+    check_counts(seeds=seeds, epochs=epochs, last_k=last_k, train_limit=train_limit)
     if not 0 <= target <= 100:
         raise ConfigError(f"--target must be a percentage in [0, 100], got {target!r}")
     study = load_study(study_name=study_name, storage=storage)
     frozen = get_trial(study, trial)
     ensure_files(data_dir)  # one-line error before any worker starts
     cfg = TrainConfig.from_dict({**frozen.user_attrs["config"], "epochs": epochs})
-    jobs = [(frozen.user_attrs["spec"], cfg.to_dict(), seed, data_dir, train_limit)
-            for seed in range(1, seeds + 1)]
     k = last_k_for(epochs, last_k)
     print(f"verifying trial {frozen.number} ({frozen.user_attrs['params']:,} params): {seeds} seeds x "
           f"{epochs} epochs on all training images, test set scored every epoch; target "
           f">= {target} in each of the last {k}", flush=True)
-    procs = min(seeds, os.cpu_count() or 1)
-    if procs > 1:
-        with mp.get_context("spawn").Pool(procs) as pool:
-            results = pool.map(_run_seed, jobs)
-    else:
-        results = [_run_seed(j) for j in jobs]
-    ok_all = True
-    print(f"{'seed':>4}  {'best':>6}  {'last ' + str(k) + ' test acc':<24} {'min':>6}  result")
-    for seed, accs in results:
-        last = accs[-k:]
-        ok = min(last) >= target
-        ok_all &= ok
-        print(f"{seed:>4}  {max(accs):>6.2f}  {' '.join(f'{a:.2f}' for a in last):<24} {min(last):>6.2f}  "
-              f"{'PASS' if ok else 'FAIL'}")
+    earlier = study.user_attrs.get(f"find:verify:{frozen.number}")
+    if earlier:
+        print(f"(find verified this trial before: {'PASS' if earlier['passed'] else 'FAIL'} "
+              f"on seeds {', '.join(earlier['results'])})")
+    results = retrain_seeds(frozen.user_attrs["spec"], cfg.to_dict(), list(range(1, seeds + 1)), final=True,
+                            data_dir=data_dir, train_limit=train_limit)
+    print_table(results, k, target)
+    ok_all = all(held(a, k, target) for a in results.values())
     print("PASS: every seed held the target" if ok_all else "FAIL: not every seed held the target")
     return 0 if ok_all else 1

@@ -194,8 +194,10 @@ def dim_from_json(value, where: str) -> Dim:
 
 # The space --------------------------------------------------------------------------------------
 
-# Recipe settings that only mean something under one scheduler: sampled only when it is chosen.
-SCHEDULER_OF = {"step_size": "step", "gamma": "step", "max_lr": "onecycle", "pct_start": "onecycle"}
+# Recipe settings that only mean something under some schedulers: sampled only when one is chosen.
+# (OneCycleLR sets the rate itself, from max_lr, so lr is not drawn for it.)
+SCHEDULER_OF = {"lr": ("step", "none"), "step_size": ("step",), "gamma": ("step",),
+                "max_lr": ("onecycle",), "pct_start": ("onecycle",)}
 # Recipe fields a trial never samples: the study's settings or the machine's decide them.
 RUN_FIELDS = ("epochs", "seed", "threads", "allow_long", "pooled_dropout")
 RECIPE_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in RUN_FIELDS)
@@ -370,7 +372,7 @@ class SearchSpace:
         values = {}
         scheduler = self.recipe["scheduler"].suggest(trial, "scheduler") if "scheduler" in self.recipe else "step"
         for key, dim in self.recipe.items():
-            if key == "scheduler" or SCHEDULER_OF.get(key, scheduler) != scheduler:
+            if key == "scheduler" or scheduler not in SCHEDULER_OF.get(key, (scheduler,)):
                 continue
             values[key] = dim.suggest(trial, key)
         return spec, self._recipe({**values, "scheduler": scheduler})

@@ -68,12 +68,33 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
     print(header)
     for _, _, t in front:
         print(row(t))
+    find_section(study)
     if plots:
         try:
             out = write_plots(study, order, front, Path(plots), top)
         except OSError as e:
             raise StudyError(f"cannot write plots to {plots}: {e.strerror or type(e).__name__}") from None
         print(f"\nplots: {', '.join(str(p) for p in out)}")
+
+
+def find_section(study) -> None:
+    """What `find` stored: confirmed trials (seed-robust scores) and verified ones (test, per seed)."""
+    attrs = study.user_attrs
+    confirmed = [attrs[k] for k in attrs if k.startswith("find:confirm:")]
+    if not confirmed:
+        return
+    print("\nfind: confirmed on validation (consistency score per seed; robust = the minimum):")
+    print(f"{'trial':>5} {'params':>7}  {'per seed':<28} {'robust':>7}  verified on test")
+    for c in sorted(confirmed, key=lambda r: (-r["robust"], r["params"], r["trial"])):
+        v = attrs.get(f"find:verify:{c['trial']}")
+        verdict = "not yet" if v is None else (
+            f"{'PASS' if v['passed'] else 'FAIL'}: last-{v['k']} minima "
+            + " ".join(f"{min(a[-v['k']:]):.2f}" for _, a in sorted(v["results"].items())))
+        print(f"{c['trial']:>5} {c['params']:>7,}  {' '.join(f'{x:.2f}' for x in c['scores']):<28} "
+              f"{c['robust']:>7.2f}  {verdict}")
+    used = attrs.get("find:tests_used", [])
+    print(f"candidates that met the test set: {len(used)}"
+          + (f"; winner: trial {attrs['find:winner']}" if "find:winner" in attrs else ""))
 
 
 def write_plots(study, order, front, out: Path, top: int) -> list[Path]:

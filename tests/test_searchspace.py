@@ -46,6 +46,7 @@ def test_hundreds_of_random_draws_are_valid_fit_the_budget_and_cover_the_space(d
     for spec, recipe, params in draws:  # the recipe's conditional settings follow the scheduler
         assert ("step_size" in params) == (recipe.scheduler == "step") == ("gamma" in params)
         assert ("max_lr" in params) == (recipe.scheduler == "onecycle") == ("pct_start" in params)
+        assert ("lr" in params) == (recipe.scheduler != "onecycle")
         assert recipe.batch_size in (32, 64, 128)
 
 

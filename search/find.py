@@ -1,0 +1,192 @@
+"""`find`: from a budget to a verified model file, in three stages on one study.
+
+1. search   the study service under the budget (pruning on), until the study holds --n-trials.
+2. confirm  the top N trials by consistency score are retrained on the same 50,000 / 10,000 split
+            with further seeds; a trial's seed-robust score is the minimum of its consistency
+            scores over all its seeds. The candidate order is that score (ties: fewer parameters).
+            Only validation data is used up to here.
+3. verify   candidates, best first, are retrained on all 60,000 with --seeds seeds, the test set
+            scored every epoch; the first whose every seed holds the target in each of the last K
+            epochs wins. How many candidates met the test set is recorded and reported.
+The winner (its seed-1 model, trained on all 60,000) is exported as .pt2 and .onnx with its verify
+table in the metadata.
+
+Every result is stored in the study as it is made, so an interrupted `find` resumes where it
+stopped. They are study user attributes ("find:confirm:<trial>", "find:verify:<trial>", ...)
+because Optuna refuses to update a trial once it has finished.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from search.config import SearchConfig
+from search.verify import check_counts, held, print_table, retrain_seeds
+from space.recipe import ConfigError, TrainConfig
+from space.target import TARGET_ACC
+from storage.studies import StudyError, artifact_dir, ranked_trials, storage_url
+
+CONFIRM_SEED_BASE = 10_000  # further seeds of the confirm stage: never a trial's own seed (its number)
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FindConfig:
+    search: SearchConfig
+    output: Path
+    target: float = TARGET_ACC
+    seeds: int = 3
+    top: int = 3
+
+    def __post_init__(self):
+        check_counts(seeds=self.seeds, top=self.top)
+        if not 0 <= self.target <= 100:
+            raise ConfigError(f"--target must be a percentage in [0, 100], got {self.target!r}")
+        out = Path(self.output)
+        if out.suffix != ".pt2" or out.is_dir():
+            raise ConfigError(f"-o must name a .pt2 file, got {out}")
+
+
+def _stage(name: str) -> None:
+    print(f"\n== find: {name} ==", flush=True)
+
+
+def search_stage(config: FindConfig) -> optuna.Study:
+    from search.runner import create_or_resume, run_search
+    study = create_or_resume(config.search)
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    searched_to = study.user_attrs.get("find:searched", 0)
+    remaining = config.search.n_trials - finished
+    if remaining <= 0 or searched_to >= config.search.n_trials:
+        print(f"search: done before ({finished} finished trials; --n-trials {config.search.n_trials})")
+        return study
+    print(f"search: {finished} finished trials so far, running up to {remaining} more", flush=True)
+    study = run_search(dataclasses.replace(config.search, n_trials=remaining))
+    study.set_user_attr("find:searched", config.search.n_trials)  # reached, or stopped by --timeout
+    return study
+
+
+def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
+    """Seed-robust scores of the top N trials, best candidate first."""
+    s = config.search
+    ranked = ranked_trials(study)[:config.top]
+    if not ranked:
+        raise StudyError(f"study {study.study_name!r} has no complete trial to confirm")
+    further = [CONFIRM_SEED_BASE + i for i in range(1, config.seeds)]
+    rows = []
+    for t in ranked:
+        key = f"find:confirm:{t.number}"
+        stored = study.user_attrs.get(key, {})
+        results = {int(seed): accs for seed, accs in stored.get("results", {}).items()
+                   if stored.get("epochs") == s.epochs and stored.get("k") == s.k}
+        missing = [seed for seed in further if seed not in results]
+        if missing:
+            print(f"confirm: trial {t.number} ({t.user_attrs['params']:,} params, score {t.values[0]:.2f}): "
+                  f"retraining with seeds {', '.join(map(str, missing))} on the search split", flush=True)
+            cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
+            results.update(retrain_seeds(t.user_attrs["spec"], cfg, missing, final=False, data_dir=s.data_dir,
+                                         train_limit=s.train_limit, processes=s.workers))
+        scores = [t.values[0]] + [min(results[seed][-s.k:]) for seed in further]
+        row = {"trial": t.number, "params": t.user_attrs["params"], "epochs": s.epochs, "k": s.k,
+               "results": {str(seed): results[seed] for seed in further},
+               "scores": scores, "robust": min(scores)}
+        study.set_user_attr(key, row)
+        rows.append(row)
+    rows.sort(key=lambda r: (-r["robust"], r["params"], r["trial"]))
+    print(f"{'trial':>5} {'params':>7}  {'consistency per seed':<28} {'robust':>7}")
+    for r in rows:
+        print(f"{r['trial']:>5} {r['params']:>7,}  {' '.join(f'{x:.2f}' for x in r['scores']):<28} {r['robust']:>7.2f}")
+    study.set_user_attr("find:candidates", [r["trial"] for r in rows])
+    return rows
+
+
+def _weights_path(config: FindConfig, trial: int, seed: int) -> Path:
+    url = storage_url(study_name=config.search.study_name, storage=config.search.storage)
+    return artifact_dir(url, config.search.study_name) / "find" / f"trial{trial}-seed{seed}.pt"
+
+
+def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]) -> dict | None:
+    """The first candidate that holds the target on every seed, or None."""
+    s = config.search
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    seeds = list(range(1, config.seeds + 1))
+    met = list(study.user_attrs.get("find:tests_used", []))
+    for row in candidates:
+        t = trials[row["trial"]]
+        key = f"find:verify:{t.number}"
+        stored = study.user_attrs.get(key)
+        same = stored and all(stored.get(f) == v for f, v in
+                              (("epochs", s.epochs), ("k", s.k), ("target", config.target), ("seeds", config.seeds)))
+        if not same:
+            print(f"verify: trial {t.number} ({t.user_attrs['params']:,} params, robust {row['robust']:.2f}): "
+                  f"{config.seeds} seeds on all training images, test set every epoch", flush=True)
+            if t.number not in met:
+                met.append(t.number)
+                study.set_user_attr("find:tests_used", met)  # counted before the test set is scored
+            cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
+            results = retrain_seeds(t.user_attrs["spec"], cfg, seeds, final=True, data_dir=s.data_dir,
+                                    train_limit=s.train_limit, processes=s.workers,
+                                    weights_path=lambda seed, n=t.number: str(_weights_path(config, n, seed)))
+            stored = {"trial": t.number, "epochs": s.epochs, "k": s.k, "target": config.target,
+                      "seeds": config.seeds, "results": {str(k): v for k, v in results.items()},
+                      "passed": all(held(a, s.k, config.target) for a in results.values())}
+            study.set_user_attr(key, stored)
+        else:
+            print(f"verify: trial {t.number} verified before")
+        print_table({int(k): v for k, v in stored["results"].items()}, s.k, config.target)
+        print(f"trial {t.number}: {'PASS' if stored['passed'] else 'FAIL'}", flush=True)
+        if stored["passed"]:
+            study.set_user_attr("find:winner", t.number)
+            return stored
+    return None
+
+
+def export_winner(config: FindConfig, study: optuna.Study, verified: dict, confirmed: dict) -> Path:
+    import torch
+    from storage.modelfile import build_trained, save_model_file
+    path = _weights_path(config, verified["trial"], 1)
+    if not path.is_file():
+        raise StudyError(f"the verified weights {path} are missing; delete the study attribute "
+                         f"find:verify:{verified['trial']} to retrain them")
+    weights = torch.load(path, weights_only=True)
+    spec, module = build_trained(weights)
+    out = Path(config.output)
+    onnx = out.with_suffix(".onnx")
+    seed1 = verified["results"]["1"]
+    save_model_file(module, spec, {
+        "study": study.study_name, "trial": verified["trial"], "config": weights["config"],
+        "trained_on": "all 60,000 training images, seed 1 of the verify stage",
+        "test_acc_per_epoch": seed1, "test_acc": seed1[-1],
+        "verify": verified, "confirm": confirmed,
+        "tests_used": study.user_attrs.get("find:tests_used", []),
+        "protocol": f">= {config.target} % on the official test set in each of the last {verified['k']} of "
+                    f"{verified['epochs']} epochs, for each of seeds 1..{verified['seeds']}",
+    }, out, onnx)
+    from space.spec import count_params
+    print(f"wrote {out} and {onnx} (trial {verified['trial']}, {count_params(spec):,} params, "
+          f"test {seed1[-1]:.2f} % at the last epoch of seed 1)")
+    return out
+
+
+def find(config: FindConfig) -> int:
+    """0 when a model passed verify and was exported, 1 when no candidate passed."""
+    from search.data import ensure_files
+    ensure_files(config.search.data_dir)
+    _stage(f"1/3 search under {config.search.max_params:,} parameters")
+    study = search_stage(config)
+    _stage(f"2/3 confirm the top {config.top} on validation with {config.seeds} seeds each")
+    candidates = confirm_stage(config, study)
+    _stage(f"3/3 verify on the test set: >= {config.target} in each of the last {config.search.k} epochs, "
+           f"{config.seeds} seeds")
+    verified = verify_stage(config, study, candidates)
+    used = len(study.user_attrs.get("find:tests_used", []))
+    print(f"candidates that met the test set: {used}")
+    if verified is None:
+        print(f"FAIL: none of the {len(candidates)} confirmed candidates held the target on every seed")
+        return 1
+    confirmed = next(r for r in candidates if r["trial"] == verified["trial"])
+    export_winner(config, study, verified, confirmed)
+    return 0

@@ -1,0 +1,54 @@
+"""`find` end to end on tiny data: search, confirm, verify, export; resumed; failing honestly."""
+import json
+
+import optuna
+
+from storage.modelfile import load_model_file
+from tests.conftest import make_tiny_mnist
+from tests.test_study import cli, load
+
+TINY = ["--data-dir", "data", "--epochs", "2", "--last-k", "1", "--seeds", "2", "--top", "2", "--workers", "1",
+        "--max-params", "6000", "--n-trials", "3", "--no-enqueue"]
+
+
+def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating(tmp_path):
+    make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
+    r = cli("find", "--study-name", "f", "--target", "0", "-o", "models/win.pt2", *TINY, cwd=tmp_path)
+    out = r.stdout
+    for stage in ("1/3 search", "2/3 confirm", "3/3 verify"):
+        assert stage in out
+    assert "candidates that met the test set: 1" in out and "wrote models/win.pt2" in out
+    study = load(tmp_path, "f")
+    assert len(study.trials) == 3
+    winner = study.user_attrs["find:winner"]
+    confirm = study.user_attrs[f"find:confirm:{winner}"]
+    assert len(confirm["scores"]) == 2 and confirm["robust"] == min(confirm["scores"])
+    verified = study.user_attrs[f"find:verify:{winner}"]
+    assert verified["passed"] and sorted(verified["results"]) == ["1", "2"]
+    _, meta = load_model_file(tmp_path / "models" / "win.pt2")
+    assert meta["trial"] == winner and meta["verify"] == verified and meta["tests_used"] == [winner]
+    assert meta["test_acc"] == verified["results"]["1"][-1]
+    assert (tmp_path / "models" / "win.onnx").is_file()
+    # the same command again: every stage is found done, nothing is retrained, the same winner
+    again = cli("find", "--study-name", "f", "--target", "0", "-o", "models/win.pt2", *TINY, cwd=tmp_path)
+    assert "search: done before" in again.stdout and f"verify: trial {winner} verified before" in again.stdout
+    assert "retraining" not in again.stdout
+    assert len(load(tmp_path, "f").trials) == 3
+
+
+def test_find_fails_honestly_when_no_candidate_holds_the_target(tmp_path):
+    make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
+    r = cli("find", "--study-name", "g", "--target", "100", "--train-limit", "20", "-o", "m.pt2", *TINY,
+            cwd=tmp_path, check=False)
+    assert r.returncode == 1, r.stderr
+    assert "candidates that met the test set: 2" in r.stdout and "FAIL: none of the 2" in r.stdout
+    assert not (tmp_path / "m.pt2").exists()
+    study = load(tmp_path, "g")
+    assert study.user_attrs["find:tests_used"] == study.user_attrs["find:candidates"]
+
+
+def test_report_shows_confirmed_and_verified_trials(tmp_path):
+    make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
+    cli("find", "--study-name", "h", "--target", "0", "-o", "h.pt2", *TINY, cwd=tmp_path)
+    r = cli("report", "--study-name", "h", cwd=tmp_path)
+    assert "find: confirmed" in r.stdout and "PASS" in r.stdout and "winner: trial" in r.stdout
