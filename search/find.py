@@ -27,6 +27,7 @@ from search.config import SearchConfig
 from search.verify import check_counts, held, print_table, retrain_seeds
 from space.recipe import ConfigError, TrainConfig
 from space.target import TARGET_ACC
+from storage import notes
 from storage.studies import StudyError, artifact_dir, ranked_trials, storage_url
 
 CONFIRM_SEED_BASE = 10_000  # further seeds of the confirm stage: never a trial's own seed (its number)
@@ -94,6 +95,11 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
                "results": {str(seed): results[seed] for seed in further},
                "scores": scores, "robust": min(scores)}
         study.set_user_attr(key, row)
+        notes.add_section(study, t.number, "## Confirmation (find, validation)", notes.verify_markdown(
+            {"search": [t.values[0]], **{str(seed): results[seed][-s.k:] for seed in further}}, 1, None,
+            title=f"Retrained on the same 50,000 / 10,000 split with further seeds; consistency score "
+                  f"(min of the last {s.k}) per seed; seed-robust score **{row['robust']:.2f}**.",
+            passed=None))
         rows.append(row)
     rows.sort(key=lambda r: (-r["robust"], r["params"], r["trial"]))
     print(f"{'trial':>5} {'params':>7}  {'consistency per seed':<28} {'robust':>7}")
@@ -134,6 +140,10 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
                       "seeds": config.seeds, "results": {str(k): v for k, v in results.items()},
                       "passed": all(held(a, s.k, config.target) for a in results.values())}
             study.set_user_attr(key, stored)
+            notes.add_section(study, t.number, notes.VERIFY_HEADING, notes.verify_markdown(
+                stored["results"], s.k, config.target, passed=stored["passed"],
+                title=f"`find` retrained it on all 60,000 training images with seeds 1..{config.seeds}, "
+                      f"{s.epochs} epochs, the official test set scored every epoch."))
         else:
             print(f"verify: trial {t.number} verified before")
         print_table({int(k): v for k, v in stored["results"].items()}, s.k, config.target)
@@ -182,6 +192,7 @@ def find(config: FindConfig) -> int:
     _stage(f"3/3 verify on the test set: >= {config.target} in each of the last {config.search.k} epochs, "
            f"{config.seeds} seeds")
     verified = verify_stage(config, study, candidates)
+    notes.refresh_study_note(study)
     used = len(study.user_attrs.get("find:tests_used", []))
     print(f"candidates that met the test set: {used}")
     if verified is None:

@@ -14,6 +14,7 @@ from space.rf import head_receptive_field
 from space.searchspace import SpaceError
 from space.spec import count_params
 from search.config import SearchConfig
+from storage import notes
 
 
 class BudgetRefused(optuna.TrialPruned):
@@ -33,6 +34,7 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
             spec, recipe = config.space.sample(trial, max_params=config.max_params, name=f"trial{trial.number}")
         except SpaceError as e:
             trial.set_user_attr("ended", f"cannot build: {e}")
+            notes.save_trial_note(trial, f"# Trial {trial.number}\n\n**Ended:** cannot build: {e}\n")
             log(f"trial {trial.number}: cannot build: {e}")
             raise CannotBuild() from None
         cfg = dataclasses.replace(recipe, epochs=config.epochs, seed=trial.number, threads=threads)
@@ -42,7 +44,11 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
         trial.set_user_attr("head_rf", head_receptive_field(spec))
         trial.set_user_attr("config", cfg.to_dict())
         if params >= config.max_params:
-            trial.set_user_attr("ended", f"over budget: {params} >= {config.max_params}")
+            why = f"over budget: {params} >= {config.max_params}"
+            trial.set_user_attr("ended", why)
+            notes.save_trial_note(trial, notes.short_note(number=trial.number, params=params,
+                                                          max_params=config.max_params, ended=why + " (refused before "
+                                                          "anything was built)", spec=spec))
             log(f"trial {trial.number}: refused, {params:,} params >= {config.max_params:,}")
             raise BudgetRefused()
         history = []
@@ -58,6 +64,9 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
                 if trial.should_prune():
                     why = f"pruned after epoch {rec['epoch']} (val {rec['val_acc']:.2f})"
                     trial.set_user_attr("ended", why)
+                    notes.save_trial_note(trial, notes.short_note(
+                        number=trial.number, params=params, max_params=config.max_params, ended=why, spec=spec)
+                        + "\n" + notes.epochs_table(history) + "\n")
                     log(f"trial {trial.number}: {why}")
                     raise optuna.TrialPruned()
 
@@ -65,9 +74,15 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
         k = min(config.k, len(history))
         score = result.last_k_min(k)
         trial.set_user_attr("last_k", [h["val_acc"] for h in history[-k:]])
+        ended = f"completed {len(history)} epochs; consistency score {score:.2f} (min val acc of the last {k})"
         trial.set_user_attr("ended", f"completed {len(history)} epochs")
+        curves = None
         if artifacts is not None:
             artifacts.save_weights(trial, result)
+            curves = notes.upload_curves(trial, artifacts.store, history)
+        notes.save_trial_note(trial, notes.trial_note(
+            number=trial.number, spec=spec, params=params, max_params=config.max_params, recipe=cfg.to_dict(),
+            history=history, ended=ended, curves_url=curves))
         log(f"trial {trial.number}: done, consistency score {score:.2f} ({params:,} params)")
         return (score, params) if config.pareto else score
 

@@ -72,6 +72,8 @@ def create_or_resume(config: SearchConfig) -> optuna.Study:
         study.enqueue_trial(MODEL6_POINT)  # start from the seed's known-good point
     for key, value in config.stored_settings().items():
         study.set_user_attr(key, value)
+    from storage.notes import refresh_study_note
+    refresh_study_note(study)
     return study
 
 
@@ -147,6 +149,8 @@ def run_search(config: SearchConfig) -> optuna.Study:
     study = optuna.load_study(study_name=config.study_name, storage=open_storage(_url(config)))
     print(f"{'stopped by Ctrl-C' if interrupted else 'done'} after {time.time() - t0:.0f}s: "
           f"{len(study.trials) - before} new trials; study now has {_state_counts(study)}")
+    from storage.notes import refresh_study_note
+    refresh_study_note(study)
     best = best_trial(study)
     if best is not None:
         print(f"best so far: trial {best.number}, consistency score {best.values[0]:.2f}, "

@@ -92,5 +92,10 @@ def verify(*, study_name: str, storage: str | None = None, trial: str = "best", 
                             data_dir=data_dir, train_limit=train_limit)
     print_table(results, k, target)
     ok_all = all(held(a, k, target) for a in results.values())
+    from storage import notes
+    notes.add_section(study, frozen.number, notes.VERIFY_HEADING, notes.verify_markdown(
+        {str(s): a for s, a in results.items()}, k, target, passed=ok_all,
+        title=f"`verify` retrained it on {'all 60,000' if not train_limit else f'the first {train_limit:,}'} "
+              f"training images with seeds 1..{seeds}, {epochs} epochs, the official test set scored every epoch."))
     print("PASS: every seed held the target" if ok_all else "FAIL: not every seed held the target")
     return 0 if ok_all else 1

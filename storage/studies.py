@@ -213,5 +213,10 @@ def dashboard(*, study_name: str, storage: str | None = None, host: str = "127.0
     if art.is_dir():
         from optuna.artifacts import FileSystemArtifactStore
         store = FileSystemArtifactStore(str(art))
+    import signal
+
+    def stop(signum, frame):  # SIGTERM stops it like Ctrl-C: one line, exit 130, nothing half-written
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
     print(f"optuna-dashboard for {safe_url(url)}: http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
     run_server(url, host=host, port=port, artifact_store=store)

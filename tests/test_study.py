@@ -222,6 +222,8 @@ def _chromium() -> str | None:
 
 
 def test_dashboard_serves_the_study_to_a_real_browser(work):
+    """A real page in a real browser: Playwright drives Debian's chromium through the study page
+    and a trial page, and checks what a person sees there."""
     d, _, _ = work
     port = _free_port()
     p = subprocess.Popen([sys.executable, str(ROOT / "study.py"), "dashboard", "--study-name", "tiny",
@@ -246,13 +248,37 @@ def test_dashboard_serves_the_study_to_a_real_browser(work):
             if os.environ.get("MNIST_NAS_REQUIRE_BROWSER"):
                 pytest.fail("MNIST_NAS_REQUIRE_BROWSER is set but no chromium is installed")
             pytest.skip("no chromium here; CI installs one")
-        shot = d / "dashboard.png"
-        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                              "--virtual-time-budget=20000", "--window-size=1280,800",
-                              f"--screenshot={shot}", "--dump-dom", f"http://127.0.0.1:{port}/dashboard"],
-                             capture_output=True, text=True, timeout=120)
-        assert "tiny" in dom.stdout, dom.stdout[-2000:]  # the study list, rendered by the page's JS
-        assert shot.read_bytes()[:4] == b"\x89PNG"
+        from playwright.sync_api import sync_playwright
+        from storage.studies import best_trial
+        best = best_trial(load(d)).number
+        shots = Path(os.environ.get("MNIST_NAS_SCREENSHOTS") or d)
+        shots.mkdir(parents=True, exist_ok=True)
+        base = f"http://127.0.0.1:{port}/dashboard"
+        with sync_playwright() as pw:
+            chrome = pw.chromium.launch(executable_path=browser, headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"])
+            page = chrome.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(base)
+            page.get_by_text("tiny").first.click()  # the study list, rendered by the page's JS
+            page.wait_for_url("**/studies/1**")
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(2000)  # the history plot draws after the data arrives
+            page.screenshot(path=str(shots / "dashboard-study.png"))
+            page.goto(f"{base}/studies/1/trials?numbers={best}")
+            page.get_by_text("Receptive field").first.wait_for(timeout=30000)
+            rf = page.locator("table", has_text="R_out")
+            assert rf.count() >= 1 and "avgpool" in rf.first.inner_text()
+            img = page.locator("img[alt='accuracy and loss per epoch']").first
+            img.scroll_into_view_if_needed()
+            page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle(), timeout=30000)
+            assert img.evaluate("i => i.naturalWidth") > 0  # the PNG really loaded from the artifact store
+            assert page.get_by_text(f"trial{best}-weights.pt").count() >= 1  # the weights artifact is listed
+            page.get_by_text("Receptive field").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(shots / "dashboard-trial.png"), full_page=False)
+            chrome.close()
+        for name in ("dashboard-study.png", "dashboard-trial.png"):
+            assert (shots / name).read_bytes()[:4] == b"\x89PNG"
     finally:
         p.terminate()
         p.wait(timeout=30)

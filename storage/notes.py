@@ -1,0 +1,170 @@
+"""Dashboard notes: what a person reads about a trial or a study in optuna-dashboard.
+
+optuna-dashboard renders a note as GitHub markdown (tables, code blocks, images). A finished trial
+gets: the architecture in words, its parameters against the budget, the receptive-field table, the
+torchinfo summary, the recipe, the per-epoch accuracies, why it ended, and its curves as a PNG
+artifact embedded in the note. The PNG must be uploaded while the trial is still running (Optuna
+refuses uploads to a finished trial); notes themselves live in the study's system attributes, so
+verification results can be added to a finished trial's note later. The study's note holds the
+space, the budget, the protocol and the current best.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import optuna
+
+from space.rf import format_rf_table
+from space.spec import ArchSpec
+from space.target import EPOCH_LIMIT, TARGET_ACC
+
+VERIFY_HEADING = "## Verification"
+
+
+def describe_arch(spec: ArchSpec) -> str:
+    """'3 blocks: [8 8 8, pad 1] -> pool -> [...]; Conv-BN-ReLU; GAP, 1x1 head'."""
+    blocks, current = [], []
+    for layer in spec.layers:
+        if layer.op == "conv":
+            current.append(layer)
+        elif layer.op in ("maxpool", "gap"):
+            blocks.append(current)
+            current = []
+    parts = []
+    for convs in blocks:
+        wide = [l for l in convs if l.kernel == 3]
+        squeeze = [l for l in convs if l.kernel == 1]
+        pad = {l.padding for l in wide}
+        text = " ".join(str(l.out) for l in wide) + (f", pad {pad.pop()}" if len(pad) == 1 else "")
+        if squeeze:
+            text += f", 1x1 squeeze to {squeeze[-1].out}"
+        parts.append(f"[{text}]")
+    order = "Conv-ReLU-BN" if spec.order == "relu-bn" else "Conv-BN-ReLU"
+    return f"{len(blocks)} blocks of 3x3 convolutions {' → max-pool → '.join(parts)}; {order}; GAP, 1x1 head"
+
+
+def torchinfo_summary(spec: ArchSpec) -> str:
+    import torchinfo
+    from space.model import build_model
+    model = build_model(spec)
+    return str(torchinfo.summary(model, input_size=(1, spec.in_channels, 28, 28), verbose=0,
+                                 col_names=("output_size", "num_params")))
+
+
+def epochs_table(history: list[dict], eval_name: str = "val") -> str:
+    rows = ["| epoch | lr | train acc | " + eval_name + " acc | seconds |", "|---|---|---|---|---|"]
+    for h in history:
+        rows.append(f"| {h['epoch']} | {h['lr']:.4g} | {h['train_acc']:.2f} | {h[eval_name + '_acc']:.2f} | "
+                    f"{h['seconds']:.0f} |")
+    return "\n".join(rows)
+
+
+def trial_note(*, number: int, spec: ArchSpec, params: int, max_params: int, recipe: dict, history: list[dict],
+               ended: str, curves_url: str | None = None, eval_name: str = "val") -> str:
+    from space.searchspace import SCHEDULER_OF
+    shown = {k: v for k, v in recipe.items() if k not in ("threads", "allow_long", "pooled_dropout", "fill")
+             and recipe.get("scheduler") in SCHEDULER_OF.get(k, (recipe.get("scheduler"),))}
+    recipe_lines = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+    parts = [f"# Trial {number}: {params:,} parameters ({100 * params / max_params:.0f} % of the "
+             f"budget of fewer than {max_params:,})",
+             f"**Ended:** {ended}",
+             f"**Architecture:** {describe_arch(spec)}",
+             f"**Recipe:** {recipe_lines}"]
+    if curves_url:
+        parts.append(f"![accuracy and loss per epoch]({curves_url})")
+    if history:
+        parts.append("## Per epoch (the search split: trained on its training part, scored on validation)\n\n"
+                     + epochs_table(history, eval_name))
+    parts.append("## Receptive field\n\n" + format_rf_table(spec))
+    parts.append("## torchinfo summary\n\n```\n" + torchinfo_summary(spec) + "\n```")
+    return "\n\n".join(parts) + "\n"
+
+
+def short_note(*, number: int, params: int, max_params: int, ended: str, spec: ArchSpec | None = None) -> str:
+    """For a trial refused or pruned: why, and when."""
+    arch = f"\n\n**Architecture:** {describe_arch(spec)}" if spec is not None else ""
+    return f"# Trial {number}: {params:,} parameters (budget: fewer than {max_params:,})\n\n**Ended:** {ended}{arch}\n"
+
+
+def save_trial_note(trial: optuna.Trial, body: str) -> None:
+    from optuna_dashboard import save_note
+    save_note(trial, body)
+
+
+def upload_curves(trial: optuna.Trial, store, history: list[dict], eval_name: str = "val") -> str | None:
+    """Plot and upload the curves while the trial runs; the dashboard URL path of the PNG."""
+    if store is None or not history:
+        return None
+    from optuna.artifacts import upload_artifact
+    from optuna_dashboard.artifact import get_artifact_path
+    from storage.plots import plot_curves
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"trial{trial.number}-curves.png"
+        plot_curves(history, eval_name, path, title=f"trial {trial.number}")
+        artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+    trial.set_user_attr("curves_artifact", artifact_id)
+    return get_artifact_path(trial, artifact_id)
+
+
+def _finished_trial_handle(study: optuna.Study, number: int) -> optuna.Trial:
+    """A Trial object for a finished trial: save_note only needs its study and id."""
+    frozen = study.get_trials(deepcopy=False)[number]
+    return optuna.trial.Trial(study, frozen._trial_id)
+
+
+def add_section(study: optuna.Study, number: int, heading: str, body: str) -> None:
+    """Add (or replace) a section of a finished trial's note, e.g. verification results."""
+    from optuna_dashboard import get_note, save_note
+    handle = _finished_trial_handle(study, number)
+    note = get_note(handle) or f"# Trial {number}\n"
+    if heading in note:
+        start = note.index(heading)
+        rest = note[start + len(heading):]
+        nxt = rest.find("\n## ")
+        note = note[:start] + (rest[nxt + 1:] if nxt >= 0 else "")
+    save_note(handle, note.rstrip() + f"\n\n{heading}\n\n{body.strip()}\n")
+
+
+def verify_markdown(results: dict, k: int, target: float, *, title: str, passed: bool | None) -> str:
+    rows = [f"{title}", "", f"| seed | best | last {k} | min | result |", "|---|---|---|---|---|"]
+    for seed, accs in sorted(results.items(), key=lambda kv: int(kv[0])):
+        last = accs[-k:]
+        verdict = "" if target is None else ("PASS" if min(last) >= target else "FAIL")
+        rows.append(f"| {seed} | {max(accs):.2f} | {' '.join(f'{a:.2f}' for a in last)} | {min(last):.2f} | {verdict} |")
+    if passed is not None:
+        rows += ["", f"**{'PASS' if passed else 'FAIL'}**: target ≥ {target} % in each of the last {k} epochs "
+                     "on every seed"]
+    return "\n".join(rows)
+
+
+def study_note(study: optuna.Study, *, best: optuna.trial.FrozenTrial | None, counts: str) -> str:
+    attrs = study.user_attrs
+    space = attrs.get("space", {})
+    best_line = ("no complete trial yet" if best is None else
+                 f"trial {best.number}: consistency score {best.values[0]:.2f} with "
+                 f"{best.user_attrs.get('params', 0):,} parameters")
+    lines = [f"# Study {study.study_name}",
+             f"**Budget:** fewer than {attrs.get('max_params', '?'):,} parameters; "
+             f"{attrs.get('epochs', EPOCH_LIMIT)} epochs per trial."
+             if isinstance(attrs.get("max_params"), int) else "**Budget:** not recorded",
+             "**Protocol:** every trial trains on a fixed 50,000-image part of the MNIST training set "
+             "and is scored on the other 10,000 after each epoch. Its value is the consistency score: "
+             f"the minimum validation accuracy over its last {attrs.get('last_k', 3)} epochs. The test "
+             f"set is used only by `verify` and `find`'s last stage (target ≥ {TARGET_ACC} % held).",
+             f"**Trials:** {counts}",
+             f"**Best so far:** {best_line}",
+             "## Search space\n\n```json\n" + json.dumps(space, indent=1) + "\n```"]
+    return "\n\n".join(lines) + "\n"
+
+
+def refresh_study_note(study: optuna.Study) -> None:
+    """Rewrite the study's note from what the study holds now."""
+    from collections import Counter
+    from optuna_dashboard import save_note
+    from storage.report import trial_kind
+    from storage.studies import best_trial
+    c = Counter(trial_kind(t) for t in study.get_trials(deepcopy=False))
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(c.items())) or "none yet"
+    save_note(study, study_note(study, best=best_trial(study), counts=counts))
