@@ -214,6 +214,15 @@ def cmd_evaluate(args):
           f"on {len(data.test_labels):,} official test images")
 
 
+def cmd_notes(args):
+    from storage.notes import rewrite_trial_notes
+    from storage.studies import ArtifactSink, load_study, storage_url
+    study = load_study(study_name=args.study_name, storage=args.storage)
+    sink = ArtifactSink(storage_url(study_name=args.study_name, storage=args.storage), args.study_name)
+    n = rewrite_trial_notes(study, sink.store)
+    print(f"wrote the dashboard notes of {n} finished trials and of study {args.study_name!r}")
+
+
 def cmd_dashboard(args):
     from storage.studies import dashboard
     dashboard(study_name=args.study_name, storage=args.storage, host=args.host, port=args.port)
@@ -368,6 +377,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE.pt2")
     add_data_arg(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("notes", help="(re)write the dashboard notes of a study's finished trials",
+                       description="Write each finished trial's dashboard note (architecture, RF table, "
+                                   "torchinfo, recipe, epochs, curves) from what it stored, and the study's "
+                                   "note; for studies run before notes existed. Sections added by verify "
+                                   "and find are kept. Example: mnist-nas notes --study-name mnist-nas")
+    add_study_args(p)
+    p.set_defaults(func=cmd_notes)
 
     p = sub.add_parser("dashboard", help="start optuna-dashboard on a study's storage",
                        description="Serve optuna-dashboard for the storage (127.0.0.1 unless --host).")

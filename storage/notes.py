@@ -159,6 +159,64 @@ def study_note(study: optuna.Study, *, best: optuna.trial.FrozenTrial | None, co
     return "\n\n".join(lines) + "\n"
 
 
+KEPT_SECTIONS = (VERIFY_HEADING, "## Confirmation")  # results added after the trial ended
+
+
+def _kept_sections(note: str) -> str:
+    """The sections `verify` and `find` added to a note, to carry over when it is rewritten."""
+    out, lines, keep = [], note.splitlines(), False
+    for line in lines:
+        if line.startswith("## "):
+            keep = line.startswith(KEPT_SECTIONS)
+        if keep:
+            out.append(line)
+    return "\n".join(out)
+
+
+def rewrite_trial_notes(study: optuna.Study, store=None) -> int:
+    """(Re)write the note of every finished trial from what it stored (for trials run before notes
+    existed, or after an upgrade). Curves of a complete trial without a curves artifact are
+    uploaded as a study artifact, since Optuna refuses uploads to a finished trial. Sections added
+    by verify/find are kept. Returns how many notes were written."""
+    from optuna_dashboard import get_note, save_note
+    from optuna_dashboard.artifact import get_artifact_path
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    max_params = study.user_attrs.get("max_params")
+    written = 0
+    for t in study.get_trials(deepcopy=False, states=states):
+        ua = t.user_attrs
+        handle = optuna.trial.Trial(study, t._trial_id)
+        ended = ua.get("ended", t.state.name.lower())
+        if "spec" not in ua or not isinstance(max_params, int):
+            body = f"# Trial {t.number}\n\n**Ended:** {ended}\n"
+        else:
+            spec, params, history = ArchSpec.from_dict(ua["spec"]), ua["params"], ua.get("epochs", [])
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                url = None
+                if ua.get("curves_artifact"):
+                    url = get_artifact_path(handle, ua["curves_artifact"])
+                elif store is not None and history:
+                    from optuna.artifacts import upload_artifact
+                    from storage.plots import plot_curves
+                    with tempfile.TemporaryDirectory() as tmp:
+                        path = Path(tmp) / f"trial{t.number}-curves.png"
+                        plot_curves(history, "val", path, title=f"trial {t.number}")
+                        art = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+                    url = get_artifact_path(study, art)
+                score = f"; consistency score {t.values[0]:.2f}" if t.values else ""
+                body = trial_note(number=t.number, spec=spec, params=params, max_params=max_params,
+                                  recipe=ua.get("config", {}), history=history, ended=ended + score, curves_url=url)
+            else:
+                body = short_note(number=t.number, params=params, max_params=max_params, ended=ended, spec=spec)
+                if history:
+                    body += "\n" + epochs_table(history) + "\n"
+        kept = _kept_sections(get_note(handle) or "")
+        save_note(handle, body.rstrip() + ("\n\n" + kept + "\n" if kept else "\n"))
+        written += 1
+    refresh_study_note(study)
+    return written
+
+
 def refresh_study_note(study: optuna.Study) -> None:
     """Rewrite the study's note from what the study holds now."""
     from collections import Counter

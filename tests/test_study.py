@@ -438,3 +438,22 @@ def test_a_resumed_study_does_not_repeat_its_earlier_proposals(tmp_path):
     study = _one_trial_study(tmp_path, "r", sampler="random", pruner="none")
     params = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(params) == 4 and len(set(params)) == 4
+
+
+def test_notes_command_rewrites_notes_and_keeps_verification_sections(work):
+    d, _, _ = work
+    from optuna_dashboard import get_note
+    from storage.notes import VERIFY_HEADING, add_section
+    study = load(d)
+    best = [t for t in study.trials if t.state.name == "COMPLETE"][0]
+    handle = optuna.trial.Trial(study, best._trial_id)
+    assert "Receptive field" in get_note(handle)  # written by the objective as the trial ran
+    add_section(study, best.number, VERIFY_HEADING, "| seed | ok |\n|---|---|\n| 1 | yes |")
+    r = cli("notes", "--study-name", "tiny", cwd=d)
+    assert "finished trials" in r.stdout
+    note = get_note(optuna.trial.Trial(load(d), best._trial_id))
+    assert "Receptive field" in note and note.count(VERIFY_HEADING) == 1 and "| 1 | yes |" in note
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    for t in pruned:
+        assert "**Ended:**" in get_note(optuna.trial.Trial(load(d), t._trial_id))
+    assert "# Study tiny" in get_note(load(d))
