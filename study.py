@@ -184,6 +184,16 @@ def cmd_find(args):
                            seeds=args.seeds, top=args.top))
 
 
+def cmd_worker(args):
+    from search.config import SearchConfig
+    from search.runner import run_worker
+    from storage.studies import load_study
+    study = load_study(study_name=args.study_name, storage=args.storage)
+    config = SearchConfig.from_study(study.user_attrs, study_name=args.study_name, storage=args.storage,
+                                     timeout=args.timeout, data_dir=args.data_dir)
+    run_worker(config)
+
+
 def cmd_space(args):
     print(read_space(args.space).to_json())
 
@@ -248,7 +258,8 @@ def add_search_args(p, n_trials: int = 20):
     from space.target import EPOCH_LIMIT, LAST_K, MAX_PARAMS
     add_study_args(p)
     p.add_argument("--space", metavar="FILE.json", help="search this space instead of the default")
-    p.add_argument("--n-trials", type=int, default=n_trials, help=f"trials (default {n_trials})")
+    p.add_argument("--n-trials", type=int, default=n_trials,
+                   help=f"the study's trial budget: finished trials across all workers and runs (default {n_trials})")
     p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="worker processes, one thread each (default: one per core)")
@@ -354,6 +365,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=3, help="trials to confirm (default 3)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.pt2")
     p.set_defaults(func=cmd_find)
+
+    p = sub.add_parser("worker", help="join an existing study from any machine and run its trials",
+                       description="Join a study created by search (its stored space and settings) and run "
+                                   "trials, one at a time, until the study holds its trial budget, counted "
+                                   "across all workers. Start as many as you like, on any machine that "
+                                   "reaches the storage. Example: mnist-nas worker --study-name big "
+                                   "--storage postgresql+psycopg://user@db-host/studies")
+    add_study_args(p)
+    p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds")
+    add_data_arg(p)
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("report", help="best trials, counts by state, plots",
                        description="Table of the best trials, counts by state and PNG plots of a study.")

@@ -51,7 +51,7 @@ class SearchConfig:
     study_name: str = "mnist-nas"
     storage: str | None = None  # SQLAlchemy URL; None: sqlite:///studies/<study_name>.db
     space: SearchSpace = field(default_factory=SearchSpace.default)
-    n_trials: int = 20
+    n_trials: int = 20  # the study's budget: finished (complete or pruned) trials, all workers and runs
     timeout: float | None = None
     workers: int = 1
     max_params: int = MAX_PARAMS
@@ -107,4 +107,17 @@ class SearchConfig:
         """What the study keeps as user attributes (the space is stored beside, as 'space')."""
         return {"max_params": self.max_params, "epochs": self.epochs, "last_k": self.k,
                 "objective": self.objective, "pareto": self.pareto, "prune": self.prune,
-                "pruner": self.pruner, "sampler": self.sampler}
+                "pruner": self.pruner, "sampler": self.sampler, "n_trials": self.n_trials,
+                "seed": self.seed, "train_limit": self.train_limit}
+
+    @classmethod
+    def from_study(cls, attrs: dict, **overrides) -> "SearchConfig":
+        """The settings a study was created with (for `worker`, which joins it from anywhere)."""
+        if "space" not in attrs or "max_params" not in attrs:
+            raise ConfigError("this study holds no mnist-nas settings; create it with `search` first")
+        kw = dict(space=SearchSpace.from_dict(attrs["space"]), max_params=attrs["max_params"],
+                  epochs=attrs["epochs"], last_k=attrs.get("last_k"), objective=attrs.get("objective", "consistency"),
+                  pruner=attrs.get("pruner", "median"), sampler=attrs.get("sampler", "tpe"),
+                  n_trials=attrs.get("n_trials", 20), seed=attrs.get("seed", 0),
+                  train_limit=attrs.get("train_limit"), enqueue=False)
+        return cls(**{**kw, **overrides})

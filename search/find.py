@@ -17,7 +17,6 @@ because Optuna refuses to update a trial once it has finished.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,12 +59,10 @@ def search_stage(config: FindConfig) -> optuna.Study:
     study = create_or_resume(config.search)
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     searched_to = study.user_attrs.get("find:searched", 0)
-    remaining = config.search.n_trials - finished
-    if remaining <= 0 or searched_to >= config.search.n_trials:
+    if finished >= config.search.n_trials or searched_to >= config.search.n_trials:
         print(f"search: done before ({finished} finished trials; --n-trials {config.search.n_trials})")
         return study
-    print(f"search: {finished} finished trials so far, running up to {remaining} more", flush=True)
-    study = run_search(dataclasses.replace(config.search, n_trials=remaining))
+    study = run_search(config.search)
     study.set_user_attr("find:searched", config.search.n_trials)  # reached, or stopped by --timeout
     return study
 

@@ -77,8 +77,29 @@ def create_or_resume(config: SearchConfig) -> optuna.Study:
     return study
 
 
-def _worker(config: SearchConfig, worker: int, n_trials: int, seed: int) -> bool:
-    """Run this worker's share of trials; True when stopped by Ctrl-C."""
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def _run_until_budget(study: optuna.Study, objective, config: SearchConfig) -> None:
+    """Start one trial at a time while the study's finished plus running trials are under its
+    budget: workers anywhere share one count. Two workers that check at the same moment can both
+    start, so a study can overshoot by at most (workers - 1) trials; run_search reports it."""
+    deadline = time.time() + config.timeout if config.timeout else None
+    while True:
+        running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        if finished_count(study) + running >= config.n_trials:
+            return
+        if deadline is not None and time.time() >= deadline:
+            return
+        study.optimize(objective, n_trials=1, catch=())
+
+
+def _worker(config: SearchConfig, worker: int, seed: int) -> bool:
+    """Run trials until the study's budget is met; True when stopped by Ctrl-C."""
     import torch
     quiet_optuna()
     torch.set_num_threads(1)  # one process per core beats one process with many threads
@@ -93,14 +114,14 @@ def _worker(config: SearchConfig, worker: int, n_trials: int, seed: int) -> bool
     objective = make_objective(config, split, ArtifactSink(url, config.study_name),
                                log=lambda line: print(tag + line, flush=True))
     try:
-        study.optimize(objective, n_trials=n_trials, timeout=config.timeout, catch=())
+        _run_until_budget(study, objective, config)
     except KeyboardInterrupt:
         return True  # Optuna has already marked the running trial FAILED; completed trials are stored
     return False
 
 
-def _worker_process(config: SearchConfig, worker: int, n_trials: int, seed: int) -> None:
-    sys.exit(130 if _worker(config, worker, n_trials, seed) else 0)
+def _worker_process(config: SearchConfig, worker: int, seed: int) -> None:
+    sys.exit(130 if _worker(config, worker, seed) else 0)
 
 
 def _state_counts(study) -> str:
@@ -110,31 +131,57 @@ def _state_counts(study) -> str:
     return ", ".join(f"{v} {k}" for k, v in sorted(c.items()))
 
 
+def run_worker(config: SearchConfig) -> optuna.Study:
+    """Join an existing study (from any machine) with one worker until its budget is met."""
+    import os
+    quiet_optuna()
+    from search.data import ensure_files
+    ensure_files(config.data_dir)
+    storage = open_storage(_url(config))  # read-only check first: never creates a schema
+    study = optuna.load_study(study_name=config.study_name, storage=storage)
+    before = len(study.trials)
+    seed = config.seed + 7919 * before + os.getpid()
+    print(f"worker joins study {config.study_name!r} in {safe_url(_url(config))}: {finished_count(study)} "
+          f"finished trials of a budget of {config.n_trials}", flush=True)
+    interrupted = _worker(config, 0, seed)
+    study = optuna.load_study(study_name=config.study_name, storage=open_storage(_url(config)))
+    print(f"{'stopped by Ctrl-C' if interrupted else 'done'}: study now has {_state_counts(study)}", flush=True)
+    if interrupted:
+        raise KeyboardInterrupt
+    return study
+
+
 def run_search(config: SearchConfig) -> optuna.Study:
-    """Run `config.n_trials` more trials on the study (created if new); returns the study.
+    """Run trials until the study (created if new) holds `config.n_trials` finished trials, counted
+    across all workers and invocations; returns the study.
     Raises KeyboardInterrupt after a clean stop on Ctrl-C."""
     from search.data import ensure_files
     quiet_optuna()
     ensure_files(config.data_dir)  # bad data: one line now, before any worker starts
     study = create_or_resume(config)
     before = sum(t.state != optuna.trial.TrialState.WAITING for t in study.trials)
-    workers = max(1, min(config.workers, config.n_trials))
-    shares = [config.n_trials // workers + (i < config.n_trials % workers) for i in range(workers)]
+    done = finished_count(study)
+    remaining = config.n_trials - done
+    if remaining <= 0:
+        print(f"study {config.study_name!r} already has {done} finished trials, its budget is "
+              f"--n-trials {config.n_trials}: nothing to run (raise --n-trials to run more)", flush=True)
+        return study
+    workers = max(1, min(config.workers, remaining))
     # a different sampler seed per worker and per invocation: a resumed study explores anew
     seeds = [config.seed + 7919 * before + i for i in range(workers)]
-    print(f"study {config.study_name!r} in {safe_url(_url(config))}: {before} trials so far; running "
-          f"{config.n_trials} more on {workers} worker process(es), 1 thread each", flush=True)
+    print(f"study {config.study_name!r} in {safe_url(_url(config))}: {done} finished trials of a budget of "
+          f"{config.n_trials}; running up to {remaining} more on {workers} worker process(es), 1 thread each",
+          flush=True)
     t0 = time.time()
     interrupted = False
     if workers == 1:
         try:
-            interrupted = _worker(config, 0, shares[0], seeds[0])
+            interrupted = _worker(config, 0, seeds[0])
         except KeyboardInterrupt:  # between trials
             interrupted = True
     else:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker_process, args=(config, i, n, s))
-                 for i, (n, s) in enumerate(zip(shares, seeds))]
+        procs = [ctx.Process(target=_worker_process, args=(config, i, s)) for i, s in enumerate(seeds)]
         for p in procs:
             p.start()
         while any(p.is_alive() for p in procs):
@@ -147,8 +194,10 @@ def run_search(config: SearchConfig) -> optuna.Study:
         if any(p.exitcode not in (0, 130) for p in procs):
             print("warning: a worker exited with an error; see its output above", file=sys.stderr)
     study = optuna.load_study(study_name=config.study_name, storage=open_storage(_url(config)))
+    over = max(0, finished_count(study) - config.n_trials)
     print(f"{'stopped by Ctrl-C' if interrupted else 'done'} after {time.time() - t0:.0f}s: "
-          f"{len(study.trials) - before} new trials; study now has {_state_counts(study)}")
+          f"{len(study.trials) - before} new trials; study now has {_state_counts(study)}"
+          + (f" ({over} over the budget: workers that started at the same moment)" if over else ""))
     from storage.notes import refresh_study_note
     refresh_study_note(study)
     best = best_trial(study)

@@ -38,7 +38,7 @@ def work(tmp_path_factory):
     common = ["--data-dir", "data", "--epochs", "2", "--last-k", "2", "--workers", "2",
               "--max-params", "6000", "--seed", "1"]
     first = cli("search", "--study-name", "tiny", "--n-trials", "6", *common, cwd=d)
-    second = cli("search", "--study-name", "tiny", "--n-trials", "4", *common, cwd=d)
+    second = cli("search", "--study-name", "tiny", "--n-trials", "10", *common, cwd=d)  # the study's budget
     return d, first, second
 
 
@@ -51,7 +51,7 @@ def test_trials_complete_are_refused_over_budget_and_resume_adds(work):
     study = load(d)
     trials = study.trials
     assert len(trials) == 10, first.stdout + second.stdout  # 6, then 4 more: resumed, not restarted
-    assert "6 trials so far" in second.stdout
+    assert "6 finished trials of a budget of 10" in second.stdout
     # the seed's model6 recipe is the first trial: 7,416 params, over this study's 6,000 budget
     assert trials[0].params == MODEL6_POINT
     assert trials[0].user_attrs["params"] == 7416
@@ -394,12 +394,12 @@ def test_epochs_1_works_with_the_default_last_k(tmp_path):
     assert load(tmp_path, "e1").user_attrs["last_k"] == 1
 
 
-def _one_trial_study(tmp_path, name, space=None, **kw):
+def _one_trial_study(tmp_path, name, space=None, n_trials=2, **kw):
     from search.config import SearchConfig
     from search.runner import run_search
     from space.searchspace import SearchSpace
     config = SearchConfig(study_name=name, storage=f"sqlite:///{tmp_path}/{name}.db", data_dir=str(tmp_path / "data"),
-                          epochs=2, workers=1, n_trials=2, enqueue=False,
+                          epochs=2, workers=1, n_trials=n_trials, enqueue=False,
                           space=space or SearchSpace.default(), **kw)
     return run_search(config)
 
@@ -435,7 +435,7 @@ def test_every_scheduler_name_runs_a_tiny_study(tmp_path, scheduler):
 def test_a_resumed_study_does_not_repeat_its_earlier_proposals(tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
     _one_trial_study(tmp_path, "r", sampler="random", pruner="none")
-    study = _one_trial_study(tmp_path, "r", sampler="random", pruner="none")
+    study = _one_trial_study(tmp_path, "r", sampler="random", pruner="none", n_trials=4)
     params = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(params) == 4 and len(set(params)) == 4
 

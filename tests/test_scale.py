@@ -1,0 +1,82 @@
+"""Many workers on one study: the trial budget is the study's, and nothing is lost or repeated."""
+import os
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from tests.conftest import ROOT, make_tiny_mnist
+from tests.test_study import cli
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _search(tmp_path, url, name, n, workers=1, extra=()):
+    return cli("search", "--storage", url, "--study-name", name, "--data-dir", "data", "--epochs", "1",
+               "--workers", str(workers), "--n-trials", str(n), "--train-limit", "40", "--no-enqueue",
+               *extra, cwd=tmp_path)
+
+
+def _check_study(url, name, n, workers):
+    study = optuna.load_study(study_name=name, storage=url)
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert n <= len(finished) <= n + workers - 1  # overshoot only by trials started at the same moment
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    for t in study.trials:
+        if t.state.name == "COMPLETE":
+            assert t.user_attrs["epochs"] and t.user_attrs["weights_artifact"], t.number
+    return study
+
+
+def test_the_trial_budget_is_the_studys_across_workers_and_invocations(tmp_path):
+    make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
+    url = f"sqlite:///{tmp_path}/b.db"
+    _search(tmp_path, url, "b", 4, workers=2)
+    _check_study(url, "b", 4, 2)
+    again = _search(tmp_path, url, "b", 4, workers=2)  # the budget is met: nothing more runs
+    assert "nothing to run" in again.stdout
+    assert len(optuna.load_study(study_name="b", storage=url).trials) <= 5
+
+
+def test_worker_joins_a_study_from_its_stored_settings(tmp_path):
+    make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
+    url = f"sqlite:///{tmp_path}/w.db"
+    _search(tmp_path, url, "w", 2, extra=["--sampler", "random", "--max-params", "3000"])
+    study = optuna.load_study(study_name="w", storage=url)
+    study.set_user_attr("n_trials", 6)  # the study's budget raised, as a user of many machines would
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "study.py"), "worker", "--storage", url, "--study-name", "w",
+                               "--data-dir", "data"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        assert "worker joins study 'w'" in out
+    study = _check_study(url, "w", 6, 2)
+    assert all(t.user_attrs.get("params", 0) < 3000 for t in study.trials)  # the stored budget applied
+    assert all(t.user_attrs["config"]["epochs"] == 1 for t in study.trials if "config" in t.user_attrs)
+
+
+def test_worker_refuses_what_is_not_a_study_of_ours(tmp_path):
+    url = f"sqlite:///{tmp_path}/x.db"
+    optuna.create_study(study_name="plain", storage=url)
+    r = cli("worker", "--storage", url, "--study-name", "plain", cwd=tmp_path, check=False)
+    assert r.returncode == 2 and "no mnist-nas settings" in r.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_load_4_workers_x_25_tiny_trials(tmp_path, backend):
+    if backend == "postgresql":
+        url = os.environ.get("MNIST_NAS_PG_URL")
+        if not url:
+            pytest.skip("no PostgreSQL given (CI starts one and sets MNIST_NAS_PG_URL)")
+    else:
+        url = f"sqlite:///{tmp_path}/load.db"
+    make_tiny_mnist(tmp_path / "data", n_train=40, n_test=20)
+    name = f"load-{os.getpid()}-{int(time.time())}"
+    _search(tmp_path, url, name, 100, workers=4, extra=["--pruner", "none", "--max-params", "1500"])
+    study = _check_study(url, name, 100, 4)
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+    if backend == "postgresql":
+        optuna.delete_study(study_name=name, storage=url)
