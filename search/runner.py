@@ -9,6 +9,8 @@ study re-propose the same points; TPE runs with constant_liar so running trials 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import signal
 import sys
 import time
 
@@ -19,6 +21,21 @@ from space.searchspace import MODEL6_POINT, SearchSpace, space_diff
 from space.spec import count_params
 from storage.studies import (ArtifactSink, StudyError, best_trial, open_storage, safe_url,
                              storage_url)
+
+
+def _stop_once(signum, frame):
+    """SIGINT or SIGTERM: stop like Ctrl-C, once; a second signal must not break the clean-up
+    (Optuna marking the running trial FAIL, the parent waiting for its workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def install_stop_signals() -> None:
+    """Ctrl-C and SIGTERM stop cleanly, also when started in the background (`cmd &` starts a
+    program with SIGINT ignored, so a later `kill -INT` would do nothing)."""
+    signal.signal(signal.SIGINT, _stop_once)
+    signal.signal(signal.SIGTERM, _stop_once)
 
 
 def quiet_optuna() -> None:
@@ -101,6 +118,7 @@ def _run_until_budget(study: optuna.Study, objective, config: SearchConfig) -> N
 def _worker(config: SearchConfig, worker: int, seed: int) -> bool:
     """Run trials until the study's budget is met; True when stopped by Ctrl-C."""
     import torch
+    install_stop_signals()
     quiet_optuna()
     torch.set_num_threads(1)  # one process per core beats one process with many threads
     from search.data import load_mnist, make_split
@@ -133,7 +151,7 @@ def _state_counts(study) -> str:
 
 def run_worker(config: SearchConfig) -> optuna.Study:
     """Join an existing study (from any machine) with one worker until its budget is met."""
-    import os
+    install_stop_signals()
     quiet_optuna()
     from search.data import ensure_files
     ensure_files(config.data_dir)
@@ -156,6 +174,7 @@ def run_search(config: SearchConfig) -> optuna.Study:
     across all workers and invocations; returns the study.
     Raises KeyboardInterrupt after a clean stop on Ctrl-C."""
     from search.data import ensure_files
+    install_stop_signals()
     quiet_optuna()
     ensure_files(config.data_dir)  # bad data: one line now, before any worker starts
     study = create_or_resume(config)
@@ -189,7 +208,13 @@ def run_search(config: SearchConfig) -> optuna.Study:
                 for p in procs:
                     p.join()
             except KeyboardInterrupt:
-                interrupted = True  # workers got the same SIGINT; wait for them to record it
+                interrupted = True
+                for p in procs:  # a signal to the parent alone reaches the workers too
+                    if p.is_alive() and p.pid:
+                        try:
+                            os.kill(p.pid, signal.SIGINT)
+                        except ProcessLookupError:
+                            pass  # ended meanwhile
         interrupted |= any(p.exitcode == 130 for p in procs)
         if any(p.exitcode not in (0, 130) for p in procs):
             print("warning: a worker exited with an error; see its output above", file=sys.stderr)

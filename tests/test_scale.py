@@ -80,3 +80,26 @@ def test_load_4_workers_x_25_tiny_trials(tmp_path, backend):
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
     if backend == "postgresql":
         optuna.delete_study(study_name=name, storage=url)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_parent_alone_stops_its_workers_and_records_the_running_trials(tmp_path, sig):
+    import signal
+    make_tiny_mnist(tmp_path / "data", n_train=300, n_test=60)
+    # start_new_session: the signal reaches the parent only, as `kill PID` does, not a terminal's Ctrl-C
+    p = subprocess.Popen([sys.executable, str(ROOT / "study.py"), "search", "--study-name", "s", "--data-dir", "data",
+                          "--epochs", "15", "--workers", "2", "--n-trials", "50", "--pruner", "none", "--no-enqueue"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = 0
+    deadline = time.time() + 300
+    while time.time() < deadline and seen < 2:
+        seen += " epoch  2:" in p.stdout.readline()
+    p.send_signal(getattr(signal, sig))
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 130, (out, err)
+    assert "Traceback" not in err and "stopped by Ctrl-C" in out
+    url = f"sqlite:///{tmp_path}/studies/s.db"
+    states = [t.state.name for t in optuna.load_study(study_name="s", storage=url).trials]
+    assert "RUNNING" not in states and states.count("FAIL") >= 1
+    time.sleep(5)  # no orphaned worker goes on adding trials
+    assert len(optuna.load_study(study_name="s", storage=url).trials) == len(states)
