@@ -19,8 +19,8 @@ import optuna
 from search.config import SearchConfig, make_pruner, make_sampler
 from space.searchspace import MODEL6_POINT, SearchSpace, space_diff
 from space.spec import count_params
-from storage.studies import (ArtifactSink, StudyError, best_trial, open_storage, safe_url,
-                             storage_url)
+from storage.studies import (ArtifactSink, StudyError, best_trial, creation_lock, open_storage,
+                             safe_url, storage_url)
 
 
 def _stop_once(signum, frame):
@@ -72,6 +72,11 @@ def check_resume(config: SearchConfig, summary) -> None:
 
 
 def create_or_resume(config: SearchConfig) -> optuna.Study:
+    with creation_lock(_url(config)):
+        return _create_or_resume(config)
+
+
+def _create_or_resume(config: SearchConfig) -> optuna.Study:
     smallest = count_params(config.space.smallest())
     if config.max_params <= smallest:
         raise StudyError(f"--max-params {config.max_params:,} admits no model: the smallest this space "

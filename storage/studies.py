@@ -1,6 +1,7 @@
 """Storage URLs, opening studies with clean errors, the artifact store beside the database."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -70,6 +71,28 @@ def open_storage(url: str, create: bool = False, heartbeat: int = 30, grace: int
     except Exception as e:  # SQLAlchemy or driver errors: a URL we cannot open
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StudyError(f"cannot open storage {safe_url(url)}: {msg}") from None
+
+
+@contextlib.contextmanager
+def creation_lock(url: str):
+    """Serialise study creation on one SQLite file: two `search`es started at the same moment on a
+    new file would otherwise race to create the schema (the loser failed with exit 2). The lock is
+    an flock on the database's folder, so no extra file is left behind. Other URLs: no-op (the
+    server serialises)."""
+    path = _sqlite_path(url)
+    if path is None:
+        yield
+        return
+    import fcntl
+    folder = (path.parent if str(path.parent) else Path(".")).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _optuna_tables() -> set[str]:

@@ -103,3 +103,17 @@ def test_a_signal_to_the_parent_alone_stops_its_workers_and_records_the_running_
     assert "RUNNING" not in states and states.count("FAIL") >= 1
     time.sleep(5)  # no orphaned worker goes on adding trials
     assert len(optuna.load_study(study_name="s", storage=url).trials) == len(states)
+
+
+def test_two_searches_started_at_the_same_moment_on_a_new_sqlite_file_both_run(tmp_path):
+    make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
+    cmd = [sys.executable, str(ROOT / "study.py"), "search", "--study-name", "race", "--data-dir", "data",
+           "--epochs", "1", "--workers", "1", "--n-trials", "2", "--train-limit", "40"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    study = optuna.load_study(study_name="race", storage=f"sqlite:///{tmp_path}/studies/race.db")
+    assert [t.params for t in study.trials].count(study.trials[0].params) == 1  # model6 enqueued once
+    assert 2 <= len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]) <= 3
