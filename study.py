@@ -17,6 +17,14 @@ class UserError(Exception):
     """Bad input: reported as one line, exit code 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's own errors (an unknown flag, a bad number) as the same one `error:` line, exit 2."""
+
+    def error(self, message):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 # Spec resolution ----------------------------------------------------------------------------------
 
 def resolve_spec(args):
@@ -205,13 +213,15 @@ def cmd_search(args):
 
 def cmd_report(args):
     from storage.report import report
-    report(study_name=args.study_name, storage=args.storage, top=args.top, plots=args.plots)
+    report(study_name=args.study_name, storage=args.storage, top=args.top, plots=args.plots, as_json=args.json)
 
 
 def cmd_export(args):
     from storage.modelfile import export_trial
-    export_trial(study_name=args.study_name, storage=args.storage, trial=args.trial,
-                 output=args.output, onnx=args.onnx)
+    meta = export_trial(study_name=args.study_name, storage=args.storage, trial=args.trial,
+                        output=args.output, onnx=args.onnx, quiet=args.json)
+    if args.json:
+        print(json.dumps({"output": args.output, "onnx": args.onnx, **meta}, indent=1))
 
 
 def cmd_evaluate(args):
@@ -220,6 +230,10 @@ def cmd_evaluate(args):
     module, meta = load_model_file(args.file)  # refuse a bad file before loading the data
     data = load_mnist(args.data_dir)
     acc = score_loaded(module, args.file, data.test_images, data.test_labels)
+    if args.json:
+        print(json.dumps({"file": args.file, "test_acc": acc, "test_images": len(data.test_labels),
+                          "params": meta.get("params"), "study": meta.get("study"), "trial": meta.get("trial")}))
+        return
     print(f"{describe_file(args.file, meta)}, test accuracy {acc:.2f}% "
           f"on {len(data.test_labels):,} official test images")
 
@@ -242,7 +256,7 @@ def cmd_verify(args):
     from search.verify import verify
     return verify(study_name=args.study_name, storage=args.storage, trial=args.trial, seeds=args.seeds,
                   last_k=args.last_k, target=args.target, epochs=args.epochs,
-                  train_limit=args.train_limit, data_dir=args.data_dir)
+                  train_limit=args.train_limit, data_dir=args.data_dir, as_json=args.json)
 
 
 # Parser -------------------------------------------------------------------------------------------
@@ -283,7 +297,7 @@ def add_trial_arg(p):
 def parser() -> argparse.ArgumentParser:
     from search.config import OBJECTIVES, PRUNERS, SAMPLERS
     from space.target import EPOCH_LIMIT, LAST_K, MAX_PARAMS, TARGET_ACC
-    ap = argparse.ArgumentParser(prog="mnist-nas", description=__doc__,
+    ap = Parser(prog="mnist-nas", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -382,6 +396,7 @@ def parser() -> argparse.ArgumentParser:
     add_study_args(p)
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--plots", metavar="DIR", help="write PNG plots to DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="write a trial's trained model as a .pt2 (and .onnx) file",
@@ -392,11 +407,13 @@ def parser() -> argparse.ArgumentParser:
     add_trial_arg(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE.pt2")
     p.add_argument("--onnx", metavar="FILE.onnx", help="also write an ONNX file")
+    p.add_argument("--json", action="store_true", help="print the file's metadata as JSON")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="accuracy of a .pt2 model file on the official test set",
                        description="Load a model file with plain torch.export.load and score the test set.")
     p.add_argument("file", metavar="FILE.pt2")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_data_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -426,8 +443,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=TARGET_ACC)
     p.add_argument("--epochs", type=int, default=EPOCH_LIMIT)
     p.add_argument("--train-limit", type=int, help="train on the first N images (for quick checks)")
+    p.add_argument("--json", action="store_true", help="print the per-seed results as JSON (progress goes to stderr)")
     add_data_arg(p)
     p.set_defaults(func=cmd_verify)
+    examples = {
+        "baselines": "mnist-nas baselines",
+        "rf": "mnist-nas rf model6   (or: mnist-nas rf --arch spec.json)",
+        "summary": "mnist-nas summary public3k7",
+        "train": "mnist-nas train model6 --final --seed 2 --threads 1",
+        "bench": "mnist-nas bench --steps 150   (or: mnist-nas bench --families)",
+        "space": "mnist-nas space > my-space.json",
+        "search": "mnist-nas search --space my-space.json --max-params 5000 --n-trials 40",
+        "find": "mnist-nas find --max-params 5000 -o models/under5k.pt2",
+        "worker": "mnist-nas worker --study-name big --storage postgresql+psycopg://user:pw@db/studies",
+        "report": "mnist-nas report --plots docs/study   (or --json)",
+        "export": "mnist-nas export --trial best -o best.pt2 --onnx best.onnx",
+        "evaluate": "mnist-nas evaluate best.pt2",
+        "notes": "mnist-nas notes --study-name mnist-nas",
+        "dashboard": "mnist-nas dashboard --port 8080",
+        "verify": "mnist-nas verify --trial best --seeds 3",
+    }
+    for name, p in sub.choices.items():
+        p.epilog = f"example: {examples[name]}"
     return ap
 
 

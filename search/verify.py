@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +15,7 @@ from storage.studies import get_trial, load_study
 
 
 def _run_seed(job):
-    spec_dict, cfg_dict, seed, data_dir, train_limit, final, weights_path = job
+    spec_dict, cfg_dict, seed, data_dir, train_limit, final, weights_path, stream = job
     import torch
     torch.set_num_threads(1)
     from search.data import load_mnist, make_split
@@ -24,7 +25,8 @@ def _run_seed(job):
     cfg = TrainConfig.from_dict({**cfg_dict, "seed": seed, "threads": 1})
     ev = split.eval_name
     progress = lambda r: print(f"seed {seed} epoch {r['epoch']:2d}: {ev} {r[ev + '_acc']:.2f} "
-                               f"({r['seconds']:.0f}s)", flush=True)  # workers share the terminal
+                               f"({r['seconds']:.0f}s)", flush=True,
+                               file=sys.stderr if stream == "stderr" else sys.stdout)  # workers share the terminal
     res = train(ArchSpec.from_dict(spec_dict), cfg, split, on_epoch=progress, quiet=True)
     if weights_path:
         Path(weights_path).parent.mkdir(parents=True, exist_ok=True)
@@ -38,7 +40,8 @@ def retrain_seeds(spec: dict, config: dict, seeds: list[int], *, final: bool, da
                   weights_path: Callable[[int], str] | None = None) -> dict[int, list[float]]:
     """{seed: per-epoch accuracies} of the recipe retrained once per seed, in parallel processes
     of one thread each. final: all 60,000 scored on test; otherwise the search's split on val."""
-    jobs = [(spec, config, seed, data_dir, train_limit, final, weights_path(seed) if weights_path else None)
+    stream = "stderr" if sys.stdout is not sys.__stdout__ else "stdout"  # redirected: keep stdout clean
+    jobs = [(spec, config, seed, data_dir, train_limit, final, weights_path(seed) if weights_path else None, stream)
             for seed in seeds]
     procs = min(len(jobs), processes or os.cpu_count() or 1)
     if procs > 1:
@@ -70,8 +73,21 @@ def check_counts(**values) -> None:
 
 def verify(*, study_name: str, storage: str | None = None, trial: str = "best", seeds: int = 3,
            last_k: int | None = None, target: float = TARGET_ACC, epochs: int = EPOCH_LIMIT,
-           train_limit: int | None = None, data_dir: str | None = None) -> int:
-    """0 when every seed held `target` in each of the last K epochs, else 1."""
+           train_limit: int | None = None, data_dir: str | None = None, as_json: bool = False) -> int:
+    """0 when every seed held `target` in each of the last K epochs, else 1. as_json: the tables go
+    to stderr and one JSON object to stdout."""
+    import contextlib
+    import json
+    import sys
+    if as_json:
+        with contextlib.redirect_stdout(sys.stderr):
+            code, out = _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_limit, data_dir)
+        print(json.dumps(out))
+        return code
+    return _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_limit, data_dir)[0]
+
+
+def _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_limit, data_dir):
     from search.data import ensure_files
     check_counts(seeds=seeds, epochs=epochs, last_k=last_k, train_limit=train_limit)
     if not 0 <= target <= 100:
@@ -98,4 +114,6 @@ def verify(*, study_name: str, storage: str | None = None, trial: str = "best", 
         title=f"`verify` retrained it on {'all 60,000' if not train_limit else f'the first {train_limit:,}'} "
               f"training images with seeds 1..{seeds}, {epochs} epochs, the official test set scored every epoch."))
     print("PASS: every seed held the target" if ok_all else "FAIL: not every seed held the target")
-    return 0 if ok_all else 1
+    return (0 if ok_all else 1), {"trial": frozen.number, "params": frozen.user_attrs["params"], "epochs": epochs,
+                                  "k": k, "target": target, "passed": ok_all,
+                                  "results": {str(s): a for s, a in results.items()}}

@@ -94,7 +94,7 @@ def load_model_file(path) -> tuple[torch.nn.Module, dict]:
 
 
 def export_trial(*, study_name: str, storage: str | None = None, trial: str = "best",
-                 output: str | Path, onnx: str | Path | None = None) -> dict:
+                 output: str | Path, onnx: str | Path | None = None, quiet: bool = False) -> dict:
     """Write a trial's stored weights as a model file (and ONNX beside it); returns the metadata."""
     study = load_study(study_name=study_name, storage=storage)
     trial = get_trial(study, trial)
@@ -112,8 +112,9 @@ def export_trial(*, study_name: str, storage: str | None = None, trial: str = "b
         "study": study.study_name, "trial": trial.number, "consistency_score": trial.values[0],
         "config": weights["config"], "epochs": trial.user_attrs.get("epochs", []),
         "last_k": trial.user_attrs.get("last_k")}, out, onnx)
-    print(f"wrote {out} (trial {trial.number}, {meta['params']:,} params, consistency score "
-          f"{trial.values[0]:.2f}){f' and {onnx}' if onnx else ''}")
+    if not quiet:
+        print(f"wrote {out} (trial {trial.number}, {meta['params']:,} params, consistency score "
+              f"{trial.values[0]:.2f}){f' and {onnx}' if onnx else ''}")
     return meta
 
 

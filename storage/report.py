@@ -38,9 +38,19 @@ def row(t) -> str:
             f"{len(epochs):>6} {secs:>8.0f}  {t.user_attrs.get('head_rf', ''):>4}")
 
 
-def report(*, study_name: str, storage: str | None = None, top: int = 10, plots: str | Path | None = None) -> None:
+def trial_dict(t) -> dict:
+    epochs = t.user_attrs.get("epochs", [])
+    return {"trial": t.number, "params": t.user_attrs.get("params"), "score": t.values[0],
+            "last_k": t.user_attrs.get("last_k"), "epochs": len(epochs),
+            "seconds": sum(e["seconds"] for e in epochs), "head_rf": t.user_attrs.get("head_rf"),
+            "spec": t.user_attrs.get("spec"), "config": t.user_attrs.get("config")}
+
+
+def report(*, study_name: str, storage: str | None = None, top: int = 10, plots: str | Path | None = None,
+           as_json: bool = False) -> dict | None:
     """Print counts by state, the space, the best trials (best first, by storage.studies.rank_key),
-    the Pareto front; write PNG plots to `plots` if given."""
+    the Pareto front; write PNG plots to `plots` if given. as_json: print (and return) one JSON
+    object instead, for scripts."""
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise StudyError(f"--top must be a positive integer, got {top!r}")
     study = load_study(study_name=study_name, storage=storage)
@@ -49,6 +59,16 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
     order = ranked_trials(study)
     complete = order
     n = len(trials)
+    if as_json:
+        front = pareto_front([(t.values[0], t.user_attrs.get("params", 0), t) for t in complete])
+        out = {"study": study.study_name, "trials": n, "counts": dict(counts),
+               "settings": {k: v for k, v in study.user_attrs.items() if not k.startswith("find:")},
+               "top": [trial_dict(t) for t in order[:top]], "pareto_front": [t.number for _, _, t in front],
+               "find": {k: v for k, v in study.user_attrs.items() if k.startswith("find:")}}
+        if plots:
+            write_plots(study, order, front, Path(plots), top)
+        print(json.dumps(out, indent=1))
+        return out
     print(f"study {study.study_name!r}: {n} trials — " +
           ", ".join(f"{counts[k]} {k}" for k in ("complete", "pruned", "over budget", "failed", "running", "waiting") if counts[k]))
     if n:

@@ -32,6 +32,7 @@ def test_the_command_list_is_the_real_one():
 def test_every_command_has_help(command):
     r = run(command, "--help")
     assert r.returncode == 0 and "usage:" in r.stdout and len(r.stdout.splitlines()) > 3
+    assert f"example: mnist-nas {command}" in r.stdout
 
 
 def test_baselines_lists_six_with_counts():
@@ -75,3 +76,11 @@ def test_console_script_is_the_same_cli():
         pytest.skip("mnist-nas is not installed in this environment (pip install -e . installs it)")
     r = subprocess.run([str(exe), "baselines"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout == run("baselines").stdout
+
+
+@pytest.mark.parametrize("args", [["search", "--n-trials", "x"], ["nope"], ["report", "--bogus"], [],
+                                  ["search", "--pruner", "fast"], ["search", "--storage", ""]])
+def test_argparse_errors_and_empty_values_are_one_line_exit_2(args, tmp_path):
+    r = run(*args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "studies").exists()

@@ -457,3 +457,19 @@ def test_notes_command_rewrites_notes_and_keeps_verification_sections(work):
     for t in pruned:
         assert "**Ended:**" in get_note(optuna.trial.Trial(load(d), t._trial_id))
     assert "# Study tiny" in get_note(load(d))
+
+
+def test_json_outputs_for_scripts(work):
+    d, _, _ = work
+    import json as _json
+    rep = _json.loads(cli("report", "--study-name", "tiny", "--json", cwd=d).stdout)
+    assert rep["trials"] == len(load(d).trials) and rep["top"][0]["trial"] == int(
+        cli("report", "--study-name", "tiny", cwd=d).stdout.split("by consistency score")[1].splitlines()[2].split()[0])
+    exp = _json.loads(cli("export", "--study-name", "tiny", "-o", "j.pt2", "--json", cwd=d).stdout)
+    assert exp["trial"] == rep["top"][0]["trial"] and exp["params"] == rep["top"][0]["params"]
+    ev = _json.loads(cli("evaluate", "j.pt2", "--json", "--data-dir", "data", cwd=d).stdout)
+    assert 0 <= ev["test_acc"] <= 100 and ev["trial"] == exp["trial"]
+    ver = cli("verify", "--study-name", "tiny", "--seeds", "1", "--epochs", "1", "--target", "0", "--json",
+              "--data-dir", "data", cwd=d)
+    out = _json.loads(ver.stdout)
+    assert out["passed"] and list(out["results"]) == ["1"] and "seed 1 epoch" in ver.stderr
