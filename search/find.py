@@ -181,6 +181,9 @@ def export_winner(config: FindConfig, study: optuna.Study, verified: dict, confi
 def find(config: FindConfig) -> int:
     """0 when a model passed verify and was exported, 1 when no candidate passed."""
     from search.data import ensure_files
+    from search.runner import install_stop_signals, quiet_optuna
+    install_stop_signals()
+    quiet_optuna()
     ensure_files(config.search.data_dir)
     _stage(f"1/3 search under {config.search.max_params:,} parameters")
     study = search_stage(config)

@@ -129,7 +129,7 @@ def add_section(study: optuna.Study, number: int, heading: str, body: str) -> No
 
 def verify_markdown(results: dict, k: int, target: float, *, title: str, passed: bool | None) -> str:
     rows = [f"{title}", "", f"| seed | best | last {k} | min | result |", "|---|---|---|---|---|"]
-    for seed, accs in sorted(results.items(), key=lambda kv: int(kv[0])):
+    for seed, accs in sorted(results.items(), key=lambda kv: (kv[0].isdigit(), int(kv[0]) if kv[0].isdigit() else 0)):
         last = accs[-k:]
         verdict = "" if target is None else ("PASS" if min(last) >= target else "FAIL")
         rows.append(f"| {seed} | {max(accs):.2f} | {' '.join(f'{a:.2f}' for a in last)} | {min(last):.2f} | {verdict} |")
