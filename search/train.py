@@ -72,10 +72,17 @@ def rotate_batch(x: torch.Tensor, degrees: float, fill: float, gen: torch.Genera
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
     """(scheduler, per_batch): StepLR steps once per epoch, OneCycleLR once per batch."""
     if cfg.scheduler == "onecycle":
+        total = cfg.epochs * steps_per_epoch
+        if total < 4:  # too few steps for a cycle (tiny test data): hold the peak rate
+            for group in opt.param_groups:
+                group["lr"] = cfg.max_lr
+            return None, False
+        # OneCycleLR divides by the length of each phase: keep both at least 2 steps long (this only
+        # ever moves pct_start for runs of a few dozen steps; a real epoch has hundreds)
+        pct = min(max(cfg.pct_start, 2 / total), 1 - 2 / total)
         # cycle_momentum=False: the recipe's momentum is a sampled setting, not OneCycle's to override
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.max_lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=cfg.pct_start, cycle_momentum=False), True
+            opt, max_lr=cfg.max_lr, total_steps=total, pct_start=pct, cycle_momentum=False), True
     if cfg.scheduler == "step" and cfg.step_size:
         return torch.optim.lr_scheduler.StepLR(opt, cfg.step_size, cfg.gamma), False
     return None, False

@@ -421,7 +421,7 @@ def test_every_scheduler_name_runs_a_tiny_study(tmp_path, scheduler):
     from space.searchspace import Fixed, SearchSpace
     assert scheduler in SCHEDULERS
     make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
-    space = SearchSpace(recipe={"scheduler": Fixed(scheduler)})
+    space = SearchSpace(recipe={"scheduler": Fixed(scheduler), "batch_size": Fixed(16)})  # a few steps per epoch
     study = _one_trial_study(tmp_path, "sch", space=space)
     for t in study.trials:
         assert t.state.name == "COMPLETE" and t.user_attrs["config"]["scheduler"] == scheduler

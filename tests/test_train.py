@@ -168,3 +168,12 @@ def test_bench_families_costs_a_model_of_each_family(tiny_root):
     assert [row["model"] for row in rows] == ["model6", "public3k7"]
     for row in rows:
         assert row["train_img_s"] > 0 and row["trial_15_epochs_s"] > row["val_eval_s"] * 15
+
+
+@pytest.mark.parametrize("n_images, epochs, batch", [(10, 1, 128), (50, 2, 128), (70, 2, 32), (300, 3, 64)])
+def test_onecycle_survives_runs_of_a_few_steps(tiny_root, n_images, epochs, batch):
+    split = make_split(load_mnist(tiny_root, download=False), train_limit=n_images)
+    for pct in (0.1, 0.5):
+        res = train(SPEC, TrainConfig(epochs=epochs, batch_size=batch, scheduler="onecycle", max_lr=0.1,
+                                      pct_start=pct, threads=1), split, quiet=True)
+        assert len(res.history) == epochs
