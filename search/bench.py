@@ -88,8 +88,9 @@ def family_cost(data, name: str, steps: int) -> dict:
 def run_families(root, steps: int = 100, as_json: bool = False) -> list[dict]:
     """The cost of a trial for a model of each family of the space, measured in one run."""
     data = load_mnist(root, download=False)
+    threads = torch.get_num_threads()
     rows = [family_cost(data, name, steps) for name in ("model6", "public3k7")]
-    torch.set_num_threads(torch.get_num_threads())
+    torch.set_num_threads(threads)  # train() set 1 for the measurement
     if as_json:
         print(json.dumps(rows, indent=2))
     else:

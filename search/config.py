@@ -37,6 +37,13 @@ PRUNERS = {
 OBJECTIVES = ("consistency", "pareto")  # pareto: (consistency up, params down); cannot be pruned
 
 
+def check_counts(**values) -> None:
+    """Each given value must be None or a positive integer (not a bool): one ConfigError naming its flag."""
+    for name, v in values.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+
+
 def make_sampler(name: str, seed: int):
     return SAMPLERS[name](seed)
 
@@ -66,17 +73,11 @@ class SearchConfig:
     data_dir: str | None = None
 
     def __post_init__(self):
-        def positive(name, v, allow_none=False):
-            if (v is None and allow_none):
-                return
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
-        positive("n_trials", self.n_trials)
-        positive("workers", self.workers)
-        positive("max_params", self.max_params)
-        positive("epochs", self.epochs)
-        positive("last_k", self.last_k, allow_none=True)
-        positive("train_limit", self.train_limit, allow_none=True)
+        for name in ("n_trials", "workers", "max_params", "epochs"):  # required: None is not a count
+            if getattr(self, name) is None:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got None")
+        check_counts(n_trials=self.n_trials, workers=self.workers, max_params=self.max_params, epochs=self.epochs,
+                     last_k=self.last_k, train_limit=self.train_limit)
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"--timeout must be positive, got {self.timeout!r}")
         if self.epochs > EPOCH_LIMIT:

@@ -23,14 +23,14 @@ from pathlib import Path
 import optuna
 
 from search.config import SearchConfig
-from search.verify import check_counts, held, print_table, retrain_seeds
+from search.config import check_counts
+from search.verify import held, print_table, retrain_seeds
 from space.recipe import ConfigError, TrainConfig
 from space.target import TARGET_ACC
 from storage import notes
 from storage.studies import StudyError, artifact_dir, ranked_trials, storage_url
 
 CONFIRM_SEED_BASE = 10_000  # further seeds of the confirm stage: never a trial's own seed (its number)
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,9 +55,9 @@ def _stage(name: str) -> None:
 
 
 def search_stage(config: FindConfig) -> optuna.Study:
-    from search.runner import create_or_resume, run_search
+    from search.runner import create_or_resume, finished_count, run_search
     study = create_or_resume(config.search)
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    finished = finished_count(study)
     searched_to = study.user_attrs.get("find:searched", 0)
     if finished >= config.search.n_trials or searched_to >= config.search.n_trials:
         print(f"search: done before ({finished} finished trials; --n-trials {config.search.n_trials})")

@@ -64,9 +64,9 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
                 if trial.should_prune():
                     why = f"pruned after epoch {rec['epoch']} (val {rec['val_acc']:.2f})"
                     trial.set_user_attr("ended", why)
-                    notes.save_trial_note(trial, notes.short_note(
-                        number=trial.number, params=params, max_params=config.max_params, ended=why, spec=spec)
-                        + "\n" + notes.epochs_table(history) + "\n")
+                    notes.save_trial_note(trial, notes.pruned_note(
+                        number=trial.number, params=params, max_params=config.max_params, ended=why, spec=spec,
+                        history=history))
                     log(f"trial {trial.number}: {why}")
                     raise optuna.TrialPruned()
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from search.config import check_counts
 from space.recipe import ConfigError, TrainConfig
 from space.target import EPOCH_LIMIT, TARGET_ACC, last_k_for
 from storage.studies import get_trial, load_study
@@ -63,12 +64,6 @@ def print_table(results: dict[int, list[float]], k: int, target: float | None, e
         last = accs[-k:]
         verdict = "" if target is None else ("PASS" if held(accs, k, target) else "FAIL")
         print(f"{seed:>4}  {max(accs):>6.2f}  {' '.join(f'{a:.2f}' for a in last):<24} {min(last):>6.2f}  {verdict}")
-
-
-def check_counts(**values) -> None:
-    for name, v in values.items():
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
 
 
 def verify(*, study_name: str, storage: str | None = None, trial: str = "best", seeds: int = 3,

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from space.recipe import SCHEDULERS, ConfigError, TrainConfig
-from space.spec import ORDERS, ArchSpec, Layer, SpecError, count_params, IMAGE_SIZE
+from space.spec import ORDERS, ArchSpec, Layer, SpecError, IMAGE_SIZE, parse_json
 
 
 class SpaceError(ValueError):
@@ -315,11 +315,7 @@ class SearchSpace:
 
     @classmethod
     def from_json(cls, text: str) -> "SearchSpace":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpaceError(f"not valid JSON ({e.msg} at line {e.lineno})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json(text, SpaceError))
 
     # Sampling ------------------------------------------------------------------------------------
     def sample(self, trial, *, max_params: int | None = None, name: str = "") -> tuple[ArchSpec, TrainConfig]:

@@ -106,11 +106,7 @@ class ArchSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "ArchSpec":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"not valid JSON ({e.msg} at line {e.lineno})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json(text, SpecError))
 
     # Derived facts ----------------------------------------------------------------------------
     def convs(self) -> list[Layer]:
@@ -128,6 +124,14 @@ class ArchSpec:
                 n = 1
             sizes.append(n)
         return sizes
+
+
+def parse_json(text: str, error: type[Exception]):
+    """json.loads, with a syntax error reported as `error` in one line (spec and space files)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
 def _is_int(v) -> bool:

@@ -88,6 +88,13 @@ def short_note(*, number: int, params: int, max_params: int, ended: str, spec: A
     return f"# Trial {number}: {params:,} parameters (budget: fewer than {max_params:,})\n\n**Ended:** {ended}{arch}\n"
 
 
+def pruned_note(*, number: int, params: int, max_params: int, ended: str, spec: ArchSpec,
+                history: list[dict]) -> str:
+    """A pruned trial's note: why and when, and the epochs it ran."""
+    body = short_note(number=number, params=params, max_params=max_params, ended=ended, spec=spec)
+    return body + ("\n" + epochs_table(history) + "\n" if history else "")
+
+
 def save_trial_note(trial: optuna.Trial, body: str) -> None:
     from optuna_dashboard import save_note
     save_note(trial, body)
@@ -207,9 +214,8 @@ def rewrite_trial_notes(study: optuna.Study, store=None) -> int:
                 body = trial_note(number=t.number, spec=spec, params=params, max_params=max_params,
                                   recipe=ua.get("config", {}), history=history, ended=ended + score, curves_url=url)
             else:
-                body = short_note(number=t.number, params=params, max_params=max_params, ended=ended, spec=spec)
-                if history:
-                    body += "\n" + epochs_table(history) + "\n"
+                body = pruned_note(number=t.number, params=params, max_params=max_params, ended=ended, spec=spec,
+                                   history=history)
         kept = _kept_sections(get_note(handle) or "")
         save_note(handle, body.rstrip() + ("\n\n" + kept + "\n" if kept else "\n"))
         written += 1
