@@ -5,6 +5,7 @@ import contextlib
 import io
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import optuna
@@ -66,11 +67,41 @@ def open_storage(url: str, create: bool = False, heartbeat: int = 30, grace: int
     if not create:
         _require_optuna_tables(url, path)  # RDBStorage would create them: a reader must not write
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace,
+        return ClaimSafeRDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     except Exception as e:  # SQLAlchemy or driver errors: a URL we cannot open
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StudyError(f"cannot open storage {safe_url(url)}: {msg}") from None
+
+
+_held: dict[Path, int] = {}  # folder -> depth of this process's flock on it (re-entrant)
+_held_guard = threading.RLock()
+
+
+@contextlib.contextmanager
+def _folder_lock(path: Path):
+    """An exclusive flock on the folder holding a SQLite file, re-entrant within a process (a
+    second open()+flock of the same folder by the same process would wait for itself forever)."""
+    import fcntl
+    folder = (path.parent if str(path.parent) else Path(".")).resolve()
+    with _held_guard:  # threads of one process (the heartbeat thread, say) take turns here
+        if _held.get(folder):
+            _held[folder] += 1
+            try:
+                yield
+            finally:
+                _held[folder] -= 1
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _held[folder] = 1
+            yield
+        finally:
+            _held.pop(folder, None)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -83,16 +114,29 @@ def creation_lock(url: str):
     if path is None:
         yield
         return
-    import fcntl
-    folder = (path.parent if str(path.parent) else Path(".")).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _folder_lock(path):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+
+
+class ClaimSafeRDBStorage(RDBStorage):
+    """RDBStorage whose trial state changes are atomic on SQLite too.
+
+    Optuna claims a WAITING trial (an enqueued point, a heartbeat retry) by reading its state and
+    writing RUNNING in one session, and fails a stale trial the same way. On PostgreSQL the read is
+    SELECT ... FOR UPDATE and the second claimant waits, then sees RUNNING. SQLite ignores FOR
+    UPDATE: two workers starting together both read WAITING and both ran the same trial (seen:
+    retry trial 21 of results/find-5k.db, trained twice); two workers failing one stale trial both
+    enqueue a retry. Here every state change on a SQLite file holds the database folder's flock,
+    so read-check-write is one step for all processes of the machine (SQLite is one machine's
+    storage). The lock is held for one short transaction, never for a training run.
+    """
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        path = _sqlite_path(self.url)
+        if path is None:
+            return super().set_trial_state_values(trial_id, state, values)
+        with _folder_lock(path):
+            return super().set_trial_state_values(trial_id, state, values)
 
 
 def _optuna_tables() -> set[str]:

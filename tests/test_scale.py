@@ -117,3 +117,79 @@ def test_two_searches_started_at_the_same_moment_on_a_new_sqlite_file_both_run(t
     study = optuna.load_study(study_name="race", storage=f"sqlite:///{tmp_path}/studies/race.db")
     assert [t.params for t in study.trials].count(study.trials[0].params) == 1  # model6 enqueued once
     assert 2 <= len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]) <= 3
+
+
+def _claim(url, name, start_at, asks, plain, out):
+    """One process: wait for the common start instant, then take `asks` trials with study.ask()."""
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from storage.studies import open_storage
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import warnings
+    warnings.simplefilter("ignore")  # "Heartbeat ... used with Study.optimize": ask() is what we test
+    storage = (RDBStorage(url, heartbeat_interval=1, grace_period=1,  # Optuna's own: to show the race
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+               if plain else open_storage(url, heartbeat=1, grace=1))
+    study = optuna.load_study(study_name=name, storage=storage)
+    time.sleep(max(0.0, start_at - time.time()))
+    if asks:
+        out.put([study.ask().number for _ in range(asks)])
+    else:  # fail the stale trials, as every worker does before its next trial
+        optuna.storages.fail_stale_trials(study)
+        out.put([])
+
+
+def claim_race(url, name, plain=False, procs=4, asks=6):
+    """Trial numbers handed out when `procs` processes ask at once for procs*asks enqueued points."""
+    import multiprocessing as mp
+    study = optuna.create_study(study_name=name, storage=url)
+    for i in range(procs * asks):
+        study.enqueue_trial({"x": float(i)})
+    if not asks:  # one trial that died: RUNNING with a heartbeat long past
+        from storage.studies import open_storage
+        rdb = open_storage(url, heartbeat=1, grace=1)
+        stale = optuna.load_study(study_name=name, storage=rdb).ask()
+        rdb.record_heartbeat(stale._trial_id)
+        time.sleep(3)
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    start_at = time.time() + 8  # spawned interpreters need a few seconds to import
+    ps = [ctx.Process(target=_claim, args=(url, name, start_at, asks, plain, out)) for _ in range(procs)]
+    for p in ps:
+        p.start()
+    got = [n for _ in ps for n in out.get(timeout=120)]
+    for p in ps:
+        p.join(timeout=60)
+    return got, optuna.load_study(study_name=name, storage=url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_workers_starting_together_never_claim_the_same_waiting_trial(tmp_path, backend):
+    # Seen on SQLite before the fix: two workers both ran heartbeat retry trial 21 of find-5k.
+    if backend == "postgresql":
+        url = os.environ.get("MNIST_NAS_PG_URL")
+        if not url:
+            pytest.skip("no PostgreSQL given (CI starts one and sets MNIST_NAS_PG_URL)")
+    else:
+        url = f"sqlite:///{tmp_path}/claim.db"
+    name = f"claim-{os.getpid()}-{int(time.time())}"
+    got, study = claim_race(url, name)
+    assert len(got) == 24 and len(set(got)) == 24, sorted(got)  # every ask got its own trial
+    assert len(study.trials) == 24  # and each was an enqueued one: none created beside them
+    if backend == "postgresql":
+        optuna.delete_study(study_name=name, storage=url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_workers_failing_one_stale_trial_together_retry_it_once(tmp_path, backend):
+    if backend == "postgresql":
+        url = os.environ.get("MNIST_NAS_PG_URL")
+        if not url:
+            pytest.skip("no PostgreSQL given (CI starts one and sets MNIST_NAS_PG_URL)")
+    else:
+        url = f"sqlite:///{tmp_path}/stale.db"
+    name = f"stale-{os.getpid()}-{int(time.time())}"
+    _, study = claim_race(url, name, asks=0)
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["FAIL", "WAITING"], states  # failed once, one retry enqueued
+    if backend == "postgresql":
+        optuna.delete_study(study_name=name, storage=url)
