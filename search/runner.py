@@ -106,17 +106,33 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def _run_until_budget(study: optuna.Study, objective, config: SearchConfig) -> None:
+def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll: float = 2.0) -> None:
     """Start one trial at a time while the study's finished plus running trials are under its
     budget: workers anywhere share one count. Two workers that check at the same moment can both
-    start, so a study can overshoot by at most (workers - 1) trials; run_search reports it."""
+    start, so a study can overshoot by at most (workers - 1) trials; run_search reports it.
+
+    While the budget is covered only because trials are RUNNING, wait rather than leave: they are
+    live workers' (that finish them), or dead ones' (a killed search: their heartbeats stop, they
+    are failed after the grace period and their retries wait here to be run)."""
+    from optuna.storages import fail_stale_trials
     deadline = time.time() + config.timeout if config.timeout else None
+    said = False
     while True:
+        fail_stale_trials(study)  # a dead trial is failed and its retry enqueued before we count
         running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
-        if finished_count(study) + running >= config.n_trials:
+        finished = finished_count(study)
+        if finished >= config.n_trials:
             return
         if deadline is not None and time.time() >= deadline:
             return
+        if finished + running >= config.n_trials:
+            if not said:
+                print(f"waiting for {running} running trial(s) to end (other workers', or a killed "
+                      f"search's, failed and retried after the heartbeat grace period)", flush=True)
+                said = True
+            time.sleep(poll)
+            continue
+        said = False
         study.optimize(objective, n_trials=1, catch=())
 
 

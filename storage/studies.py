@@ -48,14 +48,36 @@ def _sqlite_path(url: str) -> Path | None:
     return None
 
 
-def open_storage(url: str, create: bool = False, heartbeat: int = 30, grace: int = 90) -> RDBStorage:
-    """An RDBStorage with heartbeats, so a trial whose process died is failed and retried.
+HEARTBEAT_GRACE_ENV = "MNIST_NAS_HEARTBEAT_GRACE"
+
+
+def heartbeat_grace() -> int:
+    """Seconds without a heartbeat after which a RUNNING trial counts as dead: 90, or the value of
+    MNIST_NAS_HEARTBEAT_GRACE (tests use a few seconds; the heartbeat beats 3 times per grace)."""
+    raw = os.environ.get(HEARTBEAT_GRACE_ENV, "").strip()
+    if not raw:
+        return 90
+    try:
+        grace = int(raw)
+    except ValueError:
+        grace = 0
+    if grace < 3:
+        raise StudyError(f"{HEARTBEAT_GRACE_ENV} must be a whole number of seconds >= 3, got {raw!r}")
+    return grace
+
+
+def open_storage(url: str, create: bool = False, heartbeat: int | None = None,
+                 grace: int | None = None) -> RDBStorage:
+    """An RDBStorage with heartbeats, so a trial whose process died is failed and retried
+    (grace: heartbeat_grace(), heartbeat: a third of it).
 
     RetryHeartbeatStaleTrialCallback is Optuna 5's name for RetryFailedTrialCallback (renamed in
     4.9): a stale RUNNING trial becomes FAIL and a copy with the same parameters is enqueued.
 
     create=False refuses a SQLite file that does not exist (SQLAlchemy would silently create an
     empty one, and a typo would look like an empty study)."""
+    grace = grace or heartbeat_grace()
+    heartbeat = heartbeat or max(1, grace // 3)
     path = _sqlite_path(url)
     engine_kwargs = {}
     if path is not None:

@@ -193,3 +193,37 @@ def test_workers_failing_one_stale_trial_together_retry_it_once(tmp_path, backen
     assert states == ["FAIL", "WAITING"], states  # failed once, one retry enqueued
     if backend == "postgresql":
         optuna.delete_study(study_name=name, storage=url)
+
+
+def test_a_search_killed_with_sigkill_mid_trial_resumes_and_reaches_its_count(tmp_path):
+    import signal
+    make_tiny_mnist(tmp_path / "data", n_train=300, n_test=60)
+    env = {**os.environ, "MNIST_NAS_HEARTBEAT_GRACE": "6"}  # dead trials noticed after 6 s, not 90
+    cmd = [sys.executable, str(ROOT / "study.py"), "search", "--study-name", "k", "--data-dir", "data",
+           "--epochs", "6", "--workers", "2", "--n-trials", "6", "--pruner", "none", "--no-enqueue"]
+    p = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True, env=env)
+    url = f"sqlite:///{tmp_path}/studies/k.db"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once 2 trials are complete and the next ones are mid-run
+        line = p.stdout.readline()
+        if " epoch  2:" in line and len([t for t in optuna.load_study(study_name="k", storage=url).trials
+                                         if t.state.name == "COMPLETE"]) >= 2:
+            break
+    os.killpg(p.pid, signal.SIGKILL)  # the parent and both workers, no clean-up at all
+    p.wait(timeout=30)
+    before = optuna.load_study(study_name="k", storage=url).trials
+    assert "RUNNING" in [t.state.name for t in before]
+    complete_before = {t.number: t.values for t in before if t.state.name == "COMPLETE"}
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stderr
+    study = optuna.load_study(study_name="k", storage=url)
+    states = {t.number: t.state.name for t in study.trials}
+    assert "RUNNING" not in states.values() and "WAITING" not in states.values()
+    killed = [t.number for t in before if t.state.name == "RUNNING"]
+    assert all(states[n] == "FAIL" for n in killed)  # the dead trials are failed ...
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") in killed]
+    assert sorted(t.system_attrs["failed_trial"] for t in retried) == sorted(killed)  # ... each retried once,
+    assert all(t.params == study.trials[t.system_attrs["failed_trial"]].params for t in retried)  # as it was
+    assert all(states[n] == "COMPLETE" and study.trials[n].values == v for n, v in complete_before.items())
+    assert 6 <= sum(s in ("COMPLETE", "PRUNED") for s in states.values()) <= 7
