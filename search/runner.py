@@ -19,8 +19,8 @@ import optuna
 from search.config import SearchConfig, make_pruner, make_sampler
 from space.searchspace import MODEL6_POINT, SearchSpace, space_diff
 from space.spec import count_params
-from storage.studies import (ArtifactSink, StudyError, best_trial, creation_lock, open_storage,
-                             safe_url, storage_url)
+from storage.studies import (ArtifactSink, StudyError, best_trial, creation_lock, storage_outage,
+                             open_storage, safe_url, storage_url)
 
 
 def _stop_once(signum, frame):
@@ -106,6 +106,9 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+STORAGE_OUTAGE_LIMIT = 600  # seconds a worker waits for its database server to come back
+
+
 def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll: float = 2.0) -> None:
     """Start one trial at a time while the study's finished plus running trials are under its
     budget: workers anywhere share one count. Two workers that check at the same moment can both
@@ -117,23 +120,38 @@ def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll
     from optuna.storages import fail_stale_trials
     deadline = time.time() + config.timeout if config.timeout else None
     said = False
+    away_since = None
     while True:
-        fail_stale_trials(study)  # a dead trial is failed and its retry enqueued before we count
-        running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
-        finished = finished_count(study)
-        if finished >= config.n_trials:
-            return
-        if deadline is not None and time.time() >= deadline:
-            return
-        if finished + running >= config.n_trials:
-            if not said:
-                print(f"waiting for {running} running trial(s) to end (other workers', or a killed "
-                      f"search's, failed and retried after the heartbeat grace period)", flush=True)
-                said = True
-            time.sleep(poll)
-            continue
-        said = False
-        study.optimize(objective, n_trials=1, catch=())
+        try:
+            fail_stale_trials(study)  # a dead trial is failed and its retry enqueued before we count
+            running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+            finished = finished_count(study)
+            if finished >= config.n_trials:
+                return
+            if deadline is not None and time.time() >= deadline:
+                return
+            if finished + running >= config.n_trials:
+                if not said:
+                    print(f"waiting for {running} running trial(s) to end (other workers', or a killed "
+                          f"search's, failed and retried after the heartbeat grace period)", flush=True)
+                    said = True
+                time.sleep(poll)
+                continue
+            said = False
+            study.optimize(objective, n_trials=1, catch=())
+            away_since = None
+        except Exception as e:
+            cause = storage_outage(e)
+            if cause is None:
+                raise
+            # The server is away (restarting, network): the trial in flight, if any, has failed or
+            # will be failed as stale and retried; wait for the server instead of dying.
+            away_since = away_since or time.time()
+            if time.time() - away_since > STORAGE_OUTAGE_LIMIT:
+                raise StudyError(f"storage unreachable for {STORAGE_OUTAGE_LIMIT} s: {e}") from None
+            why = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(cause).__name__])[0]
+            print(f"storage unreachable ({why}); retrying in {poll * 2:.0f}s", flush=True)
+            time.sleep(poll * 2)
 
 
 def _worker(config: SearchConfig, worker: int, seed: int) -> bool:

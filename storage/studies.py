@@ -86,6 +86,8 @@ def open_storage(url: str, create: bool = False, heartbeat: int | None = None,
         elif not path.is_file():
             raise StudyError(f"no study database at {path} (storage {url})")
         engine_kwargs = {"connect_args": {"timeout": 60}}  # workers share one file
+    else:  # a server: test pooled connections before use, so a restarted server is reconnected to
+        engine_kwargs = {"pool_pre_ping": True}
     if not create:
         _require_optuna_tables(url, path)  # RDBStorage would create them: a reader must not write
     try:
@@ -140,8 +142,26 @@ def creation_lock(url: str):
         yield
 
 
+def storage_outage(e: BaseException | None) -> BaseException | None:
+    """The error of a database that is away (a server restarting, a network cut): worth
+    waiting out. Looks along the exception's chain: Optuna wraps SQLAlchemy's errors in
+    StorageInternalError, and Optuna 5.0's _run_trial, when the server is away both for the trial's
+    tell and the re-read after it, raises UnboundLocalError ('updated_state') from its finally
+    block, with the storage error as its context. None for any other error."""
+    import sqlalchemy.exc as sa
+    for _ in range(6):
+        if e is None:
+            return None
+        if isinstance(e, (sa.OperationalError, sa.InterfaceError)) or (
+                isinstance(e, sa.DBAPIError) and e.connection_invalidated):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
 class ClaimSafeRDBStorage(RDBStorage):
-    """RDBStorage whose trial state changes are atomic on SQLite too.
+    """RDBStorage whose trial state changes are atomic on SQLite too, and whose heartbeat outlives a
+    database that is briefly away.
 
     Optuna claims a WAITING trial (an enqueued point, a heartbeat retry) by reading its state and
     writing RUNNING in one session, and fails a stale trial the same way. On PostgreSQL the read is
@@ -151,7 +171,18 @@ class ClaimSafeRDBStorage(RDBStorage):
     enqueue a retry. Here every state change on a SQLite file holds the database folder's flock,
     so read-check-write is one step for all processes of the machine (SQLite is one machine's
     storage). The lock is held for one short transaction, never for a training run.
+
+    Optuna's heartbeat thread dies on the first error, so a trial that outlived a server restart
+    would later be failed as dead while it still runs; here a beat that cannot reach the server is
+    skipped (the next one, a third of the grace period later, tries again).
     """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as e:
+            if storage_outage(e) is None:
+                raise
 
     def set_trial_state_values(self, trial_id, state, values=None):
         path = _sqlite_path(self.url)
