@@ -25,8 +25,9 @@ class CannotBuild(optuna.TrialPruned):
     pass
 
 
-def make_objective(config: SearchConfig, split, artifacts=None, log=print, threads: int = 1):
-    """Return objective(trial). artifacts: storage.studies.ArtifactSink or None."""
+def make_objective(config: SearchConfig, split, artifacts=None, log=print, threads: int = 1, progress=None):
+    """Return objective(trial). artifacts: storage.studies.ArtifactSink or None; progress: a
+    TrialBar (a worker's bar on a terminal) or None."""
     from search.train import train
 
     def objective(trial: optuna.Trial):
@@ -70,7 +71,9 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
                     log(f"trial {trial.number}: {why}")
                     raise optuna.TrialPruned()
 
-        result = train(spec, cfg, split, on_epoch=on_epoch, quiet=True)
+        if progress is not None:
+            progress.trial = trial.number
+        result = train(spec, cfg, split, on_epoch=on_epoch, quiet=True, progress=progress)
         k = min(config.k, len(history))
         score = result.last_k_min(k)
         trial.set_user_attr("last_k", [h["val_acc"] for h in history[-k:]])

@@ -154,6 +154,35 @@ def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll
             time.sleep(poll * 2)
 
 
+class TrialBar:
+    """One tqdm bar per worker process on a terminal (its own line, `position` = worker number):
+    trial, epoch, batches done, the last validation accuracy. The per-epoch lines still print
+    (through tqdm.write, above the bars), so a scrolled-back terminal keeps the record."""
+
+    def __init__(self, worker: int, tag: str):
+        from tqdm import tqdm
+        self.tag, self.trial = tag, None
+        self.bar = tqdm(position=worker, leave=False, unit="batch", dynamic_ncols=True, mininterval=0.5,
+                        desc=f"{tag}starting")
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self.bar.reset(total=steps)
+        self.bar.set_description(f"{self.tag}trial {self.trial} epoch {epoch}/{epochs}", refresh=False)
+
+    def step(self) -> None:
+        self.bar.update()
+
+    def end_epoch(self, record: dict) -> None:
+        acc = record.get("val_acc", record.get("test_acc"))
+        self.bar.set_postfix_str(f"val {acc:.2f}", refresh=False)
+
+    def write(self, line: str) -> None:
+        self.bar.write(line)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def _worker(config: SearchConfig, worker: int, seed: int) -> bool:
     """Run trials until the study's budget is met; True when stopped by Ctrl-C."""
     import torch
@@ -168,12 +197,18 @@ def _worker(config: SearchConfig, worker: int, seed: int) -> bool:
                               sampler=make_sampler(config.sampler, seed),
                               pruner=make_pruner(config.pruner, config.epochs))
     tag = f"[w{worker}] " if config.workers > 1 else ""
-    objective = make_objective(config, split, ArtifactSink(url, config.study_name),
-                               log=lambda line: print(tag + line, flush=True))
+    # a bar per worker on a terminal; piped or logged output keeps plain per-epoch lines
+    bar = TrialBar(worker, tag) if sys.stderr.isatty() else None
+    objective = make_objective(config, split, ArtifactSink(url, config.study_name), progress=bar,
+                               log=(lambda line: bar.write(tag + line)) if bar else
+                               (lambda line: print(tag + line, flush=True)))
     try:
         _run_until_budget(study, objective, config)
     except KeyboardInterrupt:
         return True  # Optuna has already marked the running trial FAILED; completed trials are stored
+    finally:
+        if bar:
+            bar.close()
     return False
 
 

@@ -95,11 +95,23 @@ def _progress(iterable, quiet: bool, **kw):
     return tqdm(iterable, leave=False, **kw)
 
 
+class Progress:
+    """What a caller's progress display hears from train(): a search worker's bar on a terminal."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
+
+    def step(self) -> None: ...
+
+    def end_epoch(self, record: dict) -> None: ...
+
+
 def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
           on_epoch: Callable[[dict], None] | None = None,
-          log: Callable[[str], None] | None = None, quiet: bool = False) -> TrainResult:
+          log: Callable[[str], None] | None = None, quiet: bool = False,
+          progress: Progress | None = None) -> TrainResult:
     """Train spec under cfg on split. on_epoch(record) runs after every epoch and may raise
-    (a pruner stops a trial that way); log(line) receives the epoch table."""
+    (a pruner stops a trial that way); log(line) receives the epoch table; progress hears of every
+    epoch and batch."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # weights and dropout masks
@@ -124,6 +136,8 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
         loss_sum = torch.zeros(())
         correct = torch.zeros((), dtype=torch.long)
         batches = range(0, n, cfg.batch_size)
+        if progress:
+            progress.start_epoch(epoch, cfg.epochs, len(batches))
         for i in _progress(batches, quiet, desc=f"epoch {epoch}", unit="batch"):
             idx = perm[i:i + cfg.batch_size]
             x, y = prepare(x_all[idx]), y_all[idx]
@@ -139,6 +153,8 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
             # accumulate as tensors: no .item() sync per batch
             loss_sum += loss.detach() * len(y)
             correct += (out.detach().argmax(1) == y).sum()
+            if progress:
+                progress.step()
         lr_end = opt.param_groups[0]["lr"]
         if sched and not per_batch:
             sched.step()
@@ -147,6 +163,8 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
                "train_acc": 100.0 * correct.item() / n, f"{ev}_loss": ev_loss, f"{ev}_acc": ev_acc,
                "seconds": time.perf_counter() - t0}
         result.history.append(rec)
+        if progress:
+            progress.end_epoch(rec)
         if log:
             log(f"{epoch:>5} {lr:>8.4g} {rec['train_loss']:>10.4f} {rec['train_acc']:>9.2f} "
                 f"{ev_loss:>10.4f} {ev_acc:>9.2f} {rec['seconds']:>7.1f}")

@@ -1,5 +1,6 @@
 """The study service on a real SQLite file with tiny trials (tiny IDX data, 1-2 epochs)."""
 import hashlib
+import re
 import os
 import signal
 import sqlite3
@@ -473,3 +474,42 @@ def test_json_outputs_for_scripts(work):
               "--data-dir", "data", cwd=d)
     out = _json.loads(ver.stdout)
     assert out["passed"] and list(out["results"]) == ["1"] and "seed 1 epoch" in ver.stderr
+
+
+def _run_on_a_terminal(args, cwd, cols=120, rows=30, timeout=300) -> str:
+    """Run study.py with stdout and stderr on a pseudo-terminal of the given size; its output."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    p = subprocess.Popen([sys.executable, str(ROOT / "study.py"), *args], cwd=cwd, stdin=subprocess.DEVNULL,
+                         stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: every writer has closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    p.wait(timeout=60)
+    os.close(master)
+    assert p.returncode == 0, b"".join(chunks)[-2000:]
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_search_on_a_terminal_shows_a_bar_per_worker_and_plain_lines_otherwise(tmp_path):
+    make_tiny_mnist(tmp_path / "data", n_train=1000, n_test=60)  # epochs long enough for a bar to draw
+    args = ["search", "--data-dir", "data", "--epochs", "2", "--workers", "2", "--n-trials", "2",
+            "--pruner", "none", "--no-enqueue", "--max-params", "3000"]
+    out = _run_on_a_terminal([*args, "--study-name", "tty"], tmp_path)
+    for w in (0, 1):  # each worker's own bar: trial, epoch, batches, and the last val accuracy
+        assert re.search(rf"\[w{w}\] trial \d+ epoch [12]/2: +\d+%\|.*\| *\d+/\d+ \[.*batch/s", out), out[-3000:]
+    assert re.search(r"epoch 2/2:.*val \d+\.\d\d\]", out)
+    assert re.search(r"\[w\d\] trial \d+ \([\d,]+ params\) epoch  1: val", out)  # the epoch lines stay
+    piped = cli(*args, "--study-name", "piped", cwd=tmp_path)
+    assert "batch/s" not in piped.stdout + piped.stderr and "epoch  2: val" in piped.stdout
