@@ -147,11 +147,29 @@ def cmd_train(args):
           f"{', '.join(f'{a:.2f}' for a in accs[-k:])}; wrote {out}/metrics.json and {out}/curves.png")
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(n < 1 or n > 100_000 for n in sizes):
+        raise UserError(f"--study-scale takes trial counts like 200,2000 (1..100000), got {text!r}")
+    return sizes
+
+
 def cmd_bench(args):
     from search.bench import run_bench, run_families
     if args.steps < 1:
         raise UserError(f"--steps must be a positive integer, got {args.steps}")
-    if args.families:
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be a positive integer, got {args.repeats}")
+    if args.study_scale:
+        from storage.scale import run_scale
+        run_scale(_sizes(args.study_scale), as_json=args.json)
+    elif args.compare:
+        from search.bench import run_compare
+        run_compare(args.data_dir, steps=args.steps, repeats=args.repeats, as_json=args.json)
+    elif args.families:
         run_families(args.data_dir, steps=args.steps, as_json=args.json)
     else:
         run_bench(args.data_dir, steps=args.steps, as_json=args.json, profile=args.profile)
@@ -349,6 +367,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--families", action="store_true",
                    help="instead: one core's images/s and 15-epoch trial cost for a model of each family "
                         "(model6: 2 blocks, valid convs; public3k7: 3 padded blocks)")
+    p.add_argument("--compare", action="store_true",
+                   help="instead: the engine as studies run it (one 1-thread process per core) against the "
+                        "conventional pipeline at its best threads x DataLoader workers setting, --repeats "
+                        "times, and one 15-epoch trial's cost on one core")
+    p.add_argument("--repeats", type=int, default=3, help="repeats of --compare (default 3)")
+    p.add_argument("--study-scale", metavar="N,N", help="instead: build synthetic studies of these many "
+                   "finished trials (no training) and time report and the dashboard's study page on each")
     add_data_arg(p)
     p.set_defaults(func=cmd_bench)
 

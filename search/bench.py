@@ -22,18 +22,25 @@ from space.model import build_model, MNIST_MEAN, MNIST_STD
 BATCH = TrainConfig().batch_size  # the model6 recipe's batch, for both pipelines
 
 
-def conventional(root, steps: int) -> float:
-    """Images per second of the conventional pipeline (torch's default thread count)."""
+CONVENTIONAL_SETTINGS = [(threads, workers) for threads in (1, 2) for workers in (0, 1, 2)]
+
+
+def conventional(root, steps: int, threads: int | None = None, workers: int = 2) -> float:
+    """Images per second of the conventional pipeline with `threads` torch threads (default:
+    torch's own count) and `workers` DataLoader worker processes."""
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
     cfg = TrainConfig()
     tf = transforms.Compose([transforms.RandomRotation(cfg.rotation, fill=0), transforms.ToTensor(),
                              transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
     ds = datasets.MNIST(str(root), train=True, download=False, transform=tf)
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build_model(BASELINES["model6"].spec, dropout=cfg.dropout, pooled_dropout=False)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    loader = DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=2)
+    loader = DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers,
+                        persistent_workers=False)
     model.train()
     t0, done = time.perf_counter(), 0
     for x, y in loader:
@@ -45,6 +52,53 @@ def conventional(root, steps: int) -> float:
         if done == steps:
             break
     return done * BATCH / (time.perf_counter() - t0)
+
+
+def best_conventional(root, steps: int) -> tuple[float, dict, dict]:
+    """The conventional pipeline at its own best: every (threads, DataLoader workers) setting of
+    CONVENTIONAL_SETTINGS tried; (best img/s, its setting, all results)."""
+    tried = {f"{t} threads, {w} workers": conventional(root, steps, t, w) for t, w in CONVENTIONAL_SETTINGS}
+    best = max(tried, key=tried.get)
+    t, w = (int(x.split()[0]) for x in best.split(", "))
+    return tried[best], {"threads": t, "workers": w}, tried
+
+
+def run_compare(root, steps: int = 300, repeats: int = 3, as_json: bool = False) -> dict:
+    """Engine vs the conventional pipeline at its best setting, repeated: how studies run (one
+    single-threaded process per core) against the best conventional setting on the whole machine,
+    the ratio per repeat and its spread; and one 15-epoch trial of the default space on one core."""
+    data = load_mnist(root, download=False)
+    root = data.root
+    n = mp.cpu_count()
+    threads = torch.get_num_threads()
+    rows = []
+    for rep in range(1, repeats + 1):
+        conv, setting, tried = best_conventional(root, steps)
+        with mp.get_context("spawn").Pool(n) as pool:
+            engine_total = sum(img_s for img_s, _ in pool.map(_engine_worker, [(root, steps, 1)] * n))
+        rows.append({"repeat": rep, "conventional_best_img_s": conv, "conventional_best": setting,
+                     "conventional_tried": tried, "engine_processes_img_s": engine_total,
+                     "ratio": engine_total / conv})
+        if not as_json:
+            print(f"repeat {rep}: conventional best {conv:6.0f} img/s ({setting['threads']} threads, "
+                  f"{setting['workers']} DataLoader workers; tried: "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in tried.items())
+                  + f"); engine {n} x 1 thread {engine_total:6.0f} img/s; ratio x{engine_total / conv:.2f}",
+                  flush=True)
+    torch.set_num_threads(threads)
+    ratios = [r["ratio"] for r in rows]
+    trial = family_cost(data, "model6", steps)
+    torch.set_num_threads(threads)
+    out = {"steps": steps, "cores": n, "repeats": rows, "ratio_min": min(ratios), "ratio_max": max(ratios),
+           "ratio_spread": max(ratios) / min(ratios) - 1, "default_space_trial": trial}
+    if as_json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"ratio x{min(ratios):.2f} .. x{max(ratios):.2f} over {repeats} repeats "
+              f"(spread {100 * out['ratio_spread']:.0f} %)")
+        print(f"one 15-epoch trial of the default space's model6 on one core: "
+              f"{trial['trial_15_epochs_s'] / 60:.1f} core-minutes ({trial['train_img_s']:.0f} img/s)")
+    return out
 
 
 def engine(root, steps: int, threads: int, data=None, pooled_dropout: bool = True) -> float:

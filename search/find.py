@@ -80,17 +80,18 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
         stored = study.user_attrs.get(key, {})
         results = {int(seed): accs for seed, accs in stored.get("results", {}).items()
                    if stored.get("epochs") == s.epochs and stored.get("k") == s.k}
+        spent = {"before": stored.get("core_seconds", 0.0)} if results else {}  # training seconds, all seeds
         missing = [seed for seed in further if seed not in results]
         if missing:
             print(f"confirm: trial {t.number} ({t.user_attrs['params']:,} params, score {t.values[0]:.2f}): "
                   f"retraining with seeds {', '.join(map(str, missing))} on the search split", flush=True)
             cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
             results.update(retrain_seeds(t.user_attrs["spec"], cfg, missing, final=False, data_dir=s.data_dir,
-                                         train_limit=s.train_limit, processes=s.workers))
+                                         train_limit=s.train_limit, processes=s.workers, seconds=spent))
         scores = [t.values[0]] + [min(results[seed][-s.k:]) for seed in further]
         row = {"trial": t.number, "params": t.user_attrs["params"], "epochs": s.epochs, "k": s.k,
                "results": {str(seed): results[seed] for seed in further},
-               "scores": scores, "robust": min(scores)}
+               "scores": scores, "robust": min(scores), "core_seconds": sum(spent.values())}
         study.set_user_attr(key, row)
         notes.add_section(study, t.number, "## Confirmation (find, validation)", notes.verify_markdown(
             {"search": [t.values[0]], **{str(seed): results[seed][-s.k:] for seed in further}}, 1, None,
@@ -130,12 +131,14 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
                 met.append(t.number)
                 study.set_user_attr("find:tests_used", met)  # counted before the test set is scored
             cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
+            spent = {}
             results = retrain_seeds(t.user_attrs["spec"], cfg, seeds, final=True, data_dir=s.data_dir,
-                                    train_limit=s.train_limit, processes=s.workers,
+                                    train_limit=s.train_limit, processes=s.workers, seconds=spent,
                                     weights_path=lambda seed, n=t.number: str(_weights_path(config, n, seed)))
             stored = {"trial": t.number, "epochs": s.epochs, "k": s.k, "target": config.target,
                       "seeds": config.seeds, "results": {str(k): v for k, v in results.items()},
-                      "passed": all(held(a, s.k, config.target) for a in results.values())}
+                      "passed": all(held(a, s.k, config.target) for a in results.values()),
+                      "core_seconds": sum(spent.values())}
             study.set_user_attr(key, stored)
             notes.add_section(study, t.number, notes.VERIFY_HEADING, notes.verify_markdown(
                 stored["results"], s.k, config.target, passed=stored["passed"],

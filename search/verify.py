@@ -33,14 +33,16 @@ def _run_seed(job):
         Path(weights_path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"spec": spec_dict, "config": cfg.to_dict(), "state_dict": res.model.state_dict()},
                    weights_path)
-    return seed, res.accs()
+    return seed, res.accs(), sum(h["seconds"] for h in res.history)
 
 
 def retrain_seeds(spec: dict, config: dict, seeds: list[int], *, final: bool, data_dir=None,
                   train_limit: int | None = None, processes: int | None = None,
-                  weights_path: Callable[[int], str] | None = None) -> dict[int, list[float]]:
+                  weights_path: Callable[[int], str] | None = None,
+                  seconds: dict | None = None) -> dict[int, list[float]]:
     """{seed: per-epoch accuracies} of the recipe retrained once per seed, in parallel processes
-    of one thread each. final: all 60,000 scored on test; otherwise the search's split on val."""
+    of one thread each. final: all 60,000 scored on test; otherwise the search's split on val.
+    seconds, if given, receives {seed: training seconds} (one thread each: core-seconds)."""
     stream = "stderr" if sys.stdout is not sys.__stdout__ else "stdout"  # redirected: keep stdout clean
     jobs = [(spec, config, seed, data_dir, train_limit, final, weights_path(seed) if weights_path else None, stream)
             for seed in seeds]
@@ -50,7 +52,9 @@ def retrain_seeds(spec: dict, config: dict, seeds: list[int], *, final: bool, da
             results = pool.map(_run_seed, jobs)
     else:
         results = [_run_seed(j) for j in jobs]
-    return dict(results)
+    if seconds is not None:
+        seconds.update({seed: secs for seed, _, secs in results})
+    return {seed: accs for seed, accs, _ in results}
 
 
 def held(accs: list[float], k: int, target: float) -> bool:

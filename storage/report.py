@@ -64,7 +64,8 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
         out = {"study": study.study_name, "trials": n, "counts": dict(counts),
                "settings": {k: v for k, v in study.user_attrs.items() if not k.startswith("find:")},
                "top": [trial_dict(t) for t in order[:top]], "pareto_front": [t.number for _, _, t in front],
-               "find": {k: v for k, v in study.user_attrs.items() if k.startswith("find:")}}
+               "find": {k: v for k, v in study.user_attrs.items() if k.startswith("find:")},
+               "cost": study_cost(study)}
         if plots:
             write_plots(study, order, front, Path(plots), top)
         print(json.dumps(out, indent=1))
@@ -89,12 +90,60 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
     for _, _, t in front:
         print(row(t))
     find_section(study)
+    cost_section(study)
     if plots:
         try:
             out = write_plots(study, order, front, Path(plots), top)
         except OSError as e:
             raise StudyError(f"cannot write plots to {plots}: {e.strerror or type(e).__name__}") from None
         print(f"\nplots: {', '.join(str(p) for p in out)}")
+
+
+def study_cost(study) -> dict:
+    """What a study cost, from what its trials and `find` recorded. Every trial trains on one
+    thread, so training seconds are core-seconds. Wall time spans the first trial's start to the
+    last trial's end (pauses between sessions included)."""
+    trials = study.get_trials(deepcopy=False)
+    kinds = Counter(trial_kind(t) for t in trials)
+
+    def secs(t):
+        return sum(e.get("seconds", 0.0) for e in t.user_attrs.get("epochs", []))
+    search = sum(secs(t) for t in trials)
+    pruned = sum(secs(t) for t in trials if trial_kind(t) == "pruned")
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    attrs = study.user_attrs
+    stages = {}
+    for stage in ("confirm", "verify"):
+        rows = [v for k, v in attrs.items() if k.startswith(f"find:{stage}:")]
+        recorded = [r["core_seconds"] for r in rows if "core_seconds" in r]
+        stages[stage] = {"candidates": len(rows), "core_hours": sum(recorded) / 3600,
+                         "unrecorded": len(rows) - len(recorded)}
+    total = search / 3600 + sum(v["core_hours"] for v in stages.values())
+    winners = 1 if "find:winner" in attrs else 0
+    return {"trials": len(trials), "complete": kinds["complete"], "pruned": kinds["pruned"],
+            "refused": kinds["over budget"], "failed": kinds["failed"],
+            "wall_hours": (max(ends) - min(starts)).total_seconds() / 3600 if starts and ends else 0.0,
+            "search_core_hours": search / 3600,
+            "pruned_share": pruned / search if search else 0.0,
+            "confirm": stages["confirm"], "verify": stages["verify"], "total_core_hours": total,
+            "core_hours_per_verified_model": total / winners if winners else None}
+
+
+def cost_section(study) -> None:
+    c = study_cost(study)
+    print(f"\ncost: {c['trials']} trials ({c['complete']} complete, {c['pruned']} pruned, {c['refused']} refused "
+          f"over budget, {c['failed']} failed); {c['wall_hours']:.1f} h from first start to last end")
+    print(f"  search  {c['search_core_hours']:.2f} core-hours, {100 * c['pruned_share']:.0f} % of it on trials "
+          f"later pruned")
+    for stage in ("confirm", "verify"):
+        st = c[stage]
+        if st["candidates"]:
+            gap = f" ({st['unrecorded']} candidate(s) from before costs were recorded)" if st["unrecorded"] else ""
+            print(f"  {stage:<7} {st['core_hours']:.2f} core-hours, {st['candidates']} candidate(s){gap}")
+    per = c["core_hours_per_verified_model"]
+    print(f"  total   {c['total_core_hours']:.2f} core-hours; "
+          + (f"{per:.2f} per verified model" if per is not None else "no verified model yet"))
 
 
 def find_section(study) -> None:

@@ -34,6 +34,16 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     assert "search: done before" in again.stdout and f"verify: trial {winner} verified before" in again.stdout
     assert "retraining" not in again.stdout
     assert len(load(tmp_path, "f").trials) == 3
+    # report shows the confirmed and verified trials and what each stage cost
+    r = cli("report", "--study-name", "f", cwd=tmp_path)
+    assert "find: confirmed" in r.stdout and "PASS" in r.stdout and f"winner: trial {winner}" in r.stdout
+    assert "\ncost: 3 trials" in r.stdout and "per verified model" in r.stdout
+    cost = json.loads(cli("report", "--study-name", "f", "--json", cwd=tmp_path).stdout)["cost"]
+    epochs = sum(e["seconds"] for t in study.trials for e in t.user_attrs.get("epochs", []))
+    assert abs(cost["search_core_hours"] * 3600 - epochs) < 1e-6 and cost["trials"] == 3
+    assert cost["confirm"]["candidates"] == 2 and cost["confirm"]["core_hours"] > 0 and not cost["confirm"]["unrecorded"]
+    assert cost["verify"]["candidates"] == 1 and cost["verify"]["core_hours"] > 0
+    assert cost["core_hours_per_verified_model"] == cost["total_core_hours"] > cost["search_core_hours"]
 
 
 def test_find_fails_honestly_when_no_candidate_holds_the_target(tmp_path):
@@ -45,10 +55,3 @@ def test_find_fails_honestly_when_no_candidate_holds_the_target(tmp_path):
     assert not (tmp_path / "m.pt2").exists()
     study = load(tmp_path, "g")
     assert study.user_attrs["find:tests_used"] == study.user_attrs["find:candidates"]
-
-
-def test_report_shows_confirmed_and_verified_trials(tmp_path):
-    make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
-    cli("find", "--study-name", "h", "--target", "0", "-o", "h.pt2", *TINY, cwd=tmp_path)
-    r = cli("report", "--study-name", "h", cwd=tmp_path)
-    assert "find: confirmed" in r.stdout and "PASS" in r.stdout and "winner: trial" in r.stdout
