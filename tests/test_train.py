@@ -177,3 +177,38 @@ def test_onecycle_survives_runs_of_a_few_steps(tiny_root, n_images, epochs, batc
         res = train(SPEC, TrainConfig(epochs=epochs, batch_size=batch, scheduler="onecycle", max_lr=0.1,
                                       pct_start=pct, threads=1), split, quiet=True)
         assert len(res.history) == epochs
+
+
+def test_bench_compare_picks_the_conventional_best_and_reports_the_spread(tiny_root, monkeypatch):
+    from search import bench
+    speeds = {(1, 0): 300.0, (1, 2): 500.0, (2, 0): 450.0}
+    monkeypatch.setattr(bench, "CONVENTIONAL_SETTINGS", list(speeds))
+    monkeypatch.setattr(bench, "conventional", lambda root, steps, t, w: speeds[(t, w)])
+    best, setting, tried = bench.best_conventional(tiny_root, 1)
+    assert best == 500.0 and setting == {"threads": 1, "workers": 2} and len(tried) == 3
+    out = bench.run_compare(tiny_root, steps=1, repeats=2, as_json=True)  # the engine really runs
+    assert [r["conventional_best_img_s"] for r in out["repeats"]] == [500.0, 500.0]
+    ratios = [r["engine_processes_img_s"] / 500.0 for r in out["repeats"]]
+    assert out["ratio_min"] == min(ratios) and out["ratio_spread"] == max(ratios) / min(ratios) - 1
+    assert out["default_space_trial"]["model"] == "model6" and out["default_space_trial"]["trial_15_epochs_s"] > 0
+
+
+def test_study_scale_builds_real_looking_studies_and_times_their_readers(tmp_path):
+    import optuna
+    from storage.scale import build
+    url = f"sqlite:///{tmp_path}/s.db"
+    build(url, 40)
+    study = optuna.load_study(study_name="scale", storage=url)
+    assert len(study.trials) == 40 and {t.state.name for t in study.trials} == {"COMPLETE", "PRUNED"}
+    assert all(len(t.user_attrs["epochs"]) == len(t.intermediate_values) for t in study.trials)
+    from optuna_dashboard._note import get_note_from_system_attrs
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    assert all("Receptive field" in get_note_from_system_attrs(attrs, t._trial_id)["body"] for t in study.trials)
+    r = subprocess.run([sys.executable, str(ROOT / "study.py"), "bench", "--study-scale", "12", "--json"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)["study_scale"][0]
+    assert row["trials"] == 12 and row["report_s"] > 0 and row["dashboard_api_s"] > 0
+    bad = subprocess.run([sys.executable, str(ROOT / "study.py"), "bench", "--study-scale", "2k"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --study-scale")
