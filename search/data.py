@@ -12,7 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: DataError alone must not cost ~3 s
+    import torch
 
 DATA_ENV = "MNIST_DATA_DIR"
 DEFAULT_ROOT = "./data"
@@ -107,6 +110,7 @@ def ensure_files(root: str | Path | None = None, download: bool = True) -> Path:
 
 def _read_idx(path: Path, images: bool) -> torch.Tensor:
     """An IDX file's items (header already validated): (N, 28, 28) uint8 images or (N,) int64 labels."""
+    import torch
     data = bytearray(path.read_bytes())
     header = 16 if images else 8
     items = torch.frombuffer(data, dtype=torch.uint8, offset=header)
@@ -142,6 +146,7 @@ def make_split(data: MNIST, final: bool = False, train_limit: int | None = None,
         x, y, ex, ey, name = data.train_images, data.train_labels, data.test_images, data.test_labels, "test"
     else:
         n = len(data.train_labels)
+        import torch
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
         n_val = n // 6
         tr, va = perm[n_val:], perm[:n_val]

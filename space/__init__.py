@@ -1,7 +1,6 @@
-"""What can be built: the architecture spec, its budget, receptive field and the seed's baselines."""
-from space.spec import ArchSpec, Layer, BudgetError, SpecError, count_params, check_budget, DEFAULT_MAX_PARAMS
-from space.model import build_model
-from space.rf import receptive_field, format_rf_table
+"""What can be built: the architecture spec, its budget, receptive field and the seed's baselines.
 
-__all__ = ["ArchSpec", "Layer", "BudgetError", "SpecError", "count_params", "check_budget",
-           "DEFAULT_MAX_PARAMS", "build_model", "receptive_field", "format_rf_table"]
+Import from the modules themselves (space.spec, space.model, ...). This package file imports
+nothing: space.model needs torch (~3.5 s to import here), and commands that only read a study
+(report, dashboard) should not pay for it.
+"""

@@ -513,3 +513,27 @@ def test_search_on_a_terminal_shows_a_bar_per_worker_and_plain_lines_otherwise(t
     assert re.search(r"\[w\d\] trial \d+ \([\d,]+ params\) epoch  1: val", out)  # the epoch lines stay
     piped = cli(*args, "--study-name", "piped", cwd=tmp_path)
     assert "batch/s" not in piped.stdout + piped.stderr and "epoch  2: val" in piped.stdout
+
+
+def test_the_dashboards_study_api_is_the_same_with_indexed_lookups(work):
+    """Our dashboard groups the study's system attributes by trial once (linear, not quadratic in
+    trials); the study page's JSON must be byte-identical to optuna-dashboard's own."""
+    d, _, _ = work
+    script = """
+import sys
+from wsgiref.util import setup_testing_defaults
+import optuna_dashboard
+from storage.studies import open_storage, faster_dashboard_pages
+def call(app):
+    env = {}; setup_testing_defaults(env); env["PATH_INFO"] = "/api/studies/1"; env["QUERY_STRING"] = "after=0"
+    return b"".join(app(env, lambda status, headers, exc=None: None))
+url = sys.argv[1]
+own = call(optuna_dashboard.wsgi(open_storage(url)))
+faster_dashboard_pages()
+ours = call(optuna_dashboard.wsgi(open_storage(url)))
+assert b'Receptive field' in own and b'weights.pt' in own, 'the study has notes and artifacts'
+print('same' if own == ours else 'DIFFERENT', len(own))
+"""
+    r = subprocess.run([sys.executable, "-c", script, f"sqlite:///{d}/studies/tiny.db"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("same"), (r.stdout, r.stderr)
