@@ -101,8 +101,9 @@ def save_trial_note(trial: optuna.Trial, body: str) -> None:
 
 
 def upload_curves(trial: optuna.Trial, store, history: list[dict], eval_name: str = "val") -> str | None:
-    """Plot and upload the curves while the trial runs; the dashboard URL path of the PNG."""
-    if store is None or not history:
+    """Plot and upload the curves while the trial runs; the dashboard URL path of the PNG. A run of
+    one epoch has no curve (its one point is in the note's table), and is not plotted."""
+    if store is None or len(history) < 2:
         return None
     from optuna.artifacts import upload_artifact
     from optuna_dashboard.artifact import get_artifact_path
@@ -202,7 +203,7 @@ def rewrite_trial_notes(study: optuna.Study, store=None) -> int:
                 url = None
                 if ua.get("curves_artifact"):
                     url = get_artifact_path(handle, ua["curves_artifact"])
-                elif store is not None and history:
+                elif store is not None and len(history) >= 2:  # as upload_curves: one point is no curve
                     from optuna.artifacts import upload_artifact
                     from storage.plots import plot_curves
                     with tempfile.TemporaryDirectory() as tmp:
