@@ -103,7 +103,8 @@ def study_cost(study) -> dict:
     """What a study cost, from what its trials and `find` recorded. Every trial trains on one
     thread, so training seconds are core-seconds. Wall time spans the first trial's start to the
     last trial's end (pauses between sessions included)."""
-    trials = study.get_trials(deepcopy=False)
+    # a WAITING retry carries a copy of its failed trial's attributes: its epochs ran once, there
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
     kinds = Counter(trial_kind(t) for t in trials)
 
     def secs(t):
