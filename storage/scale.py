@@ -10,8 +10,8 @@ slow way (ask, attributes, note, tell) and then copied with fresh values, so the
     mnist-nas bench --study-scale 200,2000
 
 prints, for each size: the time to build it, `mnist-nas report` end to end (a fresh process, as a
-user runs it), the dashboard's study API call (the JSON its study page loads), and with a
-chromium at hand the study page in a real browser until its trials are drawn.
+user runs it), a fresh dashboard's study API call (the JSON its study page loads), and with a
+chromium at hand a fresh dashboard's study page in a real browser until its history plot is drawn.
 """
 from __future__ import annotations
 
@@ -109,9 +109,20 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _time_dashboard(cwd: Path, url: str, name: str) -> tuple[float, float | None]:
-    """(seconds for the study API call, seconds for the study page in chromium or None)."""
+def _time_dashboard(cwd: Path, url: str, name: str, in_browser: bool) -> float | None:
+    """Seconds for a freshly started dashboard to answer the study page's first request: the
+    study API call (the JSON the page loads), or with in_browser the study page in chromium until
+    its history plot is drawn (None without chromium). Fresh each time: the dashboard caches
+    trials after the first request."""
     import urllib.request
+    browser = _chromium() if in_browser else None
+    if in_browser:
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            browser = None
+        if browser is None:
+            return None
     port = _free_port()
     p = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parents[1] / "study.py"), "dashboard",
                           "--storage", url, "--study-name", name, "--port", str(port)], cwd=cwd,
@@ -124,32 +135,25 @@ def _time_dashboard(cwd: Path, url: str, name: str) -> tuple[float, float | None
                 break
             except OSError:
                 time.sleep(0.5)
-        t0 = time.perf_counter()
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1?after=0", timeout=300).read()
-        api = time.perf_counter() - t0
-        if not json.loads(body)["trials"]:
-            raise RuntimeError("the dashboard returned a study without trials")
-        page = None
-        browser = _chromium()
-        if browser:
-            try:
-                from playwright.sync_api import sync_playwright
-            except ImportError:
-                browser = None
-        if browser:
-            with sync_playwright() as pw:
-                chrome = pw.chromium.launch(executable_path=browser, headless=True,
-                                            args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
-                pg = chrome.new_page(viewport={"width": 1400, "height": 1000})
-                pg.goto(f"http://127.0.0.1:{port}/dashboard")  # warm: the app's scripts are cached
-                pg.wait_for_load_state("networkidle")
-                t0 = time.perf_counter()
-                pg.goto(f"http://127.0.0.1:{port}/dashboard/studies/1")
-                pg.wait_for_load_state("networkidle")
-                pg.locator(".js-plotly-plot").first.wait_for(timeout=300_000)  # the history plot, drawn
-                page = time.perf_counter() - t0
-                chrome.close()
-        return api, page
+        if not in_browser:
+            t0 = time.perf_counter()
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1?after=0", timeout=300).read()
+            took = time.perf_counter() - t0
+            if not json.loads(body)["trials"]:
+                raise RuntimeError("the dashboard returned a study without trials")
+            return took
+        with sync_playwright() as pw:
+            chrome = pw.chromium.launch(executable_path=browser, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+            page = chrome.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/dashboard")  # the app's scripts, and the study list only
+            page.wait_for_load_state("networkidle")
+            t0 = time.perf_counter()
+            page.goto(f"http://127.0.0.1:{port}/dashboard/studies/1")
+            page.locator(".js-plotly-plot").first.wait_for(timeout=300_000)  # the history plot, drawn
+            took = time.perf_counter() - t0
+            chrome.close()
+            return took
     finally:
         p.terminate()
         try:
@@ -176,7 +180,8 @@ def run_scale(sizes: list[int], *, as_json: bool = False, keep: str | None = Non
         rep = time.perf_counter() - t0
         if r.returncode != 0:
             raise RuntimeError(f"report failed on the synthetic study: {r.stderr.strip()}")
-        api, page = _time_dashboard(d, url, "scale")
+        api = _time_dashboard(d, url, "scale", in_browser=False)
+        page = _time_dashboard(d, url, "scale", in_browser=True)
         row = {"trials": n, "db_mb": round(db.stat().st_size / 2**20, 1), "build_s": round(built, 1),
                "report_s": round(rep, 2), "dashboard_api_s": round(api, 2),
                "dashboard_page_s": None if page is None else round(page, 2)}
