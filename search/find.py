@@ -67,6 +67,17 @@ def search_stage(config: FindConfig) -> optuna.Study:
     return study
 
 
+def _keep_seed(study: optuna.Study, key: str, same: dict, results: dict, spent: dict):
+    """on_seed for retrain_seeds: store the seeds finished so far under `key`, so a stage stopped
+    mid-candidate resumes with only the missing seeds."""
+    def keep(seed: int, accs: list[float], secs: float) -> None:
+        results[seed] = accs
+        spent[seed] = secs
+        study.set_user_attr(key, {**same, "results": {str(k): v for k, v in results.items()},
+                                  "core_seconds": sum(spent.values())})
+    return keep
+
+
 def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
     """Seed-robust scores of the top N trials, best candidate first."""
     s = config.search
@@ -77,9 +88,10 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
     rows = []
     for t in ranked:
         key = f"find:confirm:{t.number}"
-        stored = study.user_attrs.get(key, {})
-        results = {int(seed): accs for seed, accs in stored.get("results", {}).items()
-                   if stored.get("epochs") == s.epochs and stored.get("k") == s.k}
+        # finished seeds: the stage's row, or the seeds an interrupted run stored one by one
+        stored = study.user_attrs.get(key) or study.user_attrs.get(f"find:partial:confirm:{t.number}", {})
+        same = stored.get("epochs") == s.epochs and stored.get("k") == s.k
+        results = {int(seed): accs for seed, accs in stored.get("results", {}).items()} if same else {}
         spent = {"before": stored.get("core_seconds", 0.0)} if results else {}  # training seconds, all seeds
         missing = [seed for seed in further if seed not in results]
         if missing:
@@ -87,7 +99,9 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
                   f"retraining with seeds {', '.join(map(str, missing))} on the search split", flush=True)
             cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
             results.update(retrain_seeds(t.user_attrs["spec"], cfg, missing, final=False, data_dir=s.data_dir,
-                                         train_limit=s.train_limit, processes=s.workers, seconds=spent))
+                                         train_limit=s.train_limit, processes=s.workers, seconds=spent,
+                                         on_seed=_keep_seed(study, f"find:partial:confirm:{t.number}",
+                                                            {"epochs": s.epochs, "k": s.k}, results, spent)))
         scores = [t.values[0]] + [min(results[seed][-s.k:]) for seed in further]
         row = {"trial": t.number, "params": t.user_attrs["params"], "epochs": s.epochs, "k": s.k,
                "results": {str(seed): results[seed] for seed in further},
@@ -125,16 +139,26 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
         same = stored and all(stored.get(f) == v for f, v in
                               (("epochs", s.epochs), ("k", s.k), ("target", config.target), ("seeds", config.seeds)))
         if not same:
-            print(f"verify: trial {t.number} ({t.user_attrs['params']:,} params, robust {row['robust']:.2f}): "
-                  f"{config.seeds} seeds on all training images, test set every epoch", flush=True)
             if t.number not in met:
                 met.append(t.number)
                 study.set_user_attr("find:tests_used", met)  # counted before the test set is scored
+            settings = {"epochs": s.epochs, "k": s.k, "target": config.target, "seeds": config.seeds}
+            partial = study.user_attrs.get(f"find:partial:verify:{t.number}", {})
+            results = ({int(k): v for k, v in partial.get("results", {}).items()
+                        if _weights_path(config, t.number, int(k)).is_file()}
+                       if all(partial.get(f) == v for f, v in settings.items()) else {})
+            spent = {"before": partial.get("core_seconds", 0.0)} if results else {}
+            todo = [seed for seed in seeds if seed not in results]
+            print(f"verify: trial {t.number} ({t.user_attrs['params']:,} params, robust {row['robust']:.2f}): "
+                  f"seeds {', '.join(map(str, todo))} of {config.seeds} on all training images, test set every "
+                  f"epoch" + (f" (seeds {', '.join(map(str, sorted(results)))} done before)" if results else ""),
+                  flush=True)
             cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
-            spent = {}
-            results = retrain_seeds(t.user_attrs["spec"], cfg, seeds, final=True, data_dir=s.data_dir,
-                                    train_limit=s.train_limit, processes=s.workers, seconds=spent,
-                                    weights_path=lambda seed, n=t.number: str(_weights_path(config, n, seed)))
+            results.update(retrain_seeds(
+                t.user_attrs["spec"], cfg, todo, final=True, data_dir=s.data_dir, train_limit=s.train_limit,
+                processes=s.workers, seconds=spent,
+                weights_path=lambda seed, n=t.number: str(_weights_path(config, n, seed)),
+                on_seed=_keep_seed(study, f"find:partial:verify:{t.number}", settings, results, spent)))
             stored = {"trial": t.number, "epochs": s.epochs, "k": s.k, "target": config.target,
                       "seeds": config.seeds, "results": {str(k): v for k, v in results.items()},
                       "passed": all(held(a, s.k, config.target) for a in results.values()),

@@ -44,6 +44,26 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     assert cost["confirm"]["candidates"] == 2 and cost["confirm"]["core_hours"] > 0 and not cost["confirm"]["unrecorded"]
     assert cost["verify"]["candidates"] == 1 and cost["verify"]["core_hours"] > 0
     assert cost["core_hours_per_verified_model"] == cost["total_core_hours"] > cost["search_core_hours"]
+    # stopped mid-stage: the seeds finished before are kept, only the missing ones are retrained
+    verified, other = study.user_attrs[f"find:verify:{winner}"], study.user_attrs["find:candidates"][-1]
+    confirmed = study.user_attrs[f"find:confirm:{other}"]
+    study.set_user_attr(f"find:partial:verify:{winner}", {k: verified[k] for k in ("epochs", "k", "target", "seeds")}
+                        | {"results": {"1": verified["results"]["1"]}, "core_seconds": 1.0})
+    study.set_user_attr(f"find:partial:confirm:{other}", {"epochs": 2, "k": 1, "results": {}, "core_seconds": 0.0})
+    storage = study._storage
+    for key in (f"find:verify:{winner}", f"find:confirm:{other}", "find:winner"):
+        storage.set_study_user_attr(study._study_id, key, None)
+    import sqlite3
+    with sqlite3.connect(tmp_path / "studies" / "f.db") as db:  # Optuna cannot delete a user attribute
+        db.execute("DELETE FROM study_user_attributes WHERE key IN (?, ?, ?)",
+                   (f"find:verify:{winner}", f"find:confirm:{other}", "find:winner"))
+    resumed = cli("find", "--study-name", "f", "--target", "0", "-o", "models/win.pt2", *TINY, cwd=tmp_path).stdout
+    assert f"confirm: trial {other}" in resumed and "retraining with seeds 10001 on" in resumed
+    assert f"seeds 2 of 2 on all training images" in resumed and "(seeds 1 done before)" in resumed
+    assert "seed 1 epoch" not in resumed and "seed 2 epoch  2: test" in resumed
+    after = load(tmp_path, "f").user_attrs
+    assert after[f"find:verify:{winner}"]["results"]["1"] == verified["results"]["1"]
+    assert after[f"find:confirm:{other}"]["results"].keys() == confirmed["results"].keys()
 
 
 def test_find_fails_honestly_when_no_candidate_holds_the_target(tmp_path):
