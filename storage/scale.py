@@ -150,7 +150,10 @@ def _time_dashboard(cwd: Path, url: str, name: str, in_browser: bool) -> float |
             page.wait_for_load_state("networkidle")
             t0 = time.perf_counter()
             page.goto(f"http://127.0.0.1:{port}/dashboard/studies/1")
-            page.locator(".js-plotly-plot").first.wait_for(timeout=300_000)  # the history plot, drawn
+            # the history plot's points: drawn once the study's trials have arrived (its empty frame
+            # shows before)
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot path.point').length > 0",
+                                   timeout=300_000)
             took = time.perf_counter() - t0
             chrome.close()
             return took
