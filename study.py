@@ -234,6 +234,17 @@ def cmd_report(args):
     report(study_name=args.study_name, storage=args.storage, top=args.top, plots=args.plots, as_json=args.json)
 
 
+def cmd_front(args):
+    from storage.report import front
+    pairs = []
+    for item in args.study:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url:
+            raise UserError(f"--study takes NAME=STORAGE_URL, got {item!r}")
+        pairs.append((name, url))
+    front(pairs, output=args.output, as_json=args.json)
+
+
 def cmd_export(args):
     from storage.modelfile import export_trial
     meta = export_trial(study_name=args.study_name, storage=args.storage, trial=args.trial,
@@ -424,6 +435,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("front", help="accuracy vs parameters across studies: one front, a PNG",
+                       description="Every complete trial of the given studies, the Pareto front over all of "
+                                   "them (validation consistency score up, parameters down), find's verdicts.")
+    p.add_argument("--study", action="append", required=True, metavar="NAME=URL",
+                   help="a study and its storage URL (repeat for more studies)")
+    p.add_argument("-o", "--output", metavar="FILE.png", help="write the plot here")
+    p.add_argument("--json", action="store_true", help="print the front as JSON")
+    p.set_defaults(func=cmd_front)
+
     p = sub.add_parser("export", help="write a trial's trained model as a .pt2 (and .onnx) file",
                        description="Export a trial's stored weights as a torch.export program that "
                                    "takes float images in [0, 1], shape (N, 1, 28, 28), with the spec, "
@@ -482,6 +502,8 @@ def parser() -> argparse.ArgumentParser:
         "find": "mnist-nas find --max-params 5000 -o models/under5k.pt2",
         "worker": "mnist-nas worker --study-name big --storage postgresql+psycopg://user:pw@db/studies",
         "report": "mnist-nas report --plots docs/study   (or --json)",
+        "front": "mnist-nas front --study find-5k=sqlite:///results/find-5k.db "
+                 "--study families=sqlite:///results/families.db -o docs/front.png",
         "export": "mnist-nas export --trial best -o best.pt2 --onnx best.onnx",
         "evaluate": "mnist-nas evaluate best.pt2",
         "notes": "mnist-nas notes --study-name mnist-nas",

@@ -216,3 +216,56 @@ def write_plots(study, order, front, out: Path, top: int) -> list[Path]:
     paths.append(out / "top_curves.png")
     fig.tight_layout(); fig.savefig(paths[-1], dpi=110); plt.close(fig)
     return paths
+
+
+def front(studies: list[tuple[str, str]], *, output: str | Path | None = None, as_json: bool = False) -> list[dict]:
+    """The accuracy-vs-parameters front across studies: every complete trial of each (name, URL),
+    one Pareto front over all of them (consistency score up, parameters down), verified trials
+    marked; a PNG at `output` if given. Scores are validation consistency scores of the search."""
+    points, per_study = [], {}
+    for name, url in studies:
+        study = load_study(study_name=name, storage=url)
+        verified = {int(k.rsplit(":", 1)[1]): v for k, v in study.user_attrs.items() if k.startswith("find:verify:")}
+        rows = [{"study": name, "trial": t.number, "params": t.user_attrs.get("params", 0), "score": t.values[0],
+                 "verified": None if t.number not in verified else verified[t.number]["passed"]}
+                for t in ranked_trials(study)]
+        per_study[name] = rows
+        points += [(r["score"], r["params"], r) for r in rows]
+    best = [r for _, _, r in pareto_front(points)]
+    if output:
+        try:
+            _plot_front(per_study, best, Path(output))
+        except OSError as e:
+            raise StudyError(f"cannot write {output}: {e.strerror or type(e).__name__}") from None
+    if as_json:
+        print(json.dumps({"front": best, "trials": sum(len(v) for v in per_study.values())}, indent=1))
+        return best
+    print(f"accuracy-vs-parameters front over {sum(len(v) for v in per_study.values())} complete trials of "
+          f"{len(studies)} studies (validation consistency score; verified: find's test-set verdict)")
+    print(f"{'study':<12} {'trial':>5} {'params':>7} {'score':>7}  verified")
+    for r in best:
+        v = "" if r["verified"] is None else ("PASS" if r["verified"] else "FAIL")
+        print(f"{r['study']:<12} {r['trial']:>5} {r['params']:>7,} {r['score']:>7.2f}  {v}")
+    if output:
+        print(f"wrote {output}")
+    return best
+
+
+def _plot_front(per_study: dict, best: list[dict], out: Path) -> None:
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7.5, 4.5))
+    ax = fig.subplots()
+    for name, rows in per_study.items():
+        ax.scatter([r["params"] for r in rows], [r["score"] for r in rows], s=18, label=name)
+    ax.plot([r["params"] for r in best], [r["score"] for r in best], "k--", lw=1, label="front (all studies)")
+    for r in best:
+        if r["verified"] is not None:
+            ax.annotate("verified PASS" if r["verified"] else "verified FAIL", (r["params"], r["score"]),
+                        textcoords="offset points", xytext=(4, -12), fontsize=7)
+    ax.set(xlabel="parameters", ylabel="consistency score (validation %)",
+           title="complete trials: validation accuracy vs parameters")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.subplots_adjust(left=0.11, right=0.98, bottom=0.12, top=0.92)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)

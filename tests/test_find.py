@@ -75,3 +75,23 @@ def test_find_fails_honestly_when_no_candidate_holds_the_target(tmp_path):
     assert not (tmp_path / "m.pt2").exists()
     study = load(tmp_path, "g")
     assert study.user_attrs["find:tests_used"] == study.user_attrs["find:candidates"]
+
+
+def test_front_across_studies_marks_verified_trials_and_refuses_bad_pairs(tmp_path):
+    make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
+    cli("find", "--study-name", "a", "--target", "0", "-o", "a.pt2", *TINY, cwd=tmp_path)
+    cli("search", "--study-name", "b", "--data-dir", "data", "--epochs", "2", "--n-trials", "2", "--no-enqueue",
+        "--max-params", "3000", cwd=tmp_path)
+    pairs = ["--study", f"a=sqlite:///{tmp_path}/studies/a.db", "--study", f"b=sqlite:///{tmp_path}/studies/b.db"]
+    r = cli("front", *pairs, "-o", "docs/front.png", cwd=tmp_path)
+    assert "front over 5 complete trials of 2 studies" in r.stdout
+    assert (tmp_path / "docs" / "front.png").read_bytes()[:4] == b"\x89PNG"
+    rows = json.loads(cli("front", *pairs, "--json", cwd=tmp_path).stdout)["front"]
+    winner = load(tmp_path, "a").user_attrs["find:winner"]
+    assert all(r["verified"] is None for r in rows if (r["study"], r["trial"]) != ("a", winner))
+    assert any(r["verified"] is True for r in rows) or all(r["trial"] != winner or r["study"] != "a" for r in rows)
+    params = [r["params"] for r in rows]
+    scores = [r["score"] for r in rows]
+    assert params == sorted(params) and scores == sorted(scores)  # a front: more parameters only for more accuracy
+    bad = cli("front", "--study", "no-equals-sign", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --study takes NAME=STORAGE_URL")
