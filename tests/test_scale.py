@@ -19,6 +19,16 @@ def _search(tmp_path, url, name, n, workers=1, extra=()):
                *extra, cwd=tmp_path)
 
 
+def _storage_for(backend: str, tmp_path, file: str) -> str:
+    """The storage URL of a test run on `backend`: the CI's PostgreSQL server, or a new SQLite file."""
+    if backend == "postgresql":
+        url = os.environ.get("MNIST_NAS_PG_URL")
+        if not url:
+            pytest.skip("no PostgreSQL given (CI starts one and sets MNIST_NAS_PG_URL)")
+        return url
+    return f"sqlite:///{tmp_path}/{file}"
+
+
 def _check_study(url, name, n, workers):
     study = optuna.load_study(study_name=name, storage=url)
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
@@ -67,12 +77,7 @@ def test_worker_refuses_what_is_not_a_study_of_ours(tmp_path):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_load_4_workers_x_25_tiny_trials(tmp_path, backend):
-    if backend == "postgresql":
-        url = os.environ.get("MNIST_NAS_PG_URL")
-        if not url:
-            pytest.skip("no PostgreSQL given (CI starts one and sets MNIST_NAS_PG_URL)")
-    else:
-        url = f"sqlite:///{tmp_path}/load.db"
+    url = _storage_for(backend, tmp_path, "load.db")
     make_tiny_mnist(tmp_path / "data", n_train=40, n_test=20)
     name = f"load-{os.getpid()}-{int(time.time())}"
     # the random sampler: storage under load is what is tested here (TPE made it twice as slow)
@@ -167,12 +172,7 @@ def claim_race(url, name, plain=False, procs=4, asks=6):
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_workers_starting_together_never_claim_the_same_waiting_trial(tmp_path, backend):
     # Seen on SQLite before the fix: two workers both ran heartbeat retry trial 21 of find-5k.
-    if backend == "postgresql":
-        url = os.environ.get("MNIST_NAS_PG_URL")
-        if not url:
-            pytest.skip("no PostgreSQL given (CI starts one and sets MNIST_NAS_PG_URL)")
-    else:
-        url = f"sqlite:///{tmp_path}/claim.db"
+    url = _storage_for(backend, tmp_path, "claim.db")
     name = f"claim-{os.getpid()}-{int(time.time())}"
     got, study = claim_race(url, name)
     assert len(got) == 24 and len(set(got)) == 24, sorted(got)  # every ask got its own trial
@@ -183,12 +183,7 @@ def test_workers_starting_together_never_claim_the_same_waiting_trial(tmp_path, 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_workers_failing_one_stale_trial_together_retry_it_once(tmp_path, backend):
-    if backend == "postgresql":
-        url = os.environ.get("MNIST_NAS_PG_URL")
-        if not url:
-            pytest.skip("no PostgreSQL given (CI starts one and sets MNIST_NAS_PG_URL)")
-    else:
-        url = f"sqlite:///{tmp_path}/stale.db"
+    url = _storage_for(backend, tmp_path, "stale.db")
     name = f"stale-{os.getpid()}-{int(time.time())}"
     _, study = claim_race(url, name, asks=0)
     states = sorted(t.state.name for t in study.trials)
