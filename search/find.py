@@ -99,7 +99,7 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
                   f"retraining with seeds {', '.join(map(str, missing))} on the search split", flush=True)
             cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
             results.update(retrain_seeds(t.user_attrs["spec"], cfg, missing, final=False, data_dir=s.data_dir,
-                                         train_limit=s.train_limit, processes=s.workers, seconds=spent,
+                                         train_limit=s.train_limit, processes=s.workers,
                                          on_seed=_keep_seed(study, f"find:partial:confirm:{t.number}",
                                                             {"epochs": s.epochs, "k": s.k}, results, spent)))
         scores = [t.values[0]] + [min(results[seed][-s.k:]) for seed in further]
@@ -156,7 +156,7 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
             cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
             results.update(retrain_seeds(
                 t.user_attrs["spec"], cfg, todo, final=True, data_dir=s.data_dir, train_limit=s.train_limit,
-                processes=s.workers, seconds=spent,
+                processes=s.workers,
                 weights_path=lambda seed, n=t.number: str(_weights_path(config, n, seed)),
                 on_seed=_keep_seed(study, f"find:partial:verify:{t.number}", settings, results, spent)))
             stored = {"trial": t.number, "epochs": s.epochs, "k": s.k, "target": config.target,

@@ -39,13 +39,12 @@ def _run_seed(job):
 def retrain_seeds(spec: dict, config: dict, seeds: list[int], *, final: bool, data_dir=None,
                   train_limit: int | None = None, processes: int | None = None,
                   weights_path: Callable[[int], str] | None = None,
-                  seconds: dict | None = None,
                   on_seed: Callable[[int, list[float], float], None] | None = None) -> dict[int, list[float]]:
     """{seed: per-epoch accuracies} of the recipe retrained once per seed, in parallel processes
     of one thread each. final: all 60,000 scored on test; otherwise the search's split on val.
-    seconds, if given, receives {seed: training seconds} (one thread each: core-seconds);
-    on_seed(seed, accs, seconds) runs in this process as each seed finishes (find stores it, so an
-    interrupted stage keeps its finished seeds)."""
+    on_seed(seed, accs, seconds) runs in this process as each seed finishes, with its training
+    seconds (one thread each: core-seconds); find stores both, so an interrupted stage keeps its
+    finished seeds and its cost."""
     stream = "stderr" if sys.stdout is not sys.__stdout__ else "stdout"  # redirected: keep stdout clean
     jobs = [(spec, config, seed, data_dir, train_limit, final, weights_path(seed) if weights_path else None, stream)
             for seed in seeds]
@@ -62,8 +61,6 @@ def retrain_seeds(spec: dict, config: dict, seeds: list[int], *, final: bool, da
             results.append(_run_seed(j))
             if on_seed:
                 on_seed(*results[-1])
-    if seconds is not None:
-        seconds.update({seed: secs for seed, _, secs in results})
     return {seed: accs for seed, accs, _ in results}
 
 
