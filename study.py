@@ -522,8 +522,11 @@ def main(argv=None) -> int:
     from space.searchspace import SpaceError
     from space.spec import BudgetError, SpecError
     from storage.studies import StudyError
+    from search import stopping
     try:
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        stopping.check()  # a stop asked for at the very end (say, during an export) still says so
+        return code
     except (UserError, DataError, ConfigError, BudgetError, SpecError, SpaceError, StudyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -51,6 +51,8 @@ class FindConfig:
 
 
 def _stage(name: str) -> None:
+    from search import stopping
+    stopping.check()  # a stop asked for while the last stage wrote its results ends here
     print(f"\n== find: {name} ==", flush=True)
 
 

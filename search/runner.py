@@ -16,6 +16,7 @@ import time
 
 import optuna
 
+from search import stopping
 from search.config import SearchConfig, make_pruner, make_sampler
 from space.searchspace import MODEL6_POINT, SearchSpace, space_diff
 from space.spec import count_params
@@ -23,19 +24,10 @@ from storage.studies import (ArtifactSink, StudyError, best_trial, creation_lock
                              open_storage, safe_url, storage_url)
 
 
-def _stop_once(signum, frame):
-    """SIGINT or SIGTERM: stop like Ctrl-C, once; a second signal must not break the clean-up
-    (Optuna marking the running trial FAIL, the parent waiting for its workers)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def install_stop_signals() -> None:
-    """Ctrl-C and SIGTERM stop cleanly, also when started in the background (`cmd &` starts a
-    program with SIGINT ignored, so a later `kill -INT` would do nothing)."""
-    signal.signal(signal.SIGINT, _stop_once)
-    signal.signal(signal.SIGTERM, _stop_once)
+    """Ctrl-C and SIGTERM stop cleanly: they set a flag that the training loop and the waits
+    check, so no storage write is cut in half (search/stopping.py says why)."""
+    stopping.install()
 
 
 def quiet_optuna() -> None:
@@ -122,6 +114,7 @@ def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll
     said = False
     away_since = None
     while True:
+        stopping.check()  # between trials: nothing is being written
         try:
             fail_stale_trials(study)  # a dead trial is failed and its retry enqueued before we count
             running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
@@ -135,7 +128,7 @@ def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll
                     print(f"waiting for {running} running trial(s) to end (other workers', or a killed "
                           f"search's, failed and retried after the heartbeat grace period)", flush=True)
                     said = True
-                time.sleep(poll)
+                stopping.sleep(poll)
                 continue
             said = False
             study.optimize(objective, n_trials=1, catch=())
@@ -151,7 +144,7 @@ def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll
                 raise StudyError(f"storage unreachable for {STORAGE_OUTAGE_LIMIT} s: {e}") from None
             why = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(cause).__name__])[0]
             print(f"storage unreachable ({why}); retrying in {poll * 2:.0f}s", flush=True)
-            time.sleep(poll * 2)
+            stopping.sleep(poll * 2)
 
 
 class TrialBar:
@@ -278,10 +271,9 @@ def run_search(config: SearchConfig) -> optuna.Study:
         for p in procs:
             p.start()
         while any(p.is_alive() for p in procs):
-            try:
-                for p in procs:
-                    p.join()
-            except KeyboardInterrupt:
+            for p in procs:
+                p.join(timeout=0.2)
+            if stopping.requested() and not interrupted:
                 interrupted = True
                 for p in procs:  # a signal to the parent alone reaches the workers too
                     if p.is_alive() and p.pid:

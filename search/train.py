@@ -21,6 +21,7 @@ from space.model import build_model, evaluate, normalise, prepare
 from space.recipe import ConfigError, TrainConfig  # re-exported: callers import them from here
 from space.spec import ArchSpec, count_params
 from space.target import EPOCH_LIMIT
+from search import stopping
 from search.data import Split
 
 @dataclass
@@ -139,6 +140,7 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
         if progress:
             progress.start_epoch(epoch, cfg.epochs, len(batches))
         for i in _progress(batches, quiet, desc=f"epoch {epoch}", unit="batch"):
+            stopping.check()  # Ctrl-C / SIGTERM stop here, never inside a storage write
             idx = perm[i:i + cfg.batch_size]
             x, y = prepare(x_all[idx]), y_all[idx]
             if augment:
