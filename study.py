@@ -193,6 +193,26 @@ def read_space(path: str | None):
         raise UserError(f"{p}: {e}") from None
 
 
+def read_points(path: str | None) -> tuple[dict, ...]:
+    """--enqueue FILE.json: a list of points, each an object of parameter: value (as `report` and the
+    dashboard show a trial's parameters). Checked against the space and budget by SearchConfig."""
+    from space.spec import parse_json
+    if path is None:
+        return ()
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"no such points file: {p}")
+    try:
+        points = parse_json(p.read_text(), UserError)
+    except UnicodeDecodeError:
+        raise UserError(f"{p} is not a text (JSON) file") from None
+    except UserError as e:
+        raise UserError(f"{p}: {e}") from None
+    if not isinstance(points, list) or not points:
+        raise UserError(f"{p}: must be a non-empty JSON list of points (objects of parameter: value)")
+    return tuple(points)
+
+
 def search_config(args):
     """The one place flags become a SearchConfig."""
     from search.config import SearchConfig
@@ -201,7 +221,7 @@ def search_config(args):
         n_trials=args.n_trials, timeout=args.timeout, workers=args.workers, max_params=args.max_params,
         epochs=args.epochs, last_k=args.last_k, pruner=args.pruner, sampler=args.sampler,
         objective=args.objective, seed=args.seed, train_limit=args.train_limit,
-        enqueue=not args.no_enqueue, data_dir=args.data_dir)
+        enqueue=not args.no_enqueue, start_points=read_points(args.enqueue), data_dir=args.data_dir)
 
 
 def cmd_find(args):
@@ -316,6 +336,9 @@ def add_search_args(p, n_trials: int = 20):
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--train-limit", type=int, help="train each trial on the first N training images")
     p.add_argument("--no-enqueue", action="store_true", help="do not enqueue model6 as the first trial")
+    p.add_argument("--enqueue", metavar="FILE.json",
+                   help="run these points first: a JSON list of {parameter: value} objects, each in the space "
+                        "and under the budget (points already in the study are not run again)")
     add_data_arg(p)
 
 

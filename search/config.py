@@ -70,6 +70,7 @@ class SearchConfig:
     seed: int = 0
     train_limit: int | None = None
     enqueue: bool = True  # a new study's first trial is the seed's model6, if the space holds it
+    start_points: tuple[dict, ...] = ()  # points (parameter -> value) run first, unless already in the study
     data_dir: str | None = None
 
     def __post_init__(self):
@@ -91,6 +92,22 @@ class SearchConfig:
             raise ConfigError("--study-name must not be empty")
         if self.storage is not None and not self.storage.strip():
             raise ConfigError("--storage must not be empty (leave it out for the default SQLite file)")
+        for i, point in enumerate(self.start_points, 1):
+            self._check_point(i, point)
+
+    def _check_point(self, i: int, point) -> None:
+        """A start point must be a point of the space, under the budget: refused before any study exists."""
+        from space.spec import count_params
+        if not isinstance(point, dict) or not all(isinstance(k, str) for k in point):
+            raise ConfigError(f"--enqueue point {i}: must be an object of parameter: value, got {point!r:.60}")
+        why = self.space.outside(point)
+        if why:
+            more = f" (and {len(why) - 2} more)" if len(why) > 2 else ""
+            raise ConfigError(f"--enqueue point {i} is not a point of the space: {'; '.join(why[:2])}{more}")
+        spec, _ = self.space.sample(optuna.trial.FixedTrial(point))
+        if count_params(spec) >= self.max_params:
+            raise ConfigError(f"--enqueue point {i} has {count_params(spec):,} parameters: not under "
+                              f"--max-params {self.max_params:,}")
 
     @property
     def k(self) -> int:

@@ -84,6 +84,8 @@ def _create_or_resume(config: SearchConfig) -> optuna.Study:
         study.set_user_attr("space", config.space.to_dict())
     if not study.trials and config.enqueue and not config.space.outside(MODEL6_POINT):
         study.enqueue_trial(MODEL6_POINT)  # start from the seed's known-good point
+    for point in config.start_points:  # the user's known-good points; a point already there is not run twice
+        study.enqueue_trial(point, skip_if_exists=True)
     for key, value in config.stored_settings().items():
         study.set_user_attr(key, value)
     from storage.notes import refresh_study_note

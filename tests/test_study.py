@@ -539,3 +539,33 @@ print('same' if own == ours else 'DIFFERENT', len(own))
     r = subprocess.run([sys.executable, "-c", script, f"sqlite:///{d}/studies/tiny.db"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("same"), (r.stdout, r.stderr)
+
+
+def test_enqueued_points_run_first_and_a_resume_does_not_run_them_again(tmp_path):
+    from space.searchspace import SearchSpace
+    make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
+    point = {**MODEL6_POINT, "b1_w0": 6, "b2_w3": 12, "lr": 0.02}
+    study = _one_trial_study(tmp_path, "pts", n_trials=1, start_points=(point,), train_limit=40)
+    assert study.trials[0].params == point
+    study = _one_trial_study(tmp_path, "pts", n_trials=2, start_points=(point,), train_limit=40)
+    assert [t.params for t in study.trials].count(point) == 1 and len(study.trials) == 2
+    assert SearchSpace.default().outside(study.trials[1].params) == []
+
+
+@pytest.mark.parametrize("content, needle", [
+    (None, "no such points file"), ("[{", "not valid JSON"), ('{"blocks": 2}', "non-empty JSON list"),
+    ("[]", "non-empty JSON list"), ("[3]", "point 1: must be an object"),
+    (json.dumps([MODEL6_POINT, {**MODEL6_POINT, "blocks": 7}]), "point 2 is not a point of the space: blocks: 7"),
+    (json.dumps([{**MODEL6_POINT, "extra": 1}]), "extra: not a parameter"),
+    (json.dumps([MODEL6_POINT]), "point 1 has 7,416 parameters: not under --max-params 7,416"),
+])
+def test_a_bad_points_file_is_one_line_exit_2_before_any_study_exists(tmp_path, content, needle):
+    make_tiny_mnist(tmp_path / "data", n_train=20, n_test=10)
+    if content is not None:
+        (tmp_path / "p.json").write_text(content)
+    for cmd in ("search", "find"):
+        extra = ["-o", "m.pt2"] if cmd == "find" else []
+        budget = "7416" if "under" in needle else "8000"
+        r = cli(cmd, "--max-params", budget, "--enqueue", "p.json", "--data-dir", "data", *extra, cwd=tmp_path, check=False)
+        assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "studies").exists()

@@ -212,3 +212,34 @@ def test_study_scale_builds_real_looking_studies_and_times_their_readers(tmp_pat
     bad = subprocess.run([sys.executable, str(ROOT / "study.py"), "bench", "--study-scale", "2k"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --study-scale")
+
+
+def test_a_stop_signal_during_a_storage_write_lets_the_write_finish_then_stops_at_the_next_batch(tiny_root, tmp_path):
+    """Ctrl-C/SIGTERM must never cut a database write in half (CI saw a SIGTERM leave a SQLite lock
+    held): the signal only asks; train() stops at the next batch, after the write committed."""
+    import os
+    import signal
+    import sqlite3
+    import time
+    from search import stopping
+    split = make_split(load_mnist(tiny_root, download=False))
+    db = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    db.execute("create table epochs (n integer)")
+
+    def on_epoch(rec):  # the objective writes its epoch to the study here
+        db.execute("begin immediate")
+        db.execute("insert into epochs values (?)", (rec["epoch"],))
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-transaction
+        time.sleep(0.2)
+        db.execute("insert into epochs values (?)", (-rec["epoch"],))
+        db.execute("commit")
+
+    stopping.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(SPEC, TrainConfig(epochs=3, batch_size=16, seed=1, threads=1), split, on_epoch=on_epoch, quiet=True)
+        assert stopping.requested()
+    finally:
+        stopping.reset()
+    assert [r[0] for r in db.execute("select n from epochs")] == [1, -1]  # epoch 1 whole, nothing after
+    assert not db.in_transaction
