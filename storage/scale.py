@@ -109,11 +109,12 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _time_dashboard(cwd: Path, url: str, name: str, in_browser: bool) -> float | None:
-    """Seconds for a freshly started dashboard to answer the study page's first request: the
+def _time_dashboard(cwd: Path, url: str, name: str, in_browser: bool) -> tuple[float, float | None]:
+    """(start, page): seconds until a fresh `mnist-nas dashboard` prints its URL (it loads the
+    study into its caches first), then seconds for it to answer the study page's first request: the
     study API call (the JSON the page loads), or with in_browser the study page in chromium until
     its history plot is drawn (None without chromium). Fresh each time: the dashboard caches
-    trials after the first request."""
+    trials."""
     import urllib.request
     browser = _chromium() if in_browser else None
     if in_browser:
@@ -122,13 +123,15 @@ def _time_dashboard(cwd: Path, url: str, name: str, in_browser: bool) -> float |
         except ImportError:
             browser = None
         if browser is None:
-            return None
+            return 0.0, None
     port = _free_port()
+    t_start = time.perf_counter()
     p = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parents[1] / "study.py"), "dashboard",
                           "--storage", url, "--study-name", name, "--port", str(port)], cwd=cwd,
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         p.stdout.readline()
+        started = time.perf_counter() - t_start
         for _ in range(120):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5).read()
@@ -141,7 +144,7 @@ def _time_dashboard(cwd: Path, url: str, name: str, in_browser: bool) -> float |
             took = time.perf_counter() - t0
             if not json.loads(body)["trials"]:
                 raise RuntimeError("the dashboard returned a study without trials")
-            return took
+            return started, took
         with sync_playwright() as pw:
             chrome = pw.chromium.launch(executable_path=browser, headless=True,
                                         args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
@@ -156,7 +159,7 @@ def _time_dashboard(cwd: Path, url: str, name: str, in_browser: bool) -> float |
                                    timeout=300_000)
             took = time.perf_counter() - t0
             chrome.close()
-            return took
+            return started, took
     finally:
         p.terminate()
         try:
@@ -183,16 +186,16 @@ def run_scale(sizes: list[int], *, as_json: bool = False, keep: str | None = Non
         rep = time.perf_counter() - t0
         if r.returncode != 0:
             raise RuntimeError(f"report failed on the synthetic study: {r.stderr.strip()}")
-        api = _time_dashboard(d, url, "scale", in_browser=False)
-        page = _time_dashboard(d, url, "scale", in_browser=True)
+        start, api = _time_dashboard(d, url, "scale", in_browser=False)
+        _, page = _time_dashboard(d, url, "scale", in_browser=True)
         row = {"trials": n, "db_mb": round(db.stat().st_size / 2**20, 1), "build_s": round(built, 1),
-               "report_s": round(rep, 2), "dashboard_api_s": round(api, 2),
+               "report_s": round(rep, 2), "dashboard_start_s": round(start, 2), "dashboard_api_s": round(api, 2),
                "dashboard_page_s": None if page is None else round(page, 2)}
         rows.append(row)
         if not as_json:
             page_txt = "no chromium" if page is None else f"{page:.2f}s"
             print(f"{n:>6} trials ({row['db_mb']} MB, built in {built:.0f}s): report {rep:.2f}s, "
-                  f"dashboard study API {api:.2f}s, study page in chromium {page_txt}", flush=True)
+                  f"dashboard start {start:.2f}s, then study API {api:.2f}s, study page in chromium {page_txt}", flush=True)
         if not keep:
             shutil.rmtree(d, ignore_errors=True)
     if as_json:

@@ -541,6 +541,37 @@ print('same' if own == ours else 'DIFFERENT', len(own))
     assert r.returncode == 0 and r.stdout.startswith("same"), (r.stdout, r.stderr)
 
 
+def test_the_dashboard_loads_the_study_before_printing_its_url_and_serves_the_same_json(work):
+    """mnist-nas dashboard fills optuna-dashboard's caches (trials, importances) before it says it is
+    ready, so the study page does not wait for them; what the page gets is what a cold app serves."""
+    d, _, _ = work
+    script = """
+import sys
+from wsgiref.util import setup_testing_defaults
+import optuna_dashboard
+from optuna_dashboard import _importance
+from storage.studies import warm_dashboard
+def call(app, path, query=""):
+    env = {}; setup_testing_defaults(env); env["PATH_INFO"] = path; env["QUERY_STRING"] = query
+    return b"".join(app(env, lambda status, headers, exc=None: None))
+url = sys.argv[1]
+cold = optuna_dashboard.wsgi(url)
+assert not cold._inmemory_cache._trials_cache
+want = call(cold, "/api/studies/1", "after=0"), call(cold, "/api/studies/1/param_importances")
+_importance.param_importance_cache.clear()
+warm = optuna_dashboard.wsgi(url)
+warm_dashboard(warm, url, "tiny")
+assert len(warm._inmemory_cache._trials_cache[1]) == 10, "the trials are loaded"
+assert "1:0" in _importance.param_importance_cache, "the importances are computed"
+warm_dashboard(optuna_dashboard.wsgi(url), url, "no-such-study")  # left to the page to report
+got = call(warm, "/api/studies/1", "after=0"), call(warm, "/api/studies/1/param_importances")
+print("same" if got == want else "DIFFERENT")
+"""
+    r = subprocess.run([sys.executable, "-c", script, f"sqlite:///{d}/studies/tiny.db"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("same"), (r.stdout, r.stderr)
+
+
 def test_enqueued_points_run_first_and_a_resume_does_not_run_them_again(tmp_path):
     from space.searchspace import SearchSpace
     make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
