@@ -182,7 +182,7 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
 
 def export_winner(config: FindConfig, study: optuna.Study, verified: dict, confirmed: dict) -> Path:
     import torch
-    from storage.modelfile import build_trained, save_model_file
+    from storage.modelfile import build_trained, save_model_file, write_model_card
     path = _weights_path(config, verified["trial"], 1)
     if not path.is_file():
         raise StudyError(f"the verified weights {path} are missing; delete the study attribute "
@@ -192,7 +192,7 @@ def export_winner(config: FindConfig, study: optuna.Study, verified: dict, confi
     out = Path(config.output)
     onnx = out.with_suffix(".onnx")
     seed1 = verified["results"]["1"]
-    save_model_file(module, spec, {
+    meta = save_model_file(module, spec, {
         "study": study.study_name, "trial": verified["trial"], "config": weights["config"],
         "trained_on": "all 60,000 training images, seed 1 of the verify stage",
         "test_acc_per_epoch": seed1, "test_acc": seed1[-1],
@@ -201,8 +201,9 @@ def export_winner(config: FindConfig, study: optuna.Study, verified: dict, confi
         "protocol": f">= {config.target} % on the official test set in each of the last {verified['k']} of "
                     f"{verified['epochs']} epochs, for each of seeds 1..{verified['seeds']}",
     }, out, onnx)
+    spec_json, card = write_model_card(out, meta)
     from space.spec import count_params
-    print(f"wrote {out} and {onnx} (trial {verified['trial']}, {count_params(spec):,} params, "
+    print(f"wrote {out}, {onnx}, {spec_json} and {card} (trial {verified['trial']}, {count_params(spec):,} params, "
           f"test {seed1[-1]:.2f} % at the last epoch of seed 1)")
     return out
 

@@ -134,3 +134,46 @@ def describe_file(path, meta: dict) -> str:
     where = f" (study {study!r}, trial {trial})" if isinstance(study, str) and isinstance(trial, int) else ""
     count = f": {params:,} params" if isinstance(params, int) and not isinstance(params, bool) else ""
     return f"{path}{where}{count}"
+
+
+def write_model_card(path: Path, meta: dict) -> list[Path]:
+    """Beside a shipped FILE.pt2: FILE.spec.json (the architecture, as `train --arch` and `rf --arch`
+    read it) and FILE.md (architecture, recipe, protocol, the verify table, the confirm scores)."""
+    from storage import notes
+    spec = ArchSpec.from_dict(meta["spec"])
+    verify, confirm = meta["verify"], meta.get("confirm") or {}
+    recipe = "\n".join(f"| {k} | {v} |" for k, v in meta["config"].items())
+    card = "\n".join([
+        f"# {path.stem}: {meta['params']:,} parameters, verified",
+        "",
+        f"From study `{meta['study']}`, trial {meta['trial']}. The file holds {meta['trained_on']}.",
+        "",
+        f"**Architecture:** {notes.describe_arch(spec)}",
+        "",
+        f"**Protocol:** {meta['protocol']}; candidates that met the test set in this study: "
+        f"{len(meta.get('tests_used', []))}.",
+        "",
+        notes.verify_markdown(verify["results"], verify["k"], verify["target"], passed=verify["passed"],
+                              title="Verify: retrained on all 60,000 training images per seed, the official "
+                                    "test set scored after every epoch."),
+        "",
+        (f"Confirm (validation, before the test set was used): consistency score per seed "
+         f"{' '.join(f'{s:.2f}' for s in confirm['scores'])}, seed-robust {confirm['robust']:.2f}."
+         if confirm.get("scores") else ""),
+        "",
+        "## Recipe", "", "| setting | value |", "|---|---|", recipe,
+        "",
+        "## Use it", "",
+        "```python",
+        "import torch",
+        f"model = torch.export.load('{path.name}').module()  # float images (N, 1, 28, 28) in [0, 1]",
+        "logits = model(torch.rand(8, 1, 28, 28))",
+        "```", "",
+    ])
+    spec_path, card_path = path.with_suffix(".spec.json"), path.with_suffix(".md")
+    try:
+        spec_path.write_text(json.dumps(meta["spec"], indent=1) + "\n")
+        card_path.write_text(card)
+    except OSError as e:
+        raise StudyError(f"wrote {path} but not its card: {e.strerror or type(e).__name__}") from None
+    return [spec_path, card_path]
