@@ -15,6 +15,11 @@ from space.target import EPOCH_LIMIT, TARGET_ACC, last_k_for
 from storage.studies import get_trial, load_study
 
 
+def _ignore_sigint() -> None:
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_seed(job):
     spec_dict, cfg_dict, seed, data_dir, train_limit, final, weights_path, stream = job
     import torch
@@ -51,8 +56,19 @@ def retrain_seeds(spec: dict, config: dict, seeds: list[int], *, final: bool, da
     procs = min(len(jobs), processes or os.cpu_count() or 1)
     results = []
     if procs > 1:
-        with mp.get_context("spawn").Pool(procs) as pool:
-            for r in pool.imap_unordered(_run_seed, jobs):
+        from search import stopping
+        # the children ignore Ctrl-C: the parent hears it (a flag, or KeyboardInterrupt where no flag
+        # is installed), stops waiting and, leaving the with-block, terminates them (no traceback each)
+        with mp.get_context("spawn").Pool(procs, initializer=_ignore_sigint) as pool:
+            pending = pool.imap_unordered(_run_seed, jobs)
+            for _ in jobs:
+                while True:
+                    stopping.check()
+                    try:
+                        r = pending.next(timeout=0.5)
+                        break
+                    except mp.TimeoutError:
+                        continue
                 results.append(r)
                 if on_seed:
                     on_seed(*r)

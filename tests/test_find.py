@@ -99,3 +99,30 @@ def test_front_across_studies_marks_verified_trials_and_refuses_bad_pairs(tmp_pa
     assert params == sorted(params) and scores == sorted(scores)  # a front: more parameters only for more accuracy
     bad = cli("front", "--study", "no-equals-sign", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --study takes NAME=STORAGE_URL")
+
+
+def test_sigterm_to_find_alone_during_confirm_stops_its_seed_processes_cleanly(tmp_path):
+    """A `find` retraining seeds in 2 processes, SIGTERM to the parent only (as `kill PID` does):
+    it stops in seconds with exit 130 and no traceback, and its seed processes are gone (they
+    share its stdout: communicate() returns only once every one has closed it)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from tests.conftest import ROOT
+    make_tiny_mnist(tmp_path / "data", n_train=3000, n_test=40)
+    args = ["--data-dir", "data", "--epochs", "15", "--seeds", "3", "--top", "1", "--workers", "2",
+            "--max-params", "6000", "--n-trials", "1", "--no-enqueue"]
+    p = subprocess.Popen([sys.executable, str(ROOT / "study.py"), "find", "--study-name", "f", "-o", "m.pt2", *args],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    deadline = time.time() + 300
+    line = "-"
+    while time.time() < deadline and line and "seed 10001 epoch  2:" not in line:  # confirm's seed processes
+        line = p.stdout.readline()
+    assert line, "find ended before its confirm stage"
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and time.time() - t0 < 30, (out, err)
+    assert "Traceback" not in err and "interrupted" in err
