@@ -142,7 +142,11 @@ def write_model_card(path: Path, meta: dict) -> list[Path]:
     from storage import notes
     spec = ArchSpec.from_dict(meta["spec"])
     verify, confirm = meta["verify"], meta.get("confirm") or {}
-    recipe = "\n".join(f"| {k} | {v} |" for k, v in meta["config"].items())
+    # the settings this recipe used: OneCycle sets the rate itself, StepLR's step and gamma only
+    # apply under StepLR; threads and the epoch-limit override say nothing about the model
+    unused = {"onecycle": {"lr", "step_size", "gamma"}}.get(meta["config"].get("scheduler"), {"max_lr", "pct_start"})
+    recipe = "\n".join(f"| {k} | {v} |" for k, v in meta["config"].items()
+                       if k not in unused | {"threads", "allow_long"})
     card = "\n".join([
         f"# {path.stem}: {meta['params']:,} parameters, verified",
         "",

@@ -32,7 +32,7 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     # shipped with its spec JSON and a card: architecture, verify table, recipe
     assert json.loads((tmp_path / "models" / "win.spec.json").read_text()) == meta["spec"]
     card = (tmp_path / "models" / "win.md").read_text()
-    assert f"trial {winner}" in card and "| seed | best |" in card and "**PASS**" in card and "| lr |" in card
+    assert f"trial {winner}" in card and "| seed | best |" in card and "**PASS**" in card and "| batch_size |" in card
     # the same command again: every stage is found done, nothing is retrained, the same winner
     again = cli("find", "--study-name", "f", "--target", "0", "-o", "models/win.pt2", *TINY, cwd=tmp_path)
     assert "search: done before" in again.stdout and f"verify: trial {winner} verified before" in again.stdout
