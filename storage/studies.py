@@ -184,6 +184,29 @@ class ClaimSafeRDBStorage(RDBStorage):
             if storage_outage(e) is None:
                 raise
 
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials (a heartbeat older than the grace period), plus RUNNING trials that
+        never recorded a heartbeat and started more than the grace period ago. Optuna skips those,
+        so a worker that lost the server between creating its trial and its first beat (a restart
+        at that moment: the beat is skipped, then the trial's next write fails) left the trial
+        RUNNING for ever, and every worker waited for it to end (seen in CI, the restart test).
+        A live trial beats as it starts, so one without any beat after the grace period is dead."""
+        import datetime
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
+        # Optuna 5 stores the worker's clock as naive UTC (column datetime_start)
+        cutoff = (datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+                  - datetime.timedelta(seconds=grace))
+        with _create_scoped_session(self.scoped_session, True) as session:
+            never_beat = (session.query(models.TrialModel.trial_id)
+                          .filter(models.TrialModel.study_id == study_id,
+                                  models.TrialModel.state == optuna.trial.TrialState.RUNNING,
+                                  ~models.TrialModel.heartbeats.any(),
+                                  models.TrialModel._datetime_start_utc < cutoff).all())
+        return stale + [tid for (tid,) in never_beat if tid not in stale]
+
     def set_trial_state_values(self, trial_id, state, values=None):
         path = _sqlite_path(self.url)
         if path is None:

@@ -255,3 +255,30 @@ def test_the_postgresql_server_restarted_under_running_workers(tmp_path):
     assert 8 <= states.count("COMPLETE") <= 9
     assert states.count("FAIL") <= 2  # at most the trial each worker had in flight
     optuna.delete_study(study_name=name, storage=url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_running_trial_that_never_beat_is_failed_and_retried_after_the_grace(tmp_path, backend):
+    """A worker that lost the server between creating its trial and the trial's first heartbeat
+    leaves a RUNNING trial with no heartbeat at all; Optuna's own rule never fails it, and every
+    worker then waits for it for ever (CI: the server-restart test hung so)."""
+    from optuna.storages import fail_stale_trials
+    from storage.studies import open_storage
+    url = _storage_for(backend, tmp_path, "orphan.db")
+    name = f"orphan-{os.getpid()}-{int(time.time())}"
+    optuna.create_study(study_name=name, storage=url, direction="maximize")
+    study = optuna.load_study(study_name=name, storage=open_storage(url, grace=2))
+    orphan = study.ask()  # RUNNING, no heartbeat: what the lost worker left
+    orphan.suggest_int("x", 0, 9)
+    fail_stale_trials(study)
+    assert [t.state.name for t in study.trials] == ["RUNNING"]  # within the grace: could be starting
+    time.sleep(3)
+    fresh = study.ask()  # started just now, no beat yet: left alone
+    fail_stale_trials(study)
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[orphan.number] == "FAIL" and states[fresh.number] == "RUNNING"
+    retries = [t for t in study.trials if t.state.name == "WAITING"]
+    assert len(retries) == 1 and retries[0].params == orphan.params
+    assert retries[0].system_attrs["failed_trial"] == orphan.number
+    if backend == "postgresql":
+        optuna.delete_study(study_name=name, storage=url)
