@@ -25,6 +25,18 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def read_text_file(path: str, what: str) -> str:
+    """The text of a JSON file the user names (--arch, --space, --enqueue): one error line if it is
+    missing or not text."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"no such {what} file: {p}")
+    try:
+        return p.read_text()
+    except UnicodeDecodeError:
+        raise UserError(f"{p} is not a text (JSON) file") from None
+
+
 # Spec resolution ----------------------------------------------------------------------------------
 
 def resolve_spec(args):
@@ -33,13 +45,7 @@ def resolve_spec(args):
     from space.spec import ArchSpec
     BASELINES = {**SEED, **REFERENCES}
     if getattr(args, "arch", None):
-        path = Path(args.arch)
-        if not path.is_file():
-            raise UserError(f"no such architecture file: {path}")
-        try:
-            return ArchSpec.from_json(path.read_text()), {}
-        except UnicodeDecodeError:
-            raise UserError(f"{path} is not a text (JSON) file") from None
+        return ArchSpec.from_json(read_text_file(args.arch, "architecture")), {}
     name = args.model or "model6"
     if name not in BASELINES:
         raise UserError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)} or give --arch FILE.json")
@@ -182,15 +188,11 @@ def read_space(path: str | None):
     from space.searchspace import SearchSpace, SpaceError
     if path is None:
         return SearchSpace.default()
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"no such space file: {p}")
+    text = read_text_file(path, "space")
     try:
-        return SearchSpace.from_json(p.read_text())
-    except UnicodeDecodeError:
-        raise UserError(f"{p} is not a text (JSON) file") from None
+        return SearchSpace.from_json(text)
     except SpaceError as e:
-        raise UserError(f"{p}: {e}") from None
+        raise UserError(f"{Path(path)}: {e}") from None
 
 
 def read_points(path: str | None) -> tuple[dict, ...]:
@@ -199,13 +201,9 @@ def read_points(path: str | None) -> tuple[dict, ...]:
     from space.spec import parse_json
     if path is None:
         return ()
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"no such points file: {p}")
+    p, text = Path(path), read_text_file(path, "points")
     try:
-        points = parse_json(p.read_text(), UserError)
-    except UnicodeDecodeError:
-        raise UserError(f"{p} is not a text (JSON) file") from None
+        points = parse_json(text, UserError)
     except UserError as e:
         raise UserError(f"{p}: {e}") from None
     if not isinstance(points, list) or not points:

@@ -105,8 +105,9 @@ class SearchConfig:
             more = f" (and {len(why) - 2} more)" if len(why) > 2 else ""
             raise ConfigError(f"--enqueue point {i} is not a point of the space: {'; '.join(why[:2])}{more}")
         spec, _ = self.space.sample(optuna.trial.FixedTrial(point))
-        if count_params(spec) >= self.max_params:
-            raise ConfigError(f"--enqueue point {i} has {count_params(spec):,} parameters: not under "
+        n = count_params(spec)
+        if n >= self.max_params:
+            raise ConfigError(f"--enqueue point {i} has {n:,} parameters: not under "
                               f"--max-params {self.max_params:,}")
 
     @property

@@ -400,7 +400,7 @@ def dashboard(*, study_name: str, storage: str | None = None, host: str = "127.0
     if not 1 <= port <= 65535:
         raise StudyError(f"--port must be between 1 and 65535, got {port}")
     url = storage_url(study_name=study_name, storage=storage)
-    open_storage(url)  # fail here, in one line, if it cannot be opened or holds no studies
+    storage = open_storage(url)  # fail here, in one line, if it cannot be opened or holds no studies
     art = artifact_dir(url, study_name)
     store = None
     if art.is_dir():
@@ -415,12 +415,12 @@ def dashboard(*, study_name: str, storage: str | None = None, host: str = "127.0
     from bottle import run  # what optuna_dashboard.run_server serves with (wsgiref), on an app we warm first
     from optuna_dashboard import wsgi
     app = wsgi(url, artifact_store=store)
-    warm_dashboard(app, url, study_name)
+    warm_dashboard(app, storage, study_name)
     print(f"optuna-dashboard for {safe_url(url)}: http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
     run(app, host=host, port=port)
 
 
-def warm_dashboard(app, url: str, study_name: str) -> None:
+def warm_dashboard(app, storage: RDBStorage, study_name: str) -> None:
     """Fill the dashboard's caches (the study's trials, its parameter importances) before the URL is
     printed. Its server answers one request at a time and the study page asks for the importances
     first, so a cold first open waited for all trials to load and PED-ANOVA to run before the page's
@@ -428,7 +428,7 @@ def warm_dashboard(app, url: str, study_name: str) -> None:
     storage is left to the page to report."""
     from wsgiref.util import setup_testing_defaults
     try:
-        study_id = open_storage(url).get_study_id_from_name(study_name)
+        study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
         return
     # after=<huge>: the study's trials and summaries are loaded and cached, none is serialised

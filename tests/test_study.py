@@ -550,7 +550,7 @@ import sys
 from wsgiref.util import setup_testing_defaults
 import optuna_dashboard
 from optuna_dashboard import _importance
-from storage.studies import warm_dashboard
+from storage.studies import open_storage, warm_dashboard
 def call(app, path, query=""):
     env = {}; setup_testing_defaults(env); env["PATH_INFO"] = path; env["QUERY_STRING"] = query
     return b"".join(app(env, lambda status, headers, exc=None: None))
@@ -560,10 +560,10 @@ assert not cold._inmemory_cache._trials_cache
 want = call(cold, "/api/studies/1", "after=0"), call(cold, "/api/studies/1/param_importances")
 _importance.param_importance_cache.clear()
 warm = optuna_dashboard.wsgi(url)
-warm_dashboard(warm, url, "tiny")
+warm_dashboard(warm, open_storage(url), "tiny")
 assert len(warm._inmemory_cache._trials_cache[1]) == 10, "the trials are loaded"
 assert "1:0" in _importance.param_importance_cache, "the importances are computed"
-warm_dashboard(optuna_dashboard.wsgi(url), url, "no-such-study")  # left to the page to report
+warm_dashboard(optuna_dashboard.wsgi(url), open_storage(url), "no-such-study")  # left to the page to report
 got = call(warm, "/api/studies/1", "after=0"), call(warm, "/api/studies/1/param_importances")
 print("same" if got == want else "DIFFERENT")
 """
