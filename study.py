@@ -225,7 +225,7 @@ def search_config(args):
 def cmd_find(args):
     from search.find import FindConfig, find
     return find(FindConfig(search=search_config(args), output=Path(args.output), target=args.target,
-                           seeds=args.seeds, top=args.top))
+                           seeds=args.seeds, top=args.top, min_robust=args.min_robust))
 
 
 def cmd_worker(args):
@@ -434,6 +434,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=TARGET_ACC, help=f"test accuracy to hold (default {TARGET_ACC})")
     p.add_argument("--seeds", type=int, default=3, help="seeds per candidate, in confirm and verify (default 3)")
     p.add_argument("--top", type=int, default=3, help="trials to confirm (default 3)")
+    p.add_argument("--min-robust", type=float, default=None, metavar="SCORE",
+                   help="verify only candidates whose seed-robust validation score reaches SCORE; the others "
+                        "never meet the test set (default: verify every candidate)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.pt2")
     p.set_defaults(func=cmd_find)
 

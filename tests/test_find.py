@@ -81,6 +81,25 @@ def test_find_fails_honestly_when_no_candidate_holds_the_target(tmp_path):
     assert study.user_attrs["find:tests_used"] == study.user_attrs["find:candidates"]
 
 
+def test_min_robust_keeps_weak_candidates_away_from_the_test_set(tmp_path):
+    make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
+    r = cli("find", "--study-name", "h", "--target", "0", "--min-robust", "100", "-o", "m.pt2", *TINY,
+            cwd=tmp_path, check=False)
+    assert r.returncode == 1, r.stderr
+    assert r.stdout.count("is below --min-robust 100.00 (the test set is not used)") == 2
+    assert "candidates that met the test set: 0" in r.stdout
+    assert "FAIL: none of the 0 verified candidates" in r.stdout and "2 below --min-robust were not verified" in r.stdout
+    study = load(tmp_path, "h")
+    assert study.user_attrs.get("find:tests_used", []) == []
+    assert not any(k.startswith("find:verify") or k.startswith("find:partial:verify") for k in study.user_attrs)
+    # the same study with the bar lowered verifies the confirmed candidates without retraining confirm
+    r = cli("find", "--study-name", "h", "--target", "0", "--min-robust", "0", "-o", "m.pt2", *TINY, cwd=tmp_path)
+    assert "candidates that met the test set: 1" in r.stdout and "retraining with seeds" not in r.stdout
+    for bad in ("nan", "-1", "101"):
+        b = cli("find", "--study-name", "h", "--min-robust", bad, "-o", "m.pt2", *TINY, cwd=tmp_path, check=False)
+        assert b.returncode == 2 and b.stderr.startswith("error: --min-robust must be a percentage"), b.stderr
+
+
 def test_front_across_studies_marks_verified_trials_and_refuses_bad_pairs(tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
     cli("find", "--study-name", "a", "--target", "0", "-o", "a.pt2", *TINY, cwd=tmp_path)
