@@ -11,7 +11,9 @@ slow way (ask, attributes, note, tell) and then copied with fresh values, so the
 
 prints, for each size: the time to build it, `mnist-nas report` end to end (a fresh process, as a
 user runs it), a fresh dashboard's study API call (the JSON its study page loads), and with a
-chromium at hand a fresh dashboard's study page in a real browser until its history plot is drawn.
+chromium at hand a fresh dashboard's study page in a real browser until its history plot is drawn,
+then the same page for a copy of the study without intermediate values: the difference is what
+optuna-dashboard's own intermediate-values plot costs in the browser.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import os
 import random
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -188,12 +191,23 @@ def run_scale(sizes: list[int], *, as_json: bool = False, keep: str | None = Non
             raise RuntimeError(f"report failed on the synthetic study: {r.stderr.strip()}")
         start, api = _time_dashboard(d, url, "scale", in_browser=False)
         _, page = _time_dashboard(d, url, "scale", in_browser=True)
+        # Where the page's time goes: the same study without its intermediate values, so the
+        # dashboard's intermediate-values plot (one SVG line per trial, with a legend) has nothing
+        # to draw. A diagnostic copy, never a study anyone searches.
+        bare = d / f"scale{n}-no-intermediate.db"
+        shutil.copyfile(db, bare)
+        with sqlite3.connect(bare) as con:
+            con.execute("DELETE FROM trial_intermediate_values")
+        con.close()
+        _, page_bare = _time_dashboard(d, f"sqlite:///{bare}", "scale", in_browser=True)
         row = {"trials": n, "db_mb": round(db.stat().st_size / 2**20, 1), "build_s": round(built, 1),
                "report_s": round(rep, 2), "dashboard_start_s": round(start, 2), "dashboard_api_s": round(api, 2),
-               "dashboard_page_s": None if page is None else round(page, 2)}
+               "dashboard_page_s": None if page is None else round(page, 2),
+               "dashboard_page_without_intermediate_values_s": None if page_bare is None else round(page_bare, 2)}
         rows.append(row)
         if not as_json:
-            page_txt = "no chromium" if page is None else f"{page:.2f}s"
+            page_txt = ("no chromium" if page is None else
+                        f"{page:.2f}s ({page_bare:.2f}s for a copy without intermediate values)")
             print(f"{n:>6} trials ({row['db_mb']} MB, built in {built:.0f}s): report {rep:.2f}s, "
                   f"dashboard start {start:.2f}s, then study API {api:.2f}s, study page in chromium {page_txt}", flush=True)
         if not keep:

@@ -209,6 +209,9 @@ def test_study_scale_builds_real_looking_studies_and_times_their_readers(tmp_pat
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)["study_scale"][0]
     assert row["trials"] == 12 and row["report_s"] > 0 and row["dashboard_api_s"] > 0
+    # the page is timed twice (as stored, and a copy without intermediate values) or not at all
+    page, bare = row["dashboard_page_s"], row["dashboard_page_without_intermediate_values_s"]
+    assert (page is None) == (bare is None) and (page is None or (page > 0 and bare > 0))
     bad = subprocess.run([sys.executable, str(ROOT / "study.py"), "bench", "--study-scale", "2k"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --study-scale")
