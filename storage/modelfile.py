@@ -50,7 +50,8 @@ def save_model_file(module, spec: ArchSpec, meta: dict, path: Path, onnx_path: P
         try:
             onnx_path.parent.mkdir(parents=True, exist_ok=True)
             torch.onnx.export(ep, (torch.rand(4, 1, 28, 28),), str(onnx_path), input_names=["images"],
-                              output_names=["logits"], dynamo=True, verbose=False)
+                              output_names=["logits"], dynamo=True, verbose=False,
+                              external_data=False)  # one file: these weights are kilobytes, not the 2 GB protobuf limit
         except Exception as e:  # the .pt2 stands; say the ONNX file did not
             raise StudyError(f"wrote {path} but not {onnx_path}: {type(e).__name__}") from None
     return meta

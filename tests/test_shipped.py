@@ -20,7 +20,8 @@ x = np.frombuffer(open(raw + "t10k-images-idx3-ubyte", "rb").read()[16:], np.uin
 y = np.frombuffer(open(raw + "t10k-labels-idx1-ubyte", "rb").read()[8:], np.uint8)
 with torch.no_grad():
     pred = torch.cat([m(torch.tensor(x[i:i + 1000].copy()).float() / 255).argmax(1) for i in range(0, len(x), 1000)])
-print(json.dumps({"correct": int((pred.numpy() == y).sum()), "n": len(y), "meta": json.loads(extra["mnist_nas.json"])}))
+print(json.dumps({"correct": int((pred.numpy() == y).sum()), "n": len(y), "meta": json.loads(extra["mnist_nas.json"]),
+                  "first": pred[:200].tolist()}))
 """
 
 
@@ -40,6 +41,15 @@ def test_a_shipped_model_scores_its_recorded_test_accuracy_under_plain_pytorch(p
     card = json.loads(path.with_suffix(".spec.json").read_text())
     assert card == meta["spec"]
     assert path.with_suffix(".onnx").is_file() and path.with_suffix(".md").is_file()
+    # the ONNX file, whole on its own, predicts what the .pt2 predicts (ONNX's reference runtime)
+    import numpy as np
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+    assert not list(path.parent.glob(path.stem + ".onnx.*")), "the ONNX file should carry its weights"
+    raw = (real_root / "MNIST" / "raw" / "t10k-images-idx3-ubyte").read_bytes()[16:16 + 200 * 784]
+    x = np.frombuffer(raw, np.uint8).reshape(200, 1, 28, 28).astype(np.float32) / 255
+    (logits,) = ReferenceEvaluator(onnx.load(str(path.with_suffix(".onnx")))).run(None, {"images": x})
+    assert np.argmax(logits, 1).tolist() == out["first"]
 
 
 def test_models_folder_holds_only_complete_shipments():

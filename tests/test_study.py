@@ -111,8 +111,19 @@ def test_export_evaluate_and_plain_torch_agree(work):
     x = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(-1, 1, 28, 28).float() / 255
     with torch.no_grad():
         assert module(x).argmax(1).tolist() == out["pred"]
+    # the ONNX file is whole on its own (no external .data file) and predicts what the model does
+    import shutil
+    import numpy as np
     import onnx
-    onnx.checker.check_model(onnx.load(str(d / "best.onnx")))
+    from onnx.reference import ReferenceEvaluator
+    assert not list(d.glob("best.onnx.*"))
+    alone = d / "elsewhere" / "model.onnx"
+    alone.parent.mkdir()
+    shutil.copyfile(d / "best.onnx", alone)
+    proto = onnx.load(str(alone))
+    onnx.checker.check_model(proto)
+    (logits,) = ReferenceEvaluator(proto).run(None, {"images": x[:32].numpy()})
+    assert logits.shape == (32, 10) and np.argmax(logits, 1).tolist() == out["pred"][:32]
 
 
 def test_optuna_cli_reads_the_study(work):
