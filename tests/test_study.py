@@ -181,8 +181,8 @@ def test_pruner_stops_a_weak_trial_and_records_why(tmp_path, tiny_root):
     study.optimize(objective, n_trials=1)
     t = study.trials[-1]
     assert t.state == optuna.trial.TrialState.PRUNED
-    assert t.user_attrs["ended"].startswith("pruned after epoch 3")  # n_warmup_steps=3: epochs 1-2 are never pruned
-    assert len(t.user_attrs["epochs"]) == 3
+    assert t.user_attrs["ended"].startswith("pruned after epoch 4")  # n_warmup_steps=4: epochs 1-3 are never pruned
+    assert len(t.user_attrs["epochs"]) == 4
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() instead of optimize(): on purpose
