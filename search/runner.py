@@ -179,7 +179,7 @@ class TrialBar:
 
 
 def _worker(config: SearchConfig, worker: int, seed: int) -> bool:
-    """Run trials until the study's budget is met; True when stopped by Ctrl-C."""
+    """Run trials until the study's budget is met; True when stopped by Ctrl-C or SIGTERM."""
     import torch
     install_stop_signals()
     quiet_optuna()
@@ -232,7 +232,7 @@ def run_worker(config: SearchConfig) -> optuna.Study:
           f"finished trials of a budget of {config.n_trials}", flush=True)
     interrupted = _worker(config, 0, seed)
     study = optuna.load_study(study_name=config.study_name, storage=open_storage(_url(config)))
-    print(f"{'stopped by Ctrl-C' if interrupted else 'done'}: study now has {_state_counts(study)}", flush=True)
+    print(f"{'stopped by ' + stopping.cause() if interrupted else 'done'}: study now has {_state_counts(study)}", flush=True)
     if interrupted:
         raise KeyboardInterrupt
     return study
@@ -288,7 +288,7 @@ def run_search(config: SearchConfig) -> optuna.Study:
             print("warning: a worker exited with an error; see its output above", file=sys.stderr)
     study = optuna.load_study(study_name=config.study_name, storage=open_storage(_url(config)))
     over = max(0, finished_count(study) - config.n_trials)
-    print(f"{'stopped by Ctrl-C' if interrupted else 'done'} after {time.time() - t0:.0f}s: "
+    print(f"{'stopped by ' + stopping.cause() if interrupted else 'done'} after {time.time() - t0:.0f}s: "
           f"{len(study.trials) - before} new trials; study now has {_state_counts(study)}"
           + (f" ({over} over the budget: workers that started at the same moment)" if over else ""))
     from storage.notes import refresh_study_note

@@ -28,11 +28,13 @@ import signal
 import time
 
 _requested = False
+_cause = "Ctrl-C"
 
 
 def _on_signal(signum, frame) -> None:
-    global _requested
+    global _requested, _cause
     _requested = True
+    _cause = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
 def install() -> None:
@@ -44,14 +46,19 @@ def install() -> None:
 
 def reset() -> None:
     """Forget a stop request and give the signals back to Python (tests, and the doctest above)."""
-    global _requested
-    _requested = False
+    global _requested, _cause
+    _requested, _cause = False, "Ctrl-C"
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def requested() -> bool:
     return _requested
+
+
+def cause() -> str:
+    """What asked for the stop, for the closing line: "Ctrl-C" (SIGINT) or "SIGTERM"."""
+    return _cause
 
 
 def check() -> None:
