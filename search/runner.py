@@ -100,13 +100,20 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def pending_retries(study: optuna.Study) -> int:
+    """Retries of dead trials still WAITING (Optuna marks them with system attr failed_trial)."""
+    return sum("failed_trial" in t.system_attrs
+               for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+
 STORAGE_OUTAGE_LIMIT = 600  # seconds a worker waits for its database server to come back
 
 
 def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll: float = 2.0) -> None:
     """Start one trial at a time while the study's finished plus running trials are under its
     budget: workers anywhere share one count. Two workers that check at the same moment can both
-    start, so a study can overshoot by at most (workers - 1) trials; run_search reports it.
+    start, so a study can overshoot by (workers - 1) trials, and by as many again when dead
+    trials' retries must still run (see below); run_search reports it.
 
     While the budget is covered only because trials are RUNNING, wait rather than leave: they are
     live workers' (that finish them), or dead ones' (a killed search: their heartbeats stop, they
@@ -121,11 +128,16 @@ def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll
             fail_stale_trials(study)  # a dead trial is failed and its retry enqueued before we count
             running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
             finished = finished_count(study)
-            if finished >= config.n_trials:
+            # A dead trial's retry is run even when the budget has filled meanwhile: Optuna fails a
+            # stale trial and enqueues its retry in two steps, and a worker counting in between saw
+            # room and started a fresh trial (CI: a SIGKILLed search resumed with a retry left
+            # WAITING for ever). Enqueued start points are not retries: they wait for a budget.
+            retries = pending_retries(study)
+            if finished >= config.n_trials and not retries:
                 return
             if deadline is not None and time.time() >= deadline:
                 return
-            if finished + running >= config.n_trials:
+            if not retries and finished + running >= config.n_trials:
                 if not said:
                     print(f"waiting for {running} running trial(s) to end (other workers', or a killed "
                           f"search's, failed and retried after the heartbeat grace period)", flush=True)
@@ -249,7 +261,7 @@ def run_search(config: SearchConfig) -> optuna.Study:
     study = create_or_resume(config)
     before = sum(t.state != optuna.trial.TrialState.WAITING for t in study.trials)
     done = finished_count(study)
-    remaining = config.n_trials - done
+    remaining = max(config.n_trials - done, pending_retries(study))  # a dead trial's retry still runs
     if remaining <= 0:
         print(f"study {config.study_name!r} already has {done} finished trials, its budget is "
               f"--n-trials {config.n_trials}: nothing to run (raise --n-trials to run more)", flush=True)
@@ -290,7 +302,8 @@ def run_search(config: SearchConfig) -> optuna.Study:
     over = max(0, finished_count(study) - config.n_trials)
     print(f"{'stopped by ' + stopping.cause() if interrupted else 'done'} after {time.time() - t0:.0f}s: "
           f"{len(study.trials) - before} new trials; study now has {_state_counts(study)}"
-          + (f" ({over} over the budget: workers that started at the same moment)" if over else ""))
+          + (f" ({over} over the budget: workers that started at the same moment, or dead trials' retries)"
+             if over else ""))
     from storage.notes import refresh_study_note
     refresh_study_note(study)
     best = best_trial(study)
