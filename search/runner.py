@@ -126,13 +126,15 @@ def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll
         stopping.check()  # between trials: nothing is being written
         try:
             fail_stale_trials(study)  # a dead trial is failed and its retry enqueued before we count
-            running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
-            finished = finished_count(study)
             # A dead trial's retry is run even when the budget has filled meanwhile: Optuna fails a
             # stale trial and enqueues its retry in two steps, and a worker counting in between saw
             # room and started a fresh trial (CI: a SIGKILLed search resumed with a retry left
             # WAITING for ever). Enqueued start points are not retries: they wait for a budget.
+            # Asked first: between the count below and the trial's creation in optimize(), two
+            # workers can both see room; each query there widens that window (CI saw 11 of 10).
             retries = pending_retries(study)
+            running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+            finished = finished_count(study)
             if finished >= config.n_trials and not retries:
                 return
             if deadline is not None and time.time() >= deadline:

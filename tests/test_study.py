@@ -52,8 +52,10 @@ def test_trials_complete_are_refused_over_budget_and_resume_adds(work):
     d, first, second = work
     study = load(d)
     trials = study.trials
-    assert len(trials) == 10, first.stdout + second.stdout  # 6, then 4 more: resumed, not restarted
-    assert "6 finished trials of a budget of 10" in second.stdout
+    # 6, then 4 more: resumed, not restarted; each run may end (workers - 1) = 1 over, when both
+    # workers see room at the same moment (search/runner.py; CI saw 11 once)
+    assert 10 <= len(trials) <= 11, first.stdout + second.stdout
+    assert re.search(r"\b[67] finished trials of a budget of 10", second.stdout)
     # the seed's model6 recipe is the first trial: 7,416 params, over this study's 6,000 budget
     assert trials[0].params == MODEL6_POINT
     assert trials[0].user_attrs["params"] == 7416
@@ -74,7 +76,7 @@ def test_trials_complete_are_refused_over_budget_and_resume_adds(work):
 def test_report_counts_and_plots(work):
     d, _, _ = work
     r = cli("report", "--study-name", "tiny", "--plots", "plots", cwd=d)
-    assert "10 trials" in r.stdout and "over budget" in r.stdout and "Pareto front" in r.stdout
+    assert f"{len(load(d).trials)} trials" in r.stdout and "over budget" in r.stdout and "Pareto front" in r.stdout
     for name in ("history.png", "pareto.png", "top_curves.png"):
         assert (d / "plots" / name).read_bytes()[:4] == b"\x89PNG"
 
@@ -133,7 +135,7 @@ def test_optuna_cli_reads_the_study(work):
                         f"sqlite:///{d}/studies/tiny.db", "-f", "json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     import json
-    assert len(json.loads(r.stdout)) == 10
+    assert len(json.loads(r.stdout)) == len(load(d).trials)
 
 
 def digest(path: Path) -> str:
@@ -572,14 +574,14 @@ want = call(cold, "/api/studies/1", "after=0"), call(cold, "/api/studies/1/param
 _importance.param_importance_cache.clear()
 warm = optuna_dashboard.wsgi(url)
 warm_dashboard(warm, open_storage(url), "tiny")
-assert len(warm._inmemory_cache._trials_cache[1]) == 10, "the trials are loaded"
+assert len(warm._inmemory_cache._trials_cache[1]) == int(sys.argv[2]), "the trials are loaded"
 assert "1:0" in _importance.param_importance_cache, "the importances are computed"
 warm_dashboard(optuna_dashboard.wsgi(url), open_storage(url), "no-such-study")  # left to the page to report
 got = call(warm, "/api/studies/1", "after=0"), call(warm, "/api/studies/1/param_importances")
 print("same" if got == want else "DIFFERENT")
 """
-    r = subprocess.run([sys.executable, "-c", script, f"sqlite:///{d}/studies/tiny.db"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", script, f"sqlite:///{d}/studies/tiny.db", str(len(load(d).trials))],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("same"), (r.stdout, r.stderr)
 
 
