@@ -100,10 +100,17 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def pending_retries(study: optuna.Study) -> int:
-    """Retries of dead trials still WAITING (Optuna marks them with system attr failed_trial)."""
-    return sum("failed_trial" in t.system_attrs
-               for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+def budget_counts(study: optuna.Study) -> tuple[int, int, int]:
+    """(finished, running, pending retries) from one read of the study. Pending retries are dead
+    trials' retries still WAITING (Optuna marks them with system attr failed_trial). One read, not
+    one per state: between the count and a trial's creation two workers can both see room, and
+    every query in that window widens it (CI saw 11 trials of 10)."""
+    finished = running = retries = 0
+    for t in study.get_trials(deepcopy=False):
+        finished += t.state in FINISHED
+        running += t.state == optuna.trial.TrialState.RUNNING
+        retries += t.state == optuna.trial.TrialState.WAITING and "failed_trial" in t.system_attrs
+    return finished, running, retries
 
 
 STORAGE_OUTAGE_LIMIT = 600  # seconds a worker waits for its database server to come back
@@ -130,11 +137,7 @@ def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll
             # stale trial and enqueues its retry in two steps, and a worker counting in between saw
             # room and started a fresh trial (CI: a SIGKILLed search resumed with a retry left
             # WAITING for ever). Enqueued start points are not retries: they wait for a budget.
-            # Asked first: between the count below and the trial's creation in optimize(), two
-            # workers can both see room; each query there widens that window (CI saw 11 of 10).
-            retries = pending_retries(study)
-            running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
-            finished = finished_count(study)
+            finished, running, retries = budget_counts(study)
             if finished >= config.n_trials and not retries:
                 return
             if deadline is not None and time.time() >= deadline:
@@ -262,8 +265,8 @@ def run_search(config: SearchConfig) -> optuna.Study:
     ensure_files(config.data_dir)  # bad data: one line now, before any worker starts
     study = create_or_resume(config)
     before = sum(t.state != optuna.trial.TrialState.WAITING for t in study.trials)
-    done = finished_count(study)
-    remaining = max(config.n_trials - done, pending_retries(study))  # a dead trial's retry still runs
+    done, _, retries = budget_counts(study)
+    remaining = max(config.n_trials - done, retries)  # a dead trial's retry still runs
     if remaining <= 0:
         print(f"study {config.study_name!r} already has {done} finished trials, its budget is "
               f"--n-trials {config.n_trials}: nothing to run (raise --n-trials to run more)", flush=True)

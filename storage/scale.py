@@ -191,15 +191,17 @@ def run_scale(sizes: list[int], *, as_json: bool = False, keep: str | None = Non
             raise RuntimeError(f"report failed on the synthetic study: {r.stderr.strip()}")
         start, api = _time_dashboard(d, url, "scale", in_browser=False)
         _, page = _time_dashboard(d, url, "scale", in_browser=True)
-        # Where the page's time goes: the same study without its intermediate values, so the
-        # dashboard's intermediate-values plot (one SVG line per trial, with a legend) has nothing
-        # to draw. A diagnostic copy, never a study anyone searches.
-        bare = d / f"scale{n}-no-intermediate.db"
-        shutil.copyfile(db, bare)
-        with sqlite3.connect(bare) as con:
-            con.execute("DELETE FROM trial_intermediate_values")
-        con.close()
-        _, page_bare = _time_dashboard(d, f"sqlite:///{bare}", "scale", in_browser=True)
+        page_bare = None
+        if page is not None:  # no browser: nothing to compare, no copy to make
+            # Where the page's time goes: the same study without its intermediate values, so the
+            # dashboard's intermediate-values plot (one SVG line per trial, with a legend) has
+            # nothing to draw. A diagnostic copy, never a study anyone searches.
+            bare = d / f"scale{n}-no-intermediate.db"
+            shutil.copyfile(db, bare)
+            with sqlite3.connect(bare) as con:
+                con.execute("DELETE FROM trial_intermediate_values")
+            con.close()
+            _, page_bare = _time_dashboard(d, f"sqlite:///{bare}", "scale", in_browser=True)
         row = {"trials": n, "db_mb": round(db.stat().st_size / 2**20, 1), "build_s": round(built, 1),
                "report_s": round(rep, 2), "dashboard_start_s": round(start, 2), "dashboard_api_s": round(api, 2),
                "dashboard_page_s": None if page is None else round(page, 2),
