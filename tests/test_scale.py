@@ -279,7 +279,10 @@ def test_the_postgresql_server_restarted_under_running_workers(tmp_path):
     study = optuna.load_study(study_name=name, storage=url)
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states and "WAITING" not in states
-    assert 8 <= states.count("COMPLETE") <= 9
+    # the budget, plus (workers - 1) for workers starting at once, plus as many again for dead
+    # trials' retries that must run after a fresh trial filled the budget (since a87d4e5: before,
+    # such a retry was left WAITING for ever; CI saw 10 here, both in-flight trials retried)
+    assert 8 <= states.count("COMPLETE") <= 8 + 2 * (2 - 1)
     assert states.count("FAIL") <= 2  # at most the trial each worker had in flight
     optuna.delete_study(study_name=name, storage=url)
 
