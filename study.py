@@ -62,6 +62,11 @@ def add_data_arg(p):
     p.add_argument("--data-dir", help="MNIST root holding MNIST/raw/ (default: $MNIST_DATA_DIR or ./data)")
 
 
+def add_device_arg(p):
+    p.add_argument("--device", help="train on cpu, cuda or cuda:N; every worker process shares it "
+                                    "(default: $MNIST_NAS_DEVICE or cpu)")
+
+
 # Commands: the space ------------------------------------------------------------------------------
 
 def cmd_baselines(args):
@@ -338,6 +343,7 @@ def add_search_args(p, n_trials: int = 20):
                    help="run these points first: a JSON list of {parameter: value} objects, each in the space "
                         "and under the budget (points already in the study are not run again)")
     add_data_arg(p)
+    add_device_arg(p)
 
 
 def add_trial_arg(p):
@@ -387,6 +393,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-params", type=int, default=MAX_PARAMS, help="refuse specs with this many parameters or more")
     p.add_argument("--no-budget", action="store_true", help="skip the budget check (model1 needs it)")
     add_data_arg(p)
+    add_device_arg(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="images/s of this engine vs the conventional pipeline",
@@ -449,6 +456,7 @@ def parser() -> argparse.ArgumentParser:
     add_study_args(p)
     p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds")
     add_data_arg(p)
+    add_device_arg(p)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("report", help="best trials, counts by state, plots",
@@ -514,6 +522,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=int, help="train on the first N images (for quick checks)")
     p.add_argument("--json", action="store_true", help="print the per-seed results as JSON (progress goes to stderr)")
     add_data_arg(p)
+    add_device_arg(p)
     p.set_defaults(func=cmd_verify)
     examples = {
         "baselines": "mnist-nas baselines",
@@ -548,6 +557,9 @@ def main(argv=None) -> int:
     from storage.studies import StudyError
     from search import stopping
     try:
+        if hasattr(args, "device") and (args.device or os.environ.get("MNIST_NAS_DEVICE")):
+            from search.device import DEVICE_ENV, select
+            select(args.device or os.environ[DEVICE_ENV])  # checked before any worker starts; they inherit it
         code = args.func(args) or 0
         stopping.check()  # a stop asked for at the very end (say, during an export) still says so
         return code

@@ -24,7 +24,7 @@ import optuna
 
 from search.config import SearchConfig
 from search.config import check_counts
-from search.verify import held, print_table, retrain_seeds
+from search.verify import held, print_table, retrain_jobs, retrain_seeds
 from space.recipe import ConfigError, TrainConfig
 from space.target import TARGET_ACC
 from storage import notes
@@ -75,15 +75,27 @@ def search_stage(config: FindConfig) -> optuna.Study:
     return study
 
 
-def _keep_seed(study: optuna.Study, key: str, same: dict, results: dict, spent: dict):
-    """on_seed for retrain_seeds: store the seeds finished so far under `key`, so a stage stopped
-    mid-candidate resumes with only the missing seeds."""
-    def keep(seed: int, accs: list[float], secs: float) -> None:
+def _keep_seed(study: optuna.Study, key: str, same: dict, results: dict, spent: dict, devices: dict):
+    """on_seed for retrain_seeds: store the seeds finished so far under `key` (with their training
+    seconds and where they trained), so a stage stopped mid-candidate resumes with only the missing
+    seeds."""
+    def keep(seed: int, accs: list[float], secs: float, device: str) -> None:
         results[seed] = accs
         spent[seed] = secs
+        devices[str(seed)] = device
         study.set_user_attr(key, {**same, "results": {str(k): v for k, v in results.items()},
-                                  "core_seconds": sum(spent.values())})
+                                  "core_seconds": sum(spent.values()), "devices": dict(devices)})
     return keep
+
+
+def _resumed(stored: dict, same: bool, keep=lambda seed: True) -> tuple[dict, dict, dict]:
+    """(results, spent, devices) an interrupted stage left for one trial: its finished seeds (those
+    `keep` accepts), their training seconds so far and where each trained."""
+    results = ({int(seed): accs for seed, accs in stored.get("results", {}).items() if keep(int(seed))}
+               if same else {})
+    spent = {"before": stored.get("core_seconds", 0.0)} if results else {}  # training seconds, all seeds
+    devices = {k: v for k, v in stored.get("devices", {}).items() if int(k) in results}
+    return results, spent, devices
 
 
 def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
@@ -93,28 +105,32 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
     if not ranked:
         raise StudyError(f"study {study.study_name!r} has no complete trial to confirm")
     further = [CONFIRM_SEED_BASE + i for i in range(1, config.seeds)]
-    rows = []
+    kept, jobs = {}, []
     for t in ranked:
-        key = f"find:confirm:{t.number}"
         # finished seeds: the stage's row, or the seeds an interrupted run stored one by one
-        stored = study.user_attrs.get(key) or study.user_attrs.get(f"find:partial:confirm:{t.number}", {})
-        same = stored.get("epochs") == s.epochs and stored.get("k") == s.k
-        results = {int(seed): accs for seed, accs in stored.get("results", {}).items()} if same else {}
-        spent = {"before": stored.get("core_seconds", 0.0)} if results else {}  # training seconds, all seeds
+        stored = (study.user_attrs.get(f"find:confirm:{t.number}")
+                  or study.user_attrs.get(f"find:partial:confirm:{t.number}", {}))
+        results, spent, devices = _resumed(stored, stored.get("epochs") == s.epochs and stored.get("k") == s.k)
+        kept[t.number] = (results, spent, devices, _keep_seed(
+            study, f"find:partial:confirm:{t.number}", {"epochs": s.epochs, "k": s.k}, results, spent, devices))
         missing = [seed for seed in further if seed not in results]
         if missing:
             print(f"confirm: trial {t.number} ({t.user_attrs['params']:,} params, score {t.values[0]:.2f}): "
                   f"retraining with seeds {', '.join(map(str, missing))} on the search split", flush=True)
             cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
-            results.update(retrain_seeds(t.user_attrs["spec"], cfg, missing, final=False, data_dir=s.data_dir,
-                                         train_limit=s.train_limit, processes=s.workers,
-                                         on_seed=_keep_seed(study, f"find:partial:confirm:{t.number}",
-                                                            {"epochs": s.epochs, "k": s.k}, results, spent)))
+            jobs += [(t.number, t.user_attrs["spec"], cfg, seed, None) for seed in missing]
+    if jobs:  # one pool for every trial's seeds: as many run at once as there are --workers
+        retrain_jobs(jobs, final=False, data_dir=s.data_dir, train_limit=s.train_limit, processes=s.workers,
+                     on_done=lambda trial, seed, accs, secs, device: kept[trial][3](seed, accs, secs, device))
+    rows = []
+    for t in ranked:
+        results, spent, devices, _ = kept[t.number]
         scores = [t.values[0]] + [min(results[seed][-s.k:]) for seed in further]
         row = {"trial": t.number, "params": t.user_attrs["params"], "epochs": s.epochs, "k": s.k,
                "results": {str(seed): results[seed] for seed in further},
-               "scores": scores, "robust": min(scores), "core_seconds": sum(spent.values())}
-        study.set_user_attr(key, row)
+               "scores": scores, "robust": min(scores), "core_seconds": sum(spent.values()),
+               "devices": devices}
+        study.set_user_attr(f"find:confirm:{t.number}", row)
         notes.add_section(study, t.number, "## Confirmation (find, validation)", notes.verify_markdown(
             {"search": [t.values[0]], **{str(seed): results[seed][-s.k:] for seed in further}}, 1, None,
             title=f"Retrained on the same 50,000 / 10,000 split with further seeds; consistency score "
@@ -156,10 +172,8 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
                 study.set_user_attr("find:tests_used", met)  # counted before the test set is scored
             settings = {"epochs": s.epochs, "k": s.k, "target": config.target, "seeds": config.seeds}
             partial = study.user_attrs.get(f"find:partial:verify:{t.number}", {})
-            results = ({int(k): v for k, v in partial.get("results", {}).items()
-                        if _weights_path(config, t.number, int(k)).is_file()}
-                       if all(partial.get(f) == v for f, v in settings.items()) else {})
-            spent = {"before": partial.get("core_seconds", 0.0)} if results else {}
+            results, spent, devices = _resumed(partial, all(partial.get(f) == v for f, v in settings.items()),
+                                               keep=lambda seed: _weights_path(config, t.number, seed).is_file())
             todo = [seed for seed in seeds if seed not in results]
             print(f"verify: trial {t.number} ({t.user_attrs['params']:,} params, robust {row['robust']:.2f}): "
                   f"seeds {', '.join(map(str, todo))} of {config.seeds} on all training images, test set every "
@@ -170,11 +184,11 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
                 t.user_attrs["spec"], cfg, todo, final=True, data_dir=s.data_dir, train_limit=s.train_limit,
                 processes=s.workers,
                 weights_path=lambda seed, n=t.number: str(_weights_path(config, n, seed)),
-                on_seed=_keep_seed(study, f"find:partial:verify:{t.number}", settings, results, spent)))
+                on_seed=_keep_seed(study, f"find:partial:verify:{t.number}", settings, results, spent, devices)))
             stored = {"trial": t.number, "epochs": s.epochs, "k": s.k, "target": config.target,
                       "seeds": config.seeds, "results": {str(k): v for k, v in results.items()},
                       "passed": all(held(a, s.k, config.target) for a in results.values()),
-                      "core_seconds": sum(spent.values())}
+                      "core_seconds": sum(spent.values()), "devices": devices}
             study.set_user_attr(key, stored)
             notes.add_section(study, t.number, notes.VERIFY_HEADING, notes.verify_markdown(
                 stored["results"], s.k, config.target, passed=stored["passed"],

@@ -14,6 +14,7 @@ from space.rf import head_receptive_field
 from space.searchspace import SpaceError
 from space.spec import count_params
 from search.config import SearchConfig
+from search.device import describe, resolve
 from storage import notes
 
 
@@ -73,6 +74,7 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
 
         if progress is not None:
             progress.trial = trial.number
+        trial.set_user_attr("device", describe(resolve()))  # pruned trials too: where its epochs ran
         result = train(spec, cfg, split, on_epoch=on_epoch, quiet=True, progress=progress)
         k = min(config.k, len(history))
         score = result.last_k_min(k)

@@ -23,6 +23,7 @@ from space.spec import ArchSpec, count_params
 from space.target import EPOCH_LIMIT
 from search import stopping
 from search.data import Split
+from search.device import describe as describe_device, resolve as resolve_device
 
 @dataclass
 class TrainResult:
@@ -31,6 +32,7 @@ class TrainResult:
     config: TrainConfig
     eval_name: str  # "val" or "test"
     history: list[dict] = field(default_factory=list)  # one record per epoch
+    device: str = "cpu"  # where it trained (search.device.describe)
 
     @property
     def params(self) -> int:
@@ -44,7 +46,7 @@ class TrainResult:
 
     def to_json_dict(self) -> dict:
         return {"spec": self.spec.to_dict(), "params": self.params, "config": self.config.to_dict(),
-                "eval_name": self.eval_name, "epochs": self.history}
+                "eval_name": self.eval_name, "device": self.device, "epochs": self.history}
 
 
 def affine_batch(x: torch.Tensor, gen: torch.Generator, *, rotation: float = 0.0, shift: float = 0.0,
@@ -53,10 +55,10 @@ def affine_batch(x: torch.Tensor, gen: torch.Generator, *, rotation: float = 0.0
     affine_grid/grid_sample call: angle uniform in [-rotation, rotation] degrees, translation
     uniform in [-shift, shift] of the image side per axis, zoom uniform in [1 - scale, 1 + scale].
     What the transform uncovers is filled with `fill`."""
-    n = x.shape[0]
-    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(rotation)
-    zoom = 1 + (torch.rand(n, generator=gen) * 2 - 1) * scale
-    move = (torch.rand(n, 2, generator=gen) * 2 - 1) * (2 * shift)  # grid coordinates span 2 per side
+    n, dev = x.shape[0], gen.device  # draws come from gen, on gen's device (x's, on a GPU)
+    angle = (torch.rand(n, generator=gen, device=dev) * 2 - 1) * math.radians(rotation)
+    zoom = 1 + (torch.rand(n, generator=gen, device=dev) * 2 - 1) * scale
+    move = (torch.rand(n, 2, generator=gen, device=dev) * 2 - 1) * (2 * shift)  # grid coordinates span 2 per side
     # theta maps output to input coordinates: the inverse zoom, then the rotation, then the shift
     cos, sin = angle.cos() / zoom, angle.sin() / zoom
     theta = torch.stack([torch.stack([cos, -sin, move[:, 0]], 1), torch.stack([sin, cos, move[:, 1]], 1)], 1)
@@ -112,19 +114,25 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
           progress: Progress | None = None) -> TrainResult:
     """Train spec under cfg on split. on_epoch(record) runs after every epoch and may raise
     (a pruner stops a trial that way); log(line) receives the epoch table; progress hears of every
-    epoch and batch."""
+    epoch and batch. It trains on search.device's device ($MNIST_NAS_DEVICE, default the CPU); the
+    returned model is on the CPU either way."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)  # weights and dropout masks
-    gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and rotation angles
-    model = build_model(spec, dropout=cfg.dropout, pooled_dropout=cfg.pooled_dropout)
+    device = resolve_device()
+    torch.manual_seed(cfg.seed)  # weights and dropout masks (every device's generator)
+    gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and, on the CPU, augmentation draws
+    # on a GPU the augmentation draws are made there: no host-to-device copy per batch
+    aug_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(cfg.seed)
+    model = build_model(spec, dropout=cfg.dropout, pooled_dropout=cfg.pooled_dropout).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
-    x_all, y_all = split.train_images, split.train_labels
+    # the whole split moves once (uint8: 47 MB for all 60,000); on the CPU .to() is a no-op
+    x_all, y_all = split.train_images.to(device), split.train_labels.to(device)
+    eval_images, eval_labels = split.eval_images.to(device), split.eval_labels.to(device)
     n = len(y_all)
     sched, per_batch = make_scheduler(opt, cfg, steps_per_epoch=math.ceil(n / cfg.batch_size))
     augment = cfg.rotation or cfg.shift or cfg.scale
-    result = TrainResult(model, spec, cfg, split.eval_name)
+    result = TrainResult(model, spec, cfg, split.eval_name, device=describe_device(device))
     ev = split.eval_name
     if log:
         log(f"{'epoch':>5} {'lr':>8} {'train_loss':>10} {'train_acc':>9} {ev + '_loss':>10} "
@@ -133,9 +141,9 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
         t0 = time.perf_counter()
         model.train()
         lr = opt.param_groups[0]["lr"]
-        perm = torch.randperm(n, generator=gen)
-        loss_sum = torch.zeros(())
-        correct = torch.zeros((), dtype=torch.long)
+        perm = torch.randperm(n, generator=gen).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
         batches = range(0, n, cfg.batch_size)
         if progress:
             progress.start_epoch(epoch, cfg.epochs, len(batches))
@@ -144,7 +152,7 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
             idx = perm[i:i + cfg.batch_size]
             x, y = prepare(x_all[idx]), y_all[idx]
             if augment:
-                x = affine_batch(x, gen, rotation=cfg.rotation, shift=cfg.shift, scale=cfg.scale, fill=cfg.fill)
+                x = affine_batch(x, aug_gen, rotation=cfg.rotation, shift=cfg.shift, scale=cfg.scale, fill=cfg.fill)
             out = model(normalise(x))
             loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -160,7 +168,7 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
         lr_end = opt.param_groups[0]["lr"]
         if sched and not per_batch:
             sched.step()
-        ev_loss, ev_acc, _ = evaluate(model, split.eval_images, split.eval_labels)
+        ev_loss, ev_acc, _ = evaluate(model, eval_images, eval_labels)
         rec = {"epoch": epoch, "lr": lr, "lr_end": lr_end, "train_loss": loss_sum.item() / n,
                "train_acc": 100.0 * correct.item() / n, f"{ev}_loss": ev_loss, f"{ev}_acc": ev_acc,
                "seconds": time.perf_counter() - t0}
@@ -172,4 +180,5 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
                 f"{ev_loss:>10.4f} {ev_acc:>9.2f} {rec['seconds']:>7.1f}")
         if on_epoch:
             on_epoch(rec)
+    model.to("cpu")  # callers save, export and evaluate on the CPU
     return result

@@ -31,8 +31,8 @@ class PooledDropout(nn.Module):
         if not self.training or self.p == 0:
             return x
         n = x.numel()
-        if self.pool.numel() < 4 * n:
-            self.pool = torch.empty(4 * n).bernoulli_(1 - self.p).div_(1 - self.p)
+        if self.pool.numel() < 4 * n or self.pool.device != x.device:
+            self.pool = torch.empty(4 * n, device=x.device).bernoulli_(1 - self.p).div_(1 - self.p)
         chunk = max(n // self.REFRESH, 1)
         start = int(torch.randint(0, self.pool.numel() - chunk + 1, ()))
         self.pool[start:start + chunk].bernoulli_(1 - self.p).div_(1 - self.p)

@@ -25,6 +25,9 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     assert len(confirm["scores"]) == 2 and confirm["robust"] == min(confirm["scores"])
     verified = study.user_attrs[f"find:verify:{winner}"]
     assert verified["passed"] and sorted(verified["results"]) == ["1", "2"]
+    # where each run trained is recorded: the trials, each confirm seed and each verify seed
+    assert {t.user_attrs["device"] for t in study.trials} == {"cpu"}
+    assert confirm["devices"] == {"10001": "cpu"} and verified["devices"] == {"1": "cpu", "2": "cpu"}
     _, meta = load_model_file(tmp_path / "models" / "win.pt2")
     assert meta["trial"] == winner and meta["verify"] == verified and meta["tests_used"] == [winner]
     assert meta["test_acc"] == verified["results"]["1"][-1]
