@@ -101,9 +101,20 @@ def _resumed(stored: dict, same: bool, keep=lambda seed: True) -> tuple[dict, di
 def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
     """Seed-robust scores of the top N trials, best candidate first."""
     s = config.search
-    ranked = ranked_trials(study)[:config.top]
+    # The budget is this run's --max-params, not the one the study was searched under: a study
+    # searched under 5,000 can be asked for its best under 4,000, and never hands back a model
+    # over the budget it was asked for.
+    complete = ranked_trials(study)
+    ranked = [t for t in complete if t.user_attrs["params"] < s.max_params][:config.top]
     if not ranked:
-        raise StudyError(f"study {study.study_name!r} has no complete trial to confirm")
+        raise StudyError(f"study {study.study_name!r} has no complete trial under --max-params "
+                         f"{s.max_params:,} to confirm ({len(complete)} complete trial(s), "
+                         f"the smallest with {min((t.user_attrs['params'] for t in complete), default=0):,} params)"
+                         if complete else f"study {study.study_name!r} has no complete trial to confirm")
+    over = sum(t.user_attrs["params"] >= s.max_params for t in complete)
+    if over:
+        print(f"confirm: only trials under --max-params {s.max_params:,} are candidates "
+              f"({over} complete trial(s) at or over it)")
     further = [CONFIRM_SEED_BASE + i for i in range(1, config.seeds)]
     kept, jobs = {}, []
     for t in ranked:
@@ -218,7 +229,8 @@ def export_winner(config: FindConfig, study: optuna.Study, verified: dict, confi
     seed1 = verified["results"]["1"]
     meta = save_model_file(module, spec, {
         "study": study.study_name, "trial": verified["trial"], "config": weights["config"],
-        "trained_on": "all 60,000 training images, seed 1 of the verify stage",
+        "trained_on": "all 60,000 training images, seed 1 of the verify stage"
+                      + (f", on {verified['devices']['1']}" if verified.get("devices", {}).get("1") else ""),
         "test_acc_per_epoch": seed1, "test_acc": seed1[-1],
         "verify": verified, "confirm": confirmed,
         "tests_used": study.user_attrs.get("find:tests_used", []),

@@ -35,6 +35,7 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     # shipped with its spec JSON and a card: architecture, verify table, recipe
     assert json.loads((tmp_path / "models" / "win.spec.json").read_text()) == meta["spec"]
     card = (tmp_path / "models" / "win.md").read_text()
+    assert "Where each verify seed trained: 1: cpu, 2: cpu" in card and "seed 1 of the verify stage, on cpu" in card
     assert f"trial {winner}" in card and "| seed | best |" in card and "**PASS**" in card and "| batch_size |" in card
     # the same command again: every stage is found done, nothing is retrained, the same winner
     again = cli("find", "--study-name", "f", "--target", "0", "-o", "models/win.pt2", *TINY, cwd=tmp_path)
@@ -148,3 +149,23 @@ def test_sigterm_to_find_alone_during_confirm_stops_its_seed_processes_cleanly(t
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and time.time() - t0 < 30, (out, err)
     assert "Traceback" not in err and "interrupted" in err
+
+
+def test_find_under_a_smaller_budget_than_its_search_hands_back_only_a_model_under_it(tmp_path):
+    """A study searched under 6,000 asked for its best under a smaller budget: only trials under that
+    budget are confirmed, verified and exported; a budget no trial is under is one line, exit 2."""
+    make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
+    cli("find", "--study-name", "b", "--target", "0", "-o", "big.pt2", *TINY, cwd=tmp_path)
+    complete = [t for t in load(tmp_path, "b").trials if t.state == optuna.trial.TrialState.COMPLETE]
+    smallest = min(t.user_attrs["params"] for t in complete)
+    with_budget = lambda b: [str(b) if prev == "--max-params" else a for prev, a in zip([""] + TINY, TINY)]
+    r = cli("find", "--study-name", "b", "--target", "0", "-o", "small.pt2", *with_budget(smallest + 1), cwd=tmp_path)
+    over = sum(t.user_attrs["params"] > smallest for t in complete)
+    assert over and f"only trials under --max-params {smallest + 1:,} are candidates ({over} complete" in r.stdout
+    _, meta = load_model_file(tmp_path / "small.pt2")
+    assert meta["params"] == smallest
+    assert "search: done before" in r.stdout  # the search is not rerun for the smaller budget
+    r = cli("find", "--study-name", "b", "--target", "0", "-o", "none.pt2", *with_budget(smallest), cwd=tmp_path,
+            check=False)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+    assert f"no complete trial under --max-params {smallest:,}" in r.stderr and not (tmp_path / "none.pt2").exists()
