@@ -97,7 +97,8 @@ def cmd_summary(args):
 # train's flags that override one TrainConfig field each (flag --x-y sets field x_y)
 RECIPE_FLAGS = {"lr": float, "momentum": float, "batch_size": int, "dropout": float, "rotation": float,
                 "shift": float, "scale": float, "scheduler": str, "step_size": int, "gamma": float,
-                "max_lr": float, "pct_start": float, "label_smoothing": float, "weight_decay": float}
+                "max_lr": float, "pct_start": float, "label_smoothing": float, "weight_decay": float,
+                "ema": float, "fill": float}
 
 
 def read_json_file(path: str, what: str) -> dict:

@@ -124,6 +124,12 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
     # on a GPU the augmentation draws are made there: no host-to-device copy per batch
     aug_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(cfg.seed)
     model = build_model(spec, dropout=cfg.dropout, pooled_dropout=cfg.pooled_dropout).to(device)
+    # the averaged copy (buffers too: BN's statistics must match the averaged weights); the first
+    # update copies the weights, each later one moves them by (1 - ema) towards the live ones
+    averaged = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+        if cfg.ema else None)
+    scored = averaged.module if averaged is not None else model  # what each epoch scores and train returns
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
     # the whole split moves once (uint8: 47 MB for all 60,000); on the CPU .to() is a no-op
@@ -158,6 +164,8 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             if per_batch:
                 sched.step()
             # accumulate as tensors: no .item() sync per batch
@@ -168,7 +176,7 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
         lr_end = opt.param_groups[0]["lr"]
         if sched and not per_batch:
             sched.step()
-        ev_loss, ev_acc, _ = evaluate(model, eval_images, eval_labels)
+        ev_loss, ev_acc, _ = evaluate(scored, eval_images, eval_labels)
         rec = {"epoch": epoch, "lr": lr, "lr_end": lr_end, "train_loss": loss_sum.item() / n,
                "train_acc": 100.0 * correct.item() / n, f"{ev}_loss": ev_loss, f"{ev}_acc": ev_acc,
                "seconds": time.perf_counter() - t0}
@@ -180,5 +188,5 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
                 f"{ev_loss:>10.4f} {ev_acc:>9.2f} {rec['seconds']:>7.1f}")
         if on_epoch:
             on_epoch(rec)
-    model.to("cpu")  # callers save, export and evaluate on the CPU
+    result.model = scored.to("cpu")  # callers save, export and evaluate on the CPU
     return result

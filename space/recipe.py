@@ -34,6 +34,7 @@ _RULES = {
     "fill": (float, lambda v: 0 <= v <= 1, "in [0, 1]"),
     "dropout": (float, lambda v: 0 <= v < 1, "in [0, 1)"),
     "label_smoothing": (float, lambda v: 0 <= v < 1, "in [0, 1)"),
+    "ema": (float, lambda v: 0 <= v < 1, "in [0, 1) (0 = off; 0.999 averages over ~1,000 steps)"),
     "seed": (int, lambda v: 0 <= v < 2**63, ">= 0"),
     "threads": (int, lambda v: 0 <= v <= 256, "between 0 and 256 (0 = torch's default)"),
 }
@@ -58,6 +59,10 @@ class TrainConfig:
     fill: float = 0.0  # pixel value in [0, 1] for what an affine transform uncovers (0 = background)
     dropout: float = 0.05
     label_smoothing: float = 0.0
+    # Exponential moving average of the weights (and BN statistics), updated every step with this
+    # decay; 0 = off. When on, every epoch is scored with the averaged weights and they are what a
+    # run hands back: the aim is steadier last-K epochs, the target's "held".
+    ema: float = 0.0
     seed: int = 1
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     allow_long: bool = False  # permit more than EPOCH_LIMIT epochs

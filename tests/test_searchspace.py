@@ -109,6 +109,15 @@ def test_space_round_trips_through_json():
     assert any(d.startswith("arch.widths[2]") for d in diff) and any(d.startswith("recipe.batch_size") for d in diff)
 
 
+def test_weight_averaging_is_a_recipe_dimension_a_space_may_draw_and_old_spaces_lack():
+    import optuna
+    space = SearchSpace.from_dict({"recipe": {"ema": {"choice": [0.0, 0.999]}}})
+    drawn = {space.sample(optuna.trial.FixedTrial({**MODEL6_POINT, "ema": e}))[1].ema for e in (0.0, 0.999)}
+    assert drawn == {0.0, 0.999}
+    # a stored space from before the setting existed is the same space as before: studies resume
+    assert "ema" not in SearchSpace.default().to_dict()["recipe"]
+
+
 def test_a_partial_space_file_takes_the_defaults_for_the_rest():
     space = SearchSpace.from_dict({"arch": {"blocks": 3}})
     assert space.blocks == Fixed(3) and space.recipe == SearchSpace.default().recipe
@@ -125,6 +134,7 @@ def test_a_partial_space_file_takes_the_defaults_for_the_rest():
     ({"arch": {"order": {"choice": ["relu-bn", "bn-bn"]}}}, "arch.order"),
     ({"recipe": {"scheduler": {"choice": ["step", "cosine"]}}}, "recipe.scheduler"),
     ({"recipe": {"dropout": {"float": [0.0, 1.5]}}}, "recipe.dropout"),
+    ({"recipe": {"ema": {"choice": [0.0, 1.0]}}}, "recipe.ema"),
     ({"recipe": {"lr": {"float": [0.0, 0.1], "log": True}}}, "bad float range"),
     ({"recipe": {"batch_size": {"choice": []}}}, "distinct values"),
     ({"recipe": {"batch_size": {"choice": [32, 32]}}}, "distinct values"),

@@ -107,7 +107,7 @@ def test_shift_and_scale_move_and_zoom_each_image_on_its_own():
     (dict(batch_size=0), "batch_size"), (dict(lr=-1.0), "lr"), (dict(dropout=1.0), "dropout"),
     (dict(scheduler="cosine"), "scheduler"), (dict(batch_size=True), "batch_size"),
     (dict(lr="0.1"), "lr"), (dict(lr=float("nan")), "lr"), (dict(shift=0.9), "shift"),
-    (dict(threads=-1), "threads"), (dict(epochs=2.5), "epochs"),
+    (dict(threads=-1), "threads"), (dict(epochs=2.5), "epochs"), (dict(ema=1.0), "ema"), (dict(ema=-0.1), "ema"),
 ])
 def test_bad_recipes_are_refused_up_front(bad, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -246,3 +246,22 @@ def test_a_stop_signal_during_a_storage_write_lets_the_write_finish_then_stops_a
         stopping.reset()
     assert [r[0] for r in db.execute("select n from epochs")] == [1, -1]  # epoch 1 whole, nothing after
     assert not db.in_transaction
+
+
+def test_weight_averaging_scores_and_hands_back_the_averaged_weights(tiny_root):
+    """ema > 0: every epoch is scored with the exponential moving average of the weights, and the
+    returned model is that average; the same seed repeats it; ema = 0 is the plain run."""
+    from space.model import evaluate
+    split = make_split(load_mnist(tiny_root, download=False))
+    cfg = dict(epochs=3, batch_size=16, seed=5, threads=1, rotation=7)
+    plain = train(SPEC, TrainConfig(**cfg), split, quiet=True)
+    runs = [train(SPEC, TrainConfig(**cfg, ema=0.9), split, quiet=True) for _ in range(2)]
+    a, b = runs
+    assert [h["val_acc"] for h in a.history] == [h["val_acc"] for h in b.history]
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    # the training itself is the plain run's (same losses); only what is scored and returned differs
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in plain.history]
+    assert any(not torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), plain.model.state_dict().values()))
+    assert list(a.model.state_dict()) == list(plain.model.state_dict())  # a plain Sequential: exports as before
+    loss, acc, _ = evaluate(a.model, split.eval_images, split.eval_labels)
+    assert acc == a.history[-1]["val_acc"] and loss == pytest.approx(a.history[-1]["val_loss"])
