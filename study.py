@@ -170,6 +170,7 @@ def _sizes(text: str) -> list[int]:
 
 
 def cmd_bench(args):
+    os.environ["MNIST_NAS_DEVICE"] = "cpu"  # bench measures this machine's CPU, both pipelines alike
     from search.bench import run_bench, run_families
     if args.steps < 1:
         raise UserError(f"--steps must be a positive integer, got {args.steps}")

@@ -63,13 +63,16 @@ def _stage(name: str) -> None:
 
 
 def search_stage(config: FindConfig) -> optuna.Study:
-    from search.runner import create_or_resume, finished_count, run_search
-    study = create_or_resume(config.search)
+    from search.runner import create_or_resume, finished_count, load_checked, run_search
+    # A finished search is read, not resumed: resuming writes the run's settings into the study, and
+    # a `find --max-params 4000` asked of a study searched under 5,000 must not rewrite its budget.
+    study = load_checked(config.search) or create_or_resume(config.search)
     finished = finished_count(study)
     searched_to = study.user_attrs.get("find:searched", 0)
     if finished >= config.search.n_trials or searched_to >= config.search.n_trials:
         print(f"search: done before ({finished} finished trials; --n-trials {config.search.n_trials})")
         return study
+    study = create_or_resume(config.search)
     study = run_search(config.search)
     study.set_user_attr("find:searched", config.search.n_trials)  # reached, or stopped by --timeout
     return study
@@ -118,10 +121,11 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
     further = [CONFIRM_SEED_BASE + i for i in range(1, config.seeds)]
     kept, jobs = {}, []
     for t in ranked:
-        # finished seeds: the stage's row, or the seeds an interrupted run stored one by one
-        stored = (study.user_attrs.get(f"find:confirm:{t.number}")
-                  or study.user_attrs.get(f"find:partial:confirm:{t.number}", {}))
-        results, spent, devices = _resumed(stored, stored.get("epochs") == s.epochs and stored.get("k") == s.k)
+        # finished seeds: the stage's row, or the seeds an interrupted run stored one by one; only a
+        # record made with this run's epochs and K counts (an old row must not hide a newer partial)
+        records = [study.user_attrs.get(f"find:{kind}:{t.number}") or {} for kind in ("confirm", "partial:confirm")]
+        stored = next((r for r in records if r.get("epochs") == s.epochs and r.get("k") == s.k), {})
+        results, spent, devices = _resumed(stored, bool(stored))
         kept[t.number] = (results, spent, devices, _keep_seed(
             study, f"find:partial:confirm:{t.number}", {"epochs": s.epochs, "k": s.k}, results, spent, devices))
         missing = [seed for seed in further if seed not in results]
@@ -140,7 +144,7 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
         row = {"trial": t.number, "params": t.user_attrs["params"], "epochs": s.epochs, "k": s.k,
                "results": {str(seed): results[seed] for seed in further},
                "scores": scores, "robust": min(scores), "core_seconds": sum(spent.values()),
-               "devices": devices}
+               "devices": {k: v for k, v in devices.items() if int(k) in further}}
         study.set_user_attr(f"find:confirm:{t.number}", row)
         notes.add_section(study, t.number, "## Confirmation (find, validation)", notes.verify_markdown(
             {"search": [t.values[0]], **{str(seed): results[seed][-s.k:] for seed in further}}, 1, None,

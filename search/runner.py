@@ -63,6 +63,20 @@ def check_resume(config: SearchConfig, summary) -> None:
                          f"or use a new --study-name")
 
 
+def load_checked(config: SearchConfig) -> optuna.Study | None:
+    """The existing study, checked as a resume would be (objective, space), without writing to it;
+    None when the storage or the study does not exist yet."""
+    try:
+        storage = open_storage(_url(config))  # read-only: refuses a missing SQLite file, creates no tables
+    except StudyError:
+        return None
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if config.study_name not in summaries:
+        return None
+    check_resume(config, summaries[config.study_name])
+    return optuna.load_study(study_name=config.study_name, storage=storage)
+
+
 def create_or_resume(config: SearchConfig) -> optuna.Study:
     with creation_lock(_url(config)):
         return _create_or_resume(config)

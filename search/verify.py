@@ -30,7 +30,7 @@ def _run_seed(job):
     split = make_split(load_mnist(data_dir), final=final, train_limit=train_limit)
     cfg = TrainConfig.from_dict({**cfg_dict, "seed": seed, "threads": 1})
     ev = split.eval_name
-    name = f"{tag} seed {seed}" if tag is not None else f"seed {seed}"
+    name = f"trial {tag} seed {seed}" if tag is not None else f"seed {seed}"
     progress = lambda r: print(f"{name} epoch {r['epoch']:2d}: {ev} {r[ev + '_acc']:.2f} "
                                f"({r['seconds']:.0f}s)", flush=True,
                                file=sys.stderr if stream == "stderr" else sys.stdout)  # workers share the terminal

@@ -162,8 +162,11 @@ def write_model_card(path: Path, meta: dict) -> list[Path]:
                               title="Verify: retrained on all 60,000 training images per seed, the official "
                                     "test set scored after every epoch."),
         "",
-        (f"Where each verify seed trained: {', '.join(f'{k}: {v}' for k, v in sorted(verify['devices'].items()))} "
-         f"(runs on a GPU are not bit-for-bit repeatable)." if verify.get("devices") else ""),
+        (f"Where each verify seed trained: "
+         f"{', '.join(f'{k}: {v}' for k, v in sorted(verify['devices'].items(), key=lambda kv: int(kv[0])))}"
+         + (" (runs on a GPU are not bit-for-bit repeatable)" if any(v.startswith("cuda") for v in
+                                                                    verify["devices"].values()) else "") + "."
+         if verify.get("devices") else ""),
         "",
         (f"Confirm (validation, before the test set was used): consistency score per seed "
          f"{' '.join(f'{s:.2f}' for s in confirm['scores'])}, seed-robust {confirm['robust']:.2f}."

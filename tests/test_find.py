@@ -26,7 +26,7 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     verified = study.user_attrs[f"find:verify:{winner}"]
     assert verified["passed"] and sorted(verified["results"]) == ["1", "2"]
     # where each run trained is recorded: the trials, each confirm seed and each verify seed
-    assert {t.user_attrs["device"] for t in study.trials} == {"cpu"}
+    assert {t.user_attrs["device"] for t in study.trials if "spec" in t.user_attrs} == {"cpu"}
     assert confirm["devices"] == {"10001": "cpu"} and verified["devices"] == {"1": "cpu", "2": "cpu"}
     _, meta = load_model_file(tmp_path / "models" / "win.pt2")
     assert meta["trial"] == winner and meta["verify"] == verified and meta["tests_used"] == [winner]
@@ -72,6 +72,14 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     after = load(tmp_path, "f").user_attrs
     assert after[f"find:verify:{winner}"]["results"]["1"] == verified["results"]["1"]
     assert after[f"find:confirm:{other}"]["results"].keys() == confirmed["results"].keys()
+    # a row from a run with other settings does not hide a partial record made with this run's
+    study = load(tmp_path, "f")
+    kept = after[f"find:confirm:{other}"]["results"]
+    study.set_user_attr(f"find:confirm:{other}", {"epochs": 99, "k": 1, "results": {"10001": [1.0] * 99}})
+    study.set_user_attr(f"find:partial:confirm:{other}", {"epochs": 2, "k": 1, "results": kept, "core_seconds": 1.0})
+    again = cli("find", "--study-name", "f", "--target", "0", "-o", "models/win.pt2", *TINY, cwd=tmp_path).stdout
+    assert f"confirm: trial {other} (" not in again  # nothing retrained
+    assert load(tmp_path, "f").user_attrs[f"find:confirm:{other}"]["results"] == kept
 
 
 def test_find_fails_honestly_when_no_candidate_holds_the_target(tmp_path):
@@ -165,6 +173,7 @@ def test_find_under_a_smaller_budget_than_its_search_hands_back_only_a_model_und
     _, meta = load_model_file(tmp_path / "small.pt2")
     assert meta["params"] == smallest
     assert "search: done before" in r.stdout  # the search is not rerun for the smaller budget
+    assert load(tmp_path, "b").user_attrs["max_params"] == 6000  # the study's own budget is not rewritten
     r = cli("find", "--study-name", "b", "--target", "0", "-o", "none.pt2", *with_budget(smallest), cwd=tmp_path,
             check=False)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
