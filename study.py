@@ -170,7 +170,8 @@ def _sizes(text: str) -> list[int]:
 
 
 def cmd_bench(args):
-    os.environ["MNIST_NAS_DEVICE"] = "cpu"  # bench measures this machine's CPU, both pipelines alike
+    from search.device import DEVICE_ENV
+    os.environ[DEVICE_ENV] = "cpu"  # bench measures this machine's CPU, both pipelines alike
     from search.bench import run_bench, run_families
     if args.steps < 1:
         raise UserError(f"--steps must be a positive integer, got {args.steps}")
@@ -559,8 +560,8 @@ def main(argv=None) -> int:
     from storage.studies import StudyError
     from search import stopping
     try:
-        if hasattr(args, "device") and (args.device or os.environ.get("MNIST_NAS_DEVICE")):
-            from search.device import DEVICE_ENV, select
+        from search.device import DEVICE_ENV, select
+        if hasattr(args, "device") and (args.device or os.environ.get(DEVICE_ENV)):
             select(args.device or os.environ[DEVICE_ENV])  # checked before any worker starts; they inherit it
         code = args.func(args) or 0
         stopping.check()  # a stop asked for at the very end (say, during an export) still says so

@@ -72,8 +72,7 @@ def search_stage(config: FindConfig) -> optuna.Study:
     if finished >= config.search.n_trials or searched_to >= config.search.n_trials:
         print(f"search: done before ({finished} finished trials; --n-trials {config.search.n_trials})")
         return study
-    study = create_or_resume(config.search)
-    study = run_search(config.search)
+    study = run_search(config.search)  # resumes (or creates) the study, writing this run's settings
     study.set_user_attr("find:searched", config.search.n_trials)  # reached, or stopped by --timeout
     return study
 

@@ -30,6 +30,7 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
     """Return objective(trial). artifacts: storage.studies.ArtifactSink or None; progress: a
     TrialBar (a worker's bar on a terminal) or None."""
     from search.train import train
+    device = describe(resolve())  # one worker, one device: what each trial records
 
     def objective(trial: optuna.Trial):
         try:
@@ -74,7 +75,7 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
 
         if progress is not None:
             progress.trial = trial.number
-        trial.set_user_attr("device", describe(resolve()))  # pruned trials too: where its epochs ran
+        trial.set_user_attr("device", device)  # pruned trials too: where its epochs ran
         result = train(spec, cfg, split, on_epoch=on_epoch, quiet=True, progress=progress)
         k = min(config.k, len(history))
         score = result.last_k_min(k)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from space.model import PooledDropout, build_model, evaluate, normalise, prepare
+from space.model import build_model, evaluate, normalise, prepare
 from space.recipe import ConfigError, TrainConfig  # re-exported: callers import them from here
 from space.spec import ArchSpec, count_params
 from space.target import EPOCH_LIMIT
@@ -188,8 +188,5 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
                 f"{ev_loss:>10.4f} {ev_acc:>9.2f} {rec['seconds']:>7.1f}")
         if on_epoch:
             on_epoch(rec)
-    for m in scored.modules():  # a dropout pool is not a buffer, so .to() would leave it on the GPU
-        if isinstance(m, PooledDropout):
-            m.pool = torch.empty(0)
     result.model = scored.to("cpu")  # callers save, export and evaluate on the CPU
     return result

@@ -31,13 +31,19 @@ class PooledDropout(nn.Module):
         if not self.training or self.p == 0:
             return x
         n = x.numel()
-        if self.pool.numel() < 4 * n or self.pool.device != x.device:
+        if self.pool.numel() < 4 * n:
             self.pool = torch.empty(4 * n, device=x.device).bernoulli_(1 - self.p).div_(1 - self.p)
         chunk = max(n // self.REFRESH, 1)
         start = int(torch.randint(0, self.pool.numel() - chunk + 1, ()))
         self.pool[start:start + chunk].bernoulli_(1 - self.p).div_(1 - self.p)
         offset = int(torch.randint(0, self.pool.numel() - n + 1, ()))
         return x * self.pool[offset:offset + n].view_as(x)
+
+    def _apply(self, fn, recurse=True):
+        # .to()/.cuda()/.cpu() move parameters and buffers; the pool is neither (not model state),
+        # so it is dropped and redrawn where the next batch is, never left behind on a GPU
+        self.pool = torch.empty(0)
+        return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -89,3 +89,15 @@ def test_find_on_cuda_with_two_workers_runs_every_stage_and_records_where(tmp_pa
     assert set(study.user_attrs[f"find:confirm:{winner}"]["devices"]) == {"10001"}
     assert study.user_attrs[f"find:verify:{winner}"]["devices"].keys() == {"1", "2"}
     assert (tmp_path / "win.pt2").is_file()
+
+
+def test_a_dropout_pool_never_stays_behind_when_its_module_moves():
+    """The pool is scratch, not model state: any .to() drops it, so a model moved off a GPU holds
+    nothing of it (checked here on the CPU; the CUDA test above pickles a GPU-trained model)."""
+    from space.model import PooledDropout
+    drop = PooledDropout(0.1).train()
+    drop(torch.ones(8, 4))
+    assert drop.pool.numel() >= 32
+    drop.to("cpu")
+    assert drop.pool.numel() == 0
+    assert drop(torch.ones(8, 4)).shape == (8, 4) and drop.pool.numel() >= 32  # redrawn where the batch is
