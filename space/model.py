@@ -55,7 +55,7 @@ def build_model(spec: ArchSpec, dropout: float = 0.0, pooled_dropout: bool = Tru
     cin = spec.in_channels
     for l in spec.layers:
         if l.op == "conv":
-            layers.append(nn.Conv2d(cin, l.out, l.kernel, padding=l.padding, bias=spec.bias))
+            layers.append(nn.Conv2d(cin, l.out, l.kernel, padding=l.padding, groups=l.groups, bias=spec.bias))
             unit = [nn.ReLU()] + ([nn.BatchNorm2d(l.out)] if spec.batchnorm else [])
             layers += unit if spec.order == "relu-bn" else unit[::-1]
             if dropout > 0:
@@ -66,7 +66,7 @@ def build_model(spec: ArchSpec, dropout: float = 0.0, pooled_dropout: bool = Tru
         elif l.op == "gap":
             layers.append(nn.AdaptiveAvgPool2d(1))
         elif l.op == "head":
-            layers.append(nn.Conv2d(cin, l.out, l.kernel, padding=l.padding, bias=spec.bias))
+            layers.append(nn.Conv2d(cin, l.out, l.kernel, padding=l.padding, groups=l.groups, bias=spec.bias))
             layers.append(nn.Flatten())
     return nn.Sequential(*layers)
 

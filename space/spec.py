@@ -34,7 +34,10 @@ class Layer:
     """One step of the network.
 
     conv:    kernel x kernel convolution (stride 1) to `out` channels, then ReLU and BatchNorm (in
-             the spec's `order`), then Dropout.
+             the spec's `order`), then Dropout. `groups` > 1 splits the channels into that many
+             groups convolved apart (PyTorch's Conv2d groups): a 3x3 conv with groups = in = out
+             channels is depthwise, and followed by a 1x1 conv it is a depthwise-separable pair,
+             9*C + C*C' weights instead of 9*C*C'.
     maxpool: 2x2 max-pool, stride 2 (a transition between blocks).
     gap:     global average pooling over whatever spatial size arrives.
     head:    kernel x kernel convolution to the classes; no ReLU/BN/Dropout, its output is the logits.
@@ -43,6 +46,7 @@ class Layer:
     out: int = 0
     kernel: int = 3
     padding: int = 0
+    groups: int = 1
 
     def to_dict(self) -> dict:
         if self.op in ("maxpool", "gap"):
@@ -50,6 +54,8 @@ class Layer:
         d = {"op": self.op, "out": self.out, "kernel": self.kernel}
         if self.padding:
             d["padding"] = self.padding
+        if self.groups != 1:  # written only when used, so older spec files read back identical
+            d["groups"] = self.groups
         return d
 
 
@@ -98,7 +104,7 @@ class ArchSpec:
         for i, l in enumerate(d["layers"]):
             if not isinstance(l, dict) or "op" not in l:
                 raise SpecError(f"layer {i} must be an object with an 'op'")
-            extra = set(l) - {"op", "out", "kernel", "padding"}
+            extra = set(l) - {"op", "out", "kernel", "padding", "groups"}
             if extra:
                 raise SpecError(f"layer {i}: unknown fields {', '.join(sorted(extra))}")
             layers.append(Layer(**l))
@@ -149,13 +155,13 @@ def validate(spec: ArchSpec) -> None:
         if not ok:
             raise SpecError(f"bad value for {name!r}: {getattr(spec, name)!r}"
                             + (f" (one of {', '.join(ORDERS)})" if name == "order" else ""))
-    n = IMAGE_SIZE
+    n, cin = IMAGE_SIZE, spec.in_channels
     for i, l in enumerate(spec.layers):
         where = f"layer {i} ({l.op})"
         if not isinstance(l.op, str) or l.op not in OPS:
             raise SpecError(f"layer {i}: op must be one of {', '.join(OPS)}")
-        if not (_is_int(l.out) and _is_int(l.kernel) and _is_int(l.padding)):
-            raise SpecError(f"{where}: out, kernel and padding must be integers")
+        if not (_is_int(l.out) and _is_int(l.kernel) and _is_int(l.padding) and _is_int(l.groups)):
+            raise SpecError(f"{where}: out, kernel, padding and groups must be integers")
         if l.op not in OPS:
             raise SpecError(f"{where}: op must be one of {', '.join(OPS)}")
         if l.op in ("conv", "head"):
@@ -165,7 +171,12 @@ def validate(spec: ArchSpec) -> None:
                 raise SpecError(f"{where}: padding must be 0 or 1 (0 for 1x1)")
             if l.out < 1 or l.out > MAX_WIDTH:
                 raise SpecError(f"{where}: out channels must be between 1 and {MAX_WIDTH}, got {l.out}")
-            n = n + 2 * l.padding - l.kernel + 1
+            if l.groups < 1 or cin % l.groups or l.out % l.groups:
+                raise SpecError(f"{where}: groups must divide both its input ({cin}) and output "
+                                f"({l.out}) channels, got {l.groups}")
+            n, cin = n + 2 * l.padding - l.kernel + 1, l.out
+        elif l.groups != 1:
+            raise SpecError(f"{where}: groups belongs to conv and head layers only")
         elif l.op == "maxpool":
             if n < 2:
                 raise SpecError(f"{where}: nothing left to pool (spatial size {n})")
@@ -188,7 +199,7 @@ def count_params(spec: ArchSpec) -> int:
     total, cin = 0, spec.in_channels
     for l in spec.layers:
         if l.op in ("conv", "head"):
-            total += l.kernel * l.kernel * cin * l.out + (l.out if spec.bias else 0)
+            total += l.kernel * l.kernel * (cin // l.groups) * l.out + (l.out if spec.bias else 0)
             if l.op == "conv" and spec.batchnorm:
                 total += 2 * l.out  # BatchNorm weight and bias
             cin = l.out

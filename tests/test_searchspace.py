@@ -118,6 +118,35 @@ def test_weight_averaging_is_a_recipe_dimension_a_space_may_draw_and_old_spaces_
     assert "ema" not in SearchSpace.default().to_dict()["recipe"]
 
 
+def test_separable_draws_are_depthwise_pairs_fit_the_budget_and_old_spaces_lack_them():
+    space = SearchSpace.from_dict({"arch": {"separable": {"choice": [False, True]}}})
+    draws = random_draws(space, 200, 4000, seed=2)
+    assert max(count_params(spec) for spec, _, _ in draws) < 4000  # _count agrees with count_params
+    by_choice = {True: [], False: []}
+    for spec, _, params in draws:
+        by_choice[params["separable"]].append(spec)
+    assert len(by_choice[True]) > 50 and len(by_choice[False]) > 50
+    for spec in by_choice[False]:
+        assert all(l.groups == 1 for l in spec.layers)
+    for spec in by_choice[True]:
+        convs = [l for l in spec.layers if l.op == "conv"]
+        assert convs[0].groups == 1 and convs[0].kernel == 3  # the first sees one channel: plain
+        cin = convs[0].out
+        for l in convs[1:]:
+            if l.kernel == 3:  # every later 3x3 is depthwise and followed by a 1x1
+                assert l.groups == l.out == cin
+            cin = l.out
+        threes = [i for i, l in enumerate(spec.layers) if l.op == "conv" and l.kernel == 3 and l.groups > 1]
+        assert all(spec.layers[i + 1].op == "conv" and spec.layers[i + 1].kernel == 1 for i in threes)
+    # the smallest model of such a space is separable, and no draw is below it
+    assert count_params(space.smallest()) <= min(count_params(spec) for spec, _, _ in draws)
+    assert count_params(space.smallest()) < count_params(SearchSpace.default().smallest())
+    # a stored space from before the setting existed reads as separable off: studies resume unchanged
+    old = SearchSpace.default().to_dict()
+    del old["arch"]["separable"]
+    assert SearchSpace.from_dict(old) == SearchSpace.default()
+
+
 def test_a_partial_space_file_takes_the_defaults_for_the_rest():
     space = SearchSpace.from_dict({"arch": {"blocks": 3}})
     assert space.blocks == Fixed(3) and space.recipe == SearchSpace.default().recipe
@@ -132,6 +161,8 @@ def test_a_partial_space_file_takes_the_defaults_for_the_rest():
     ({"arch": {"widths": [{"int": [0, 4]}, {"int": [4, 8]}, {"int": [4, 8]}]}}, "positive integers"),
     ({"arch": {"widths": 5}}, "one width range per block"),
     ({"arch": {"order": {"choice": ["relu-bn", "bn-bn"]}}}, "arch.order"),
+    ({"arch": {"separable": {"choice": [False, 1]}}}, "arch.separable"),
+    ({"arch": {"separable": "yes"}}, "arch.separable"),
     ({"recipe": {"scheduler": {"choice": ["step", "cosine"]}}}, "recipe.scheduler"),
     ({"recipe": {"dropout": {"float": [0.0, 1.5]}}}, "recipe.dropout"),
     ({"recipe": {"ema": {"choice": [0.0, 1.0]}}}, "recipe.ema"),

@@ -11,16 +11,21 @@ from space.spec import ArchSpec, Layer, BudgetError, SpecError, count_params, ch
 
 
 def random_spec(rng: random.Random) -> ArchSpec:
-    """A random valid spec: blocks of 3x3/1x1 convs with max-pools between, GAP, 1x1 head."""
-    layers, n = [], 28
+    """A random valid spec: blocks of 3x3/1x1 convs (some depthwise or grouped) with max-pools
+    between, GAP, 1x1 head."""
+    layers, n, cin = [], 28, 1
     for block in range(rng.randint(1, 3)):
         for _ in range(rng.randint(1, 3)):
             k = rng.choice([1, 3, 3])
             pad = rng.choice([0, 1]) if k == 3 else 0
             if n + 2 * pad - k + 1 < 2:
                 continue
-            layers.append(Layer("conv", rng.randint(1, 40), kernel=k, padding=pad))
-            n = n + 2 * pad - k + 1
+            out, groups = rng.randint(1, 40), 1
+            if cin > 1 and rng.random() < 0.3:  # depthwise (out = in = groups) or 2 groups
+                groups = cin if k == 3 or cin % 2 else 2
+                out = cin if groups == cin else 2 * rng.randint(1, 20)
+            layers.append(Layer("conv", out, kernel=k, padding=pad, groups=groups))
+            n, cin = n + 2 * pad - k + 1, out
         if block < 2 and n >= 4:
             layers.append(Layer("maxpool"))
             n //= 2
@@ -91,10 +96,35 @@ def test_model6_receptive_field_table_matches_the_seed():
     ({"layers": [{"op": "gap"}, {"op": "head", "out": 7, "kernel": 1}]}, "classes"),
     ({"layers": [{"op": "dense", "out": 8}]}, "op must be"),
     ({"layers": [], "colour": 1}, "unknown"),
+    ({"layers": [{"op": "conv", "out": 8}, {"op": "conv", "out": 12, "groups": 8}, {"op": "gap"},
+                 {"op": "head", "out": 10, "kernel": 1}]}, "groups must divide"),
+    ({"layers": [{"op": "conv", "out": 8, "groups": 0}, {"op": "gap"}, {"op": "head", "out": 10, "kernel": 1}]},
+     "groups must divide"),
+    ({"layers": [{"op": "conv", "out": 8}, {"op": "maxpool", "groups": 2}, {"op": "gap"},
+                 {"op": "head", "out": 10, "kernel": 1}]}, "conv and head layers only"),
+    ({"layers": [{"op": "conv", "out": 8, "groups": "2"}, {"op": "gap"}, {"op": "head", "out": 10, "kernel": 1}]},
+     "integers"),
 ])
 def test_invalid_specs_are_refused_with_a_reason(bad, msg):
     with pytest.raises(SpecError, match=msg):
         ArchSpec.from_dict(bad)
+
+
+def test_depthwise_separable_pair_counts_and_builds_as_pytorch_does():
+    """A 3x3 depthwise conv (groups = channels) then a 1x1: 9*C + C*C' weights (+ BN), not 9*C*C'."""
+    spec = ArchSpec.from_dict({"layers": [
+        {"op": "conv", "out": 8, "padding": 1},                    # 72 + 16 (BN)
+        {"op": "conv", "out": 8, "padding": 1, "groups": 8},       # 72 + 16
+        {"op": "conv", "out": 16, "kernel": 1},                    # 128 + 32
+        {"op": "gap"}, {"op": "head", "out": 10, "kernel": 1}]})   # 160
+    assert count_params(spec) == 88 + 88 + 160 + 160
+    model = build_model(spec)
+    assert sum(p.numel() for p in model.parameters()) == count_params(spec)
+    assert model[3].groups == 8 and model[3].weight.shape == (8, 1, 3, 3)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    # groups is written only when used: older spec files (and the shipped models') read back identical
+    assert "groups" not in BASELINES["model6"].spec.to_json()
+    assert ArchSpec.from_json(spec.to_json()) == spec and '"groups": 8' in spec.to_json()
 
 
 def test_not_json_is_a_spec_error():
