@@ -141,16 +141,19 @@ def _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_lim
     if earlier:
         print(f"(find verified this trial before: {'PASS' if earlier['passed'] else 'FAIL'} "
               f"on seeds {', '.join(earlier['results'])})")
+    devices: dict[str, str] = {}  # where each seed trained, as find's verify rows record it
     results = retrain_seeds(frozen.user_attrs["spec"], cfg.to_dict(), list(range(1, seeds + 1)), final=True,
-                            data_dir=data_dir, train_limit=train_limit)
+                            data_dir=data_dir, train_limit=train_limit,
+                            on_seed=lambda seed, accs, secs, device: devices.__setitem__(str(seed), device))
     print_table(results, k, target)
     ok_all = all(held(a, k, target) for a in results.values())
     from storage import notes
     notes.add_section(study, frozen.number, notes.VERIFY_HEADING, notes.verify_markdown(
         {str(s): a for s, a in results.items()}, k, target, passed=ok_all,
         title=f"`verify` retrained it on {'all 60,000' if not train_limit else f'the first {train_limit:,}'} "
-              f"training images with seeds 1..{seeds}, {epochs} epochs, the official test set scored every epoch."))
+              f"training images with seeds 1..{seeds}, {epochs} epochs, the official test set scored every epoch"
+              f" (trained on {', '.join(sorted(set(devices.values())))})."))
     print("PASS: every seed held the target" if ok_all else "FAIL: not every seed held the target")
     return (0 if ok_all else 1), {"trial": frozen.number, "params": frozen.user_attrs["params"], "epochs": epochs,
                                   "k": k, "target": target, "passed": ok_all,
-                                  "results": {str(s): a for s, a in results.items()}}
+                                  "results": {str(s): a for s, a in results.items()}, "devices": devices}

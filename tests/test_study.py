@@ -489,6 +489,7 @@ def test_json_outputs_for_scripts(work):
               "--data-dir", "data", cwd=d)
     out = _json.loads(ver.stdout)
     assert out["passed"] and list(out["results"]) == ["1"] and "seed 1 epoch" in ver.stderr
+    assert out["devices"] == {"1": "cpu"}  # where each seed trained, as find's rows record it
 
 
 def _run_on_a_terminal(args, cwd, cols=120, rows=30, timeout=300) -> str:
