@@ -267,6 +267,15 @@ class SearchSpace:
             vals = d.values if isinstance(d, Choice) else (d.value,) if isinstance(d, Fixed) else ()
             if not vals or not all(ok(v) for v in vals):
                 raise SpaceError(f"arch.{name} must be among {say}")
+        if any(v is True for v in (self.separable.values if isinstance(self.separable, Choice)
+                                   else (getattr(self.separable, "value", None),))):
+            # A separable 3x3 costs 11*C + C*W + 2W against a plain one's 9*C*W + 2W: smaller from W = 2
+            # on. A width of 1 would make it larger, and the count no longer grow with the width,
+            # which the budget caps and smallest() rely on.
+            for where, dim in [(f"arch.widths[{i}]", w) for i, w in enumerate(self.widths)] + [
+                    ("arch.squeeze_width", self.squeeze_width)]:
+                if isinstance(dim.lowest(), int) and dim.lowest() < 2:
+                    raise SpaceError(f"{where} must start at 2 or more when arch.separable can be true")
         for key, dim in self.recipe.items():  # every value the space can draw must be a valid recipe
             corners = dim.values if isinstance(dim, Choice) else (dim.value,) if isinstance(dim, Fixed) \
                 else (dim.low, dim.high)

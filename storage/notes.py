@@ -24,7 +24,8 @@ VERIFY_HEADING = "## Verification"
 
 
 def describe_arch(spec: ArchSpec) -> str:
-    """'3 blocks: [8 8 8, pad 1] -> pool -> [...]; Conv-BN-ReLU; GAP, 1x1 head'."""
+    """'3 blocks: [8 8 8, pad 1] -> pool -> [...]; Conv-BN-ReLU; GAP, 1x1 head'. A depthwise 3x3
+    followed by a 1x1 (a separable pair) reads as one 3x3 of the 1x1's width."""
     blocks, current = [], []
     for layer in spec.layers:
         if layer.op == "conv":
@@ -32,17 +33,31 @@ def describe_arch(spec: ArchSpec) -> str:
         elif layer.op in ("maxpool", "gap"):
             blocks.append(current)
             current = []
-    parts = []
+    parts, separable = [], False
     for convs in blocks:
-        wide = [l for l in convs if l.kernel == 3]
-        squeeze = [l for l in convs if l.kernel == 1]
-        pad = {l.padding for l in wide}
-        text = " ".join(str(l.out) for l in wide) + (f", pad {pad.pop()}" if len(pad) == 1 else "")
+        wide, pads, squeeze, i = [], set(), None, 0
+        while i < len(convs):
+            l = convs[i]
+            pair = l.kernel == 3 and l.groups > 1 and i + 1 < len(convs) and convs[i + 1].kernel == 1
+            if pair:  # depthwise (or grouped) 3x3, then the 1x1 that sets the width
+                wide.append(str(convs[i + 1].out))
+                pads.add(l.padding)
+                separable, i = True, i + 2
+                continue
+            if l.kernel == 3:
+                wide.append(str(l.out) + (f" (groups {l.groups})" if l.groups > 1 else ""))
+                pads.add(l.padding)
+            else:
+                squeeze = l
+            i += 1
+        text = " ".join(wide) + (f", pad {pads.pop()}" if len(pads) == 1 else "")
         if squeeze:
-            text += f", 1x1 squeeze to {squeeze[-1].out}"
+            text += f", 1x1 squeeze to {squeeze.out}"
         parts.append(f"[{text}]")
     order = "Conv-ReLU-BN" if spec.order == "relu-bn" else "Conv-BN-ReLU"
-    return f"{len(blocks)} blocks of 3x3 convolutions {' → max-pool → '.join(parts)}; {order}; GAP, 1x1 head"
+    kind = "3x3 convolutions" + (" (depthwise-separable after the first: a depthwise 3x3, then a 1x1 to "
+                                 "the width shown)" if separable else "")
+    return f"{len(blocks)} blocks of {kind} {' → max-pool → '.join(parts)}; {order}; GAP, 1x1 head"
 
 
 def torchinfo_summary(spec: ArchSpec) -> str:

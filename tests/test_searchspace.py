@@ -147,6 +147,47 @@ def test_separable_draws_are_depthwise_pairs_fit_the_budget_and_old_spaces_lack_
     assert SearchSpace.from_dict(old) == SearchSpace.default()
 
 
+def test_the_budget_arithmetic_is_the_specs_own_count_for_every_kind_of_draw():
+    """_count (what the width caps use) equals count_params on what sample() builds: separable or
+    not, squeezes, biases, padding, 2-3 blocks. Equality, so an over-count would fail too."""
+    space = SearchSpace.from_dict({"arch": {"separable": {"choice": [False, True]},
+                                            "bias": {"choice": [False, True]}, "convs": {"int": [1, 3]},
+                                            "widths": [{"int": [2, 16]}, {"int": [2, 24]}, {"int": [2, 24]}],
+                                            "squeeze_width": {"int": [2, 16]}}})
+    seen = set()
+    for spec, _, params in random_draws(space, 300, None, seed=3):
+        structure = []
+        for b in range(1, params["blocks"] + 1):
+            structure.append((params[f"b{b}_convs"], params[f"b{b}_pad"], params.get(f"b{b}_squeeze", False)))
+        widths = []
+        for b, (convs, _, squeeze) in enumerate(structure, 1):
+            widths += [params[f"b{b}_w{j}"] for j in range(convs)] + ([params[f"b{b}_sq_w"]] if squeeze else [])
+        assert SearchSpace._count(structure, widths, params["bias"], params["separable"]) == count_params(spec)
+        seen.add((params["separable"], params["bias"], any(sq for _, _, sq in structure)))
+    assert len(seen) == 8  # every combination of separable, bias and squeeze was checked
+
+
+def test_separable_spaces_need_widths_of_two_or_more():
+    """A 1-wide layer makes the separable pair larger than the plain conv, and the count stop
+    growing with width: refused up front rather than breaking the budget caps."""
+    for arch in ({"widths": [{"int": [1, 8]}, {"int": [4, 8]}, {"int": [4, 8]}]}, {"squeeze_width": {"int": [1, 8]}}):
+        with pytest.raises(SpaceError, match="2 or more when arch.separable"):
+            SearchSpace.from_dict({"arch": {"separable": True, **arch}})
+        SearchSpace.from_dict({"arch": arch})  # without separable a width of 1 stays allowed
+
+
+def test_a_separable_draw_is_described_as_its_widths():
+    from storage.notes import describe_arch
+    space = SearchSpace.from_dict({"arch": {"separable": True}})
+    point = {**MODEL6_POINT, "separable": True}
+    spec, _ = space.sample(optuna.trial.FixedTrial(point))
+    text = describe_arch(spec)
+    # model6's widths, not the depthwise layers' (which repeat the previous width), and its squeeze
+    assert "[8 15, pad 0, 1x1 squeeze to 10] → max-pool → [10 12 14 18, pad 0]" in text, text
+    assert "depthwise-separable" in text
+    assert "depthwise" not in describe_arch(BASELINES["model6"].spec)
+
+
 def test_a_partial_space_file_takes_the_defaults_for_the_rest():
     space = SearchSpace.from_dict({"arch": {"blocks": 3}})
     assert space.blocks == Fixed(3) and space.recipe == SearchSpace.default().recipe
