@@ -265,3 +265,25 @@ def test_weight_averaging_scores_and_hands_back_the_averaged_weights(tiny_root):
     assert list(a.model.state_dict()) == list(plain.model.state_dict())  # a plain Sequential: exports as before
     loss, acc, _ = evaluate(a.model, split.eval_images, split.eval_labels)
     assert acc == a.history[-1]["val_acc"] and loss == pytest.approx(a.history[-1]["val_loss"])
+
+
+def test_the_weight_average_warms_up_then_holds_its_decay():
+    """Update t moves the average by 1 - min(ema, (1 + t) / (10 + t)) towards the live weights,
+    checked against the formula written out by hand, through AveragedModel as train() uses it."""
+    from search.train import _ema_update, ema_decay
+    assert ema_decay(0, 0.999) == pytest.approx(0.1) and ema_decay(1, 0.999) == pytest.approx(2 / 11)
+    assert ema_decay(890, 0.999) == pytest.approx(0.99) and ema_decay(20_000, 0.999) == 0.999
+    live = torch.nn.Linear(3, 2)
+    decay_now = {"decay": 0.0}
+    avg = torch.optim.swa_utils.AveragedModel(live, multi_avg_fn=_ema_update(decay_now), use_buffers=True)
+    want = None
+    for t in range(30):
+        with torch.no_grad():
+            live.weight.add_(torch.randn(2, 3))
+        decay_now["decay"] = ema_decay(t, 0.5)
+        avg.update_parameters(live)
+        w = live.weight.detach().clone()
+        d = ema_decay(t, 0.5)
+        want = w if want is None else d * want + (1 - d) * w  # the first update copies
+        assert torch.allclose(avg.module.weight, want, atol=1e-6), t
+    assert ema_decay(29, 0.5) == 0.5  # the late updates ran at the full decay
