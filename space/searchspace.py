@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from space.recipe import SCHEDULERS, ConfigError, TrainConfig
-from space.spec import ORDERS, ArchSpec, Layer, SpecError, IMAGE_SIZE, count_params, parse_json
+from space.spec import ORDERS, ArchSpec, Layer, SpecError, IMAGE_SIZE, parse_json
 
 
 class SpaceError(ValueError):
@@ -160,6 +160,11 @@ class Choice:
 Dim = Fixed | IntRange | FloatRange | Choice
 
 
+def _values(dim: Dim) -> tuple:
+    """Every value a Fixed or Choice dimension can give; () for a range."""
+    return dim.values if isinstance(dim, Choice) else (dim.value,) if isinstance(dim, Fixed) else ()
+
+
 def dim_from_json(value, where: str) -> Dim:
     if isinstance(value, dict):
         kinds = [k for k in ("int", "float", "choice") if k in value]
@@ -258,17 +263,15 @@ class SearchSpace:
         recipe = {**_default_recipe(), **self.recipe}
         object.__setattr__(self, "recipe", {k: recipe[k] for k in RECIPE_FIELDS if k in recipe})
         sched = self.recipe.get("scheduler", Fixed("step"))
-        choices = sched.values if isinstance(sched, Choice) else (sched.value,) if isinstance(sched, Fixed) else ()
+        choices = _values(sched)
         if not choices or any(c not in SCHEDULERS for c in choices):
             raise SpaceError(f"recipe.scheduler must be among {', '.join(SCHEDULERS)}")
         for name, ok, say in (("order", lambda v: v in ORDERS, ", ".join(ORDERS)),
                               ("separable", lambda v: isinstance(v, bool), "true, false")):
-            d = getattr(self, name)
-            vals = d.values if isinstance(d, Choice) else (d.value,) if isinstance(d, Fixed) else ()
+            vals = _values(getattr(self, name))
             if not vals or not all(ok(v) for v in vals):
                 raise SpaceError(f"arch.{name} must be among {say}")
-        if any(v is True for v in (self.separable.values if isinstance(self.separable, Choice)
-                                   else (getattr(self.separable, "value", None),))):
+        if True in _values(self.separable):
             # A separable 3x3 costs 11*C + C*W + 2W against a plain one's 9*C*W + 2W: smaller from W = 2
             # on. A width of 1 would make it larger, and the count no longer grow with the width,
             # which the budget caps and smallest() rely on.
@@ -432,11 +435,8 @@ class SearchSpace:
 
     def smallest(self) -> ArchSpec:
         """The smallest model the space can build: a budget at or below its count admits nothing."""
-        # the narrowest draw, with and without separable convolutions where the space offers both
-        # (separable is usually smaller, but not for 1-wide layers)
-        options = self.separable.values if isinstance(self.separable, Choice) else (None,)
-        specs = [self.sample(_Lowest(self, separable=v), name="smallest")[0] for v in options]
-        return min(specs, key=count_params)
+        spec, _ = self.sample(_Lowest(self), name="smallest")
+        return spec
 
     def outside(self, params: dict) -> list[str]:
         """Why `params` (Optuna parameter names -> values) is not a point of this space: [] if it is."""
@@ -475,8 +475,8 @@ def space_diff(old: dict, new: dict, path: str = "") -> list[str]:
 class _Lowest:
     """A stand-in trial that answers every question with the smallest value allowed."""
 
-    def __init__(self, space: SearchSpace, separable=None):
-        self.space, self.separable = space, separable
+    def __init__(self, space: SearchSpace):
+        self.space = space
 
     def suggest_int(self, name, low, high, step=1, log=False):
         return low
@@ -485,8 +485,8 @@ class _Lowest:
         return low
 
     def suggest_categorical(self, name, choices):
-        if name == "separable" and self.separable is not None:
-            return self.separable
+        if name == "separable" and True in choices:
+            return True  # with every width >= 2 (checked when the space is made) it is the smaller
         return False if False in choices and name.endswith("_squeeze") else choices[0]
 
 
