@@ -287,3 +287,50 @@ def test_the_weight_average_warms_up_then_holds_its_decay():
         want = w if want is None else d * want + (1 - d) * w  # the first update copies
         assert torch.allclose(avg.module.weight, want, atol=1e-6), t
     assert ema_decay(29, 0.5) == 0.5  # the late updates ran at the full decay
+
+
+def test_separable_specs_train_channels_last_and_come_back_in_the_default_layout(tiny_root, monkeypatch):
+    """A spec with grouped convolutions trains channels_last on the CPU (faster there: see
+    training_memory_format); the model handed back is contiguous, the run repeats per seed, and its
+    numbers match a run forced to the default layout up to float rounding."""
+    import search.train as train_mod
+    from space.spec import ArchSpec, Layer
+    sep = ArchSpec(name="sep", order="bn-relu", layers=(
+        Layer("conv", out=6, padding=1), Layer("conv", out=6, groups=6, padding=1), Layer("conv", out=8, kernel=1),
+        Layer("maxpool"), Layer("conv", out=8, groups=8), Layer("conv", out=12, kernel=1),
+        Layer("gap"), Layer("head", out=10, kernel=1)))
+    cpu = torch.device("cpu")
+    assert train_mod.training_memory_format(sep, cpu) == torch.channels_last
+    assert train_mod.training_memory_format(SPEC, cpu) == torch.contiguous_format
+    assert train_mod.training_memory_format(sep, torch.device("cuda")) == torch.contiguous_format
+    split = make_split(load_mnist(tiny_root, download=False))
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=2, threads=1, rotation=5, ema=0.9)
+    seen = []
+    real_build = train_mod.build_model
+    def spy_build(*a, **kw):
+        m = real_build(*a, **kw)
+        seen.append(m)
+        return m
+    monkeypatch.setattr(train_mod, "build_model", spy_build)
+    a, b = train(sep, cfg, split, quiet=True), train(sep, cfg, split, quiet=True)
+    assert [h["val_acc"] for h in a.history] == [h["val_acc"] for h in b.history]
+    # the returned weights are in the default layout, whatever layout training used
+    assert all(p.is_contiguous() for p in a.model.parameters())
+    # the layout changes how, not what, is computed: one step's outputs and gradients agree
+    from space.model import build_model
+    torch.manual_seed(0)
+    m1 = build_model(sep)
+    m2 = real_build(sep).to(memory_format=torch.channels_last)
+    m2.load_state_dict(m1.state_dict())
+    x = torch.randn(8, 1, 28, 28)
+    y = torch.randint(0, 10, (8,))
+    outs = []
+    for m, xin in ((m1, x), (m2, x.contiguous(memory_format=torch.channels_last))):
+        out = m(xin)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        outs.append((out.detach(), [p.grad for p in m.parameters()]))
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5)
+    assert all(torch.allclose(g1, g2, atol=1e-5) for g1, g2 in zip(outs[0][1], outs[1][1]))
+    # and the layout really was channels_last while it trained (a 4-d weight with C > 1 shows it)
+    depthwise_or_1x1 = [m for m in seen[0].modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1]
+    assert depthwise_or_1x1 and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in depthwise_or_1x1)
