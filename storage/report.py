@@ -221,12 +221,18 @@ def write_plots(study, order, front, out: Path, top: int) -> list[Path]:
 def front(studies: list[tuple[str, str]], *, output: str | Path | None = None, as_json: bool = False) -> list[dict]:
     """The accuracy-vs-parameters front across studies: every complete trial of each (name, URL),
     one Pareto front over all of them (consistency score up, parameters down), verified trials
-    marked; a PNG at `output` if given. Scores are validation consistency scores of the search."""
+    marked; a PNG at `output` if given. Scores are validation consistency scores of the search (one
+    seed each, so the front is drawn through them); where `find` confirmed a trial, its seed-robust
+    score (the minimum over its seeds) is given beside it as `robust` and drawn below the seed-0 point:
+    the distance between the two is how much of a trial's lead was its seed."""
     points, per_study = [], {}
     for name, url in studies:
         study = load_study(study_name=name, storage=url)
-        verified = {int(k.rsplit(":", 1)[1]): v for k, v in study.user_attrs.items() if k.startswith("find:verify:")}
+        attrs = study.user_attrs
+        verified = {int(k.rsplit(":", 1)[1]): v for k, v in attrs.items() if k.startswith("find:verify:")}
+        robust = {int(k.rsplit(":", 1)[1]): v["robust"] for k, v in attrs.items() if k.startswith("find:confirm:")}
         rows = [{"study": name, "trial": t.number, "params": t.user_attrs.get("params", 0), "score": t.values[0],
+                 "robust": robust.get(t.number),
                  "verified": None if t.number not in verified else verified[t.number]["passed"]}
                 for t in ranked_trials(study)]
         per_study[name] = rows
@@ -242,10 +248,15 @@ def front(studies: list[tuple[str, str]], *, output: str | Path | None = None, a
         return best
     print(f"accuracy-vs-parameters front over {sum(len(v) for v in per_study.values())} complete trials of "
           f"{len(studies)} studies (validation consistency score; verified: find's test-set verdict)")
-    print(f"{'study':<12} {'trial':>5} {'params':>7} {'score':>7}  verified")
+    print(f"{'study':<12} {'trial':>5} {'params':>7} {'score':>7} {'robust':>7}  verified")
     for r in best:
         v = "" if r["verified"] is None else ("PASS" if r["verified"] else "FAIL")
-        print(f"{r['study']:<12} {r['trial']:>5} {r['params']:>7,} {r['score']:>7.2f}  {v}")
+        rb = "" if r["robust"] is None else f"{r['robust']:.2f}"
+        print(f"{r['study']:<12} {r['trial']:>5} {r['params']:>7,} {r['score']:>7.2f} {rb:>7}  {v}")
+    confirmed = sum(r["robust"] is not None for rows in per_study.values() for r in rows)
+    if confirmed:
+        print(f"(robust: find's seed-robust validation score; {confirmed} trial(s) confirmed across these studies, "
+              f"drawn on the plot)")
     if output:
         print(f"wrote {output}")
     return best
@@ -258,12 +269,20 @@ def _plot_front(per_study: dict, best: list[dict], out: Path) -> None:
     for name, rows in per_study.items():
         ax.scatter([r["params"] for r in rows], [r["score"] for r in rows], s=18, label=name)
     ax.plot([r["params"] for r in best], [r["score"] for r in best], "k--", lw=1, label="front (all studies)")
-    for r in best:
-        if r["verified"] is not None:
-            ax.annotate("verified PASS" if r["verified"] else "verified FAIL", (r["params"], r["score"]),
-                        textcoords="offset points", xytext=(4, -12), fontsize=7)
+    confirmed = [r for rows in per_study.values() for r in rows if r["robust"] is not None]
+    if confirmed:
+        # each confirmed trial: a grey stem from its search (seed-0) score down to its seed-robust one
+        for r in confirmed:
+            ax.plot([r["params"], r["params"]], [r["score"], r["robust"]], color="0.5", lw=0.8)
+        ax.scatter([r["params"] for r in confirmed], [r["robust"] for r in confirmed], s=26, facecolors="none",
+                   edgecolors="k", lw=0.9, label="seed-robust (find confirm)", zorder=3)
+    for r in (r for rows in per_study.values() for r in rows if r["verified"] is not None):
+        # every verified trial, on the front or not, at the score it was chosen by (robust if confirmed)
+        y = r["score"] if r["robust"] is None else r["robust"]
+        ax.annotate("test PASS" if r["verified"] else "test FAIL", (r["params"], y),
+                    textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set(xlabel="parameters", ylabel="consistency score (validation %)",
-           title="complete trials: validation accuracy vs parameters")
+           title="complete trials: validation accuracy vs parameters (seed 0; hollow: min over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.subplots_adjust(left=0.11, right=0.98, bottom=0.12, top=0.92)

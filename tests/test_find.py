@@ -122,8 +122,15 @@ def test_front_across_studies_marks_verified_trials_and_refuses_bad_pairs(tmp_pa
     assert "front over 5 complete trials of 2 studies" in r.stdout
     assert (tmp_path / "docs" / "front.png").read_bytes()[:4] == b"\x89PNG"
     rows = json.loads(cli("front", *pairs, "--json", cwd=tmp_path).stdout)["front"]
-    winner = load(tmp_path, "a").user_attrs["find:winner"]
+    attrs = load(tmp_path, "a").user_attrs
+    winner = attrs["find:winner"]
     assert all(r["verified"] is None for r in rows if (r["study"], r["trial"]) != ("a", winner))
+    # confirmed trials carry their seed-robust score; the others (study b never ran find) none
+    for row in rows:
+        confirm = attrs.get(f"find:confirm:{row['trial']}") if row["study"] == "a" else None
+        assert row["robust"] == (confirm["robust"] if confirm else None)
+    assert "robust" in r.stdout and ("confirmed across these studies" in r.stdout) == any(
+        k.startswith("find:confirm:") for k in attrs)
     assert any(r["verified"] is True for r in rows) or all(r["trial"] != winner or r["study"] != "a" for r in rows)
     params = [r["params"] for r in rows]
     scores = [r["score"] for r in rows]
