@@ -56,11 +56,13 @@ def build_model(spec: ArchSpec, dropout: float = 0.0, pooled_dropout: bool = Tru
     for l in spec.layers:
         if l.op == "conv":
             layers.append(nn.Conv2d(cin, l.out, l.kernel, padding=l.padding, groups=l.groups, bias=spec.bias))
+            cin = l.out
+            if l.linear:  # straight into the next convolution
+                continue
             unit = [nn.ReLU()] + ([nn.BatchNorm2d(l.out)] if spec.batchnorm else [])
             layers += unit if spec.order == "relu-bn" else unit[::-1]
             if dropout > 0:
                 layers.append(PooledDropout(dropout) if pooled_dropout else nn.Dropout(dropout))
-            cin = l.out
         elif l.op == "maxpool":
             layers.append(nn.MaxPool2d(2, 2))
         elif l.op == "gap":

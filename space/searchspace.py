@@ -246,6 +246,10 @@ class SearchSpace:
     # Off in the default space (results/separable-check: 3,636 parameters held 99.07/99.13 on
     # validation where the plain 3.6K designs reached 99.00 and the 4,736 under5k 99.12/99.21).
     separable: Dim = Fixed(False)
+    # With separable: True makes each depthwise 3x3 linear (no ReLU/BN of its own; the 1x1's follow),
+    # as in Xception, which found that better than a nonlinearity between the two (Chollet 2017,
+    # section 4.7); it also saves the depthwise BN's 2*C parameters. Drawn only when separable is.
+    linear_depthwise: Dim = Fixed(False)
     recipe: dict = field(default_factory=_default_recipe)
 
     def __post_init__(self):
@@ -267,7 +271,8 @@ class SearchSpace:
         if not choices or any(c not in SCHEDULERS for c in choices):
             raise SpaceError(f"recipe.scheduler must be among {', '.join(SCHEDULERS)}")
         for name, ok, say in (("order", lambda v: v in ORDERS, ", ".join(ORDERS)),
-                              ("separable", lambda v: isinstance(v, bool), "true, false")):
+                              ("separable", lambda v: isinstance(v, bool), "true, false"),
+                              ("linear_depthwise", lambda v: isinstance(v, bool), "true, false")):
             vals = _values(getattr(self, name))
             if not vals or not all(ok(v) for v in vals):
                 raise SpaceError(f"arch.{name} must be among {say}")
@@ -289,7 +294,8 @@ class SearchSpace:
                     raise SpaceError(f"recipe.{key}: {e}") from None
 
     # JSON ----------------------------------------------------------------------------------------
-    ARCH_KEYS = ("blocks", "convs", "padding", "widths", "squeeze", "squeeze_width", "order", "bias", "separable")
+    ARCH_KEYS = ("blocks", "convs", "padding", "widths", "squeeze", "squeeze_width", "order", "bias", "separable",
+                 "linear_depthwise")
 
     @classmethod
     def default(cls) -> "SearchSpace":
@@ -358,6 +364,7 @@ class SearchSpace:
         order = self.order.suggest(trial, "order")
         bias = self.bias.suggest(trial, "bias")
         separable = self.separable.suggest(trial, "separable")
+        linear = bool(separable) and bool(self.linear_depthwise.suggest(trial, "linear_depthwise"))
 
         # width slots in layer order: (param name, dimension, kernel)
         slots = []
@@ -370,7 +377,8 @@ class SearchSpace:
             cap = None
             if max_params is not None and isinstance(dim, IntRange):
                 rest = [d.lowest() for _, d, _ in slots[i + 1:]]
-                cap = self._widest_that_fits(structure, slots, chosen, rest, dim, max_params, bias, separable)
+                cap = self._widest_that_fits(structure, slots, chosen, rest, dim, max_params, bias, separable,
+                                             linear)
             chosen.append(dim.suggest(trial, pname, high=cap))
 
         layers, it, cin = [], iter(chosen), 1
@@ -378,7 +386,8 @@ class SearchSpace:
             for _ in range(convs):
                 w = next(it)
                 if separable and cin > 1:
-                    layers += [Layer("conv", cin, kernel=3, padding=pad, groups=cin), Layer("conv", w, kernel=1)]
+                    layers += [Layer("conv", cin, kernel=3, padding=pad, groups=cin, linear=linear),
+                               Layer("conv", w, kernel=1)]
                 else:
                     layers.append(Layer("conv", w, kernel=3, padding=pad))
                 cin = w
@@ -405,29 +414,29 @@ class SearchSpace:
         return TrainConfig.from_dict(values)
 
     @staticmethod
-    def _count(structure, widths: list[int], bias: bool, separable: bool = False) -> int:
+    def _count(structure, widths: list[int], bias: bool, separable: bool = False, linear: bool = False) -> int:
         """Parameters of the spec these widths make (same arithmetic as spec.count_params)."""
         total, cin, it = 0, 1, iter(widths)
         for convs, _pad, squeeze in structure:
             for kernel in [3] * convs + ([1] if squeeze else []):
                 w = next(it)
-                if kernel == 3 and separable and cin > 1:  # depthwise 3x3 (+ BN), then the 1x1 below
-                    total += 9 * cin + 2 * cin + (cin if bias else 0)
+                if kernel == 3 and separable and cin > 1:  # depthwise 3x3 (+ BN unless linear), then the 1x1
+                    total += 9 * cin + (0 if linear else 2 * cin) + (cin if bias else 0)
                     kernel = 1
                 total += kernel * kernel * cin * w + 2 * w + (w if bias else 0)
                 cin = w
         return total + cin * 10 + (10 if bias else 0)
 
     def _widest_that_fits(self, structure, slots, chosen, rest, dim: IntRange, max_params: int, bias,
-                          separable: bool) -> int:
+                          separable: bool, linear: bool) -> int:
         """The widest value of `dim` for this slot such that, with every later slot at its
         narrowest, the model stays under max_params (dim.low if even that does not fit)."""
         lo, hi = dim.low, dim.high
-        if self._count(structure, chosen + [hi] + rest, bias, separable) < max_params:
+        if self._count(structure, chosen + [hi] + rest, bias, separable, linear) < max_params:
             return hi
         while lo < hi:  # the count grows with the width: bisect for the last that fits
             mid = (lo + hi + 1) // 2
-            if self._count(structure, chosen + [mid] + rest, bias, separable) < max_params:
+            if self._count(structure, chosen + [mid] + rest, bias, separable, linear) < max_params:
                 lo = mid
             else:
                 hi = mid - 1
@@ -485,8 +494,10 @@ class _Lowest:
         return low
 
     def suggest_categorical(self, name, choices):
-        if name == "separable" and True in choices:
-            return True  # with every width >= 2 (checked when the space is made) it is the smaller
+        if name in ("separable", "linear_depthwise") and True in choices:
+            # with every width >= 2 (checked when the space is made) the separable pair is the smaller,
+            # and a linear depthwise drops its BN's parameters
+            return True
         return False if False in choices and name.endswith("_squeeze") else choices[0]
 
 

@@ -37,7 +37,9 @@ class Layer:
              the spec's `order`), then Dropout. `groups` > 1 splits the channels into that many
              groups convolved apart (PyTorch's Conv2d groups): a 3x3 conv with groups = in = out
              channels is depthwise, and followed by a 1x1 conv it is a depthwise-separable pair,
-             9*C + C*C' weights instead of 9*C*C'.
+             9*C + C*C' weights instead of 9*C*C'. `linear` true: no ReLU, BN or Dropout after
+             this convolution, its output goes straight into the next (Xception's depthwise step:
+             a linear depthwise 3x3 then the 1x1's ReLU/BN; saves the depthwise BN's 2*C).
     maxpool: 2x2 max-pool, stride 2 (a transition between blocks).
     gap:     global average pooling over whatever spatial size arrives.
     head:    kernel x kernel convolution to the classes; no ReLU/BN/Dropout, its output is the logits.
@@ -47,6 +49,7 @@ class Layer:
     kernel: int = 3
     padding: int = 0
     groups: int = 1
+    linear: bool = False
 
     def to_dict(self) -> dict:
         if self.op in ("maxpool", "gap"):
@@ -56,6 +59,8 @@ class Layer:
             d["padding"] = self.padding
         if self.groups != 1:  # written only when used, so older spec files read back identical
             d["groups"] = self.groups
+        if self.linear:  # likewise
+            d["linear"] = True
         return d
 
 
@@ -104,7 +109,7 @@ class ArchSpec:
         for i, l in enumerate(d["layers"]):
             if not isinstance(l, dict) or "op" not in l:
                 raise SpecError(f"layer {i} must be an object with an 'op'")
-            extra = set(l) - {"op", "out", "kernel", "padding", "groups"}
+            extra = set(l) - {"op", "out", "kernel", "padding", "groups", "linear"}
             if extra:
                 raise SpecError(f"layer {i}: unknown fields {', '.join(sorted(extra))}")
             layers.append(Layer(**l))
@@ -177,6 +182,10 @@ def validate(spec: ArchSpec) -> None:
             n, cin = n + 2 * l.padding - l.kernel + 1, l.out
         elif l.groups != 1:
             raise SpecError(f"{where}: groups belongs to conv and head layers only")
+        if not isinstance(l.linear, bool):
+            raise SpecError(f"{where}: linear must be true or false")
+        if l.linear and l.op != "conv":
+            raise SpecError(f"{where}: linear belongs to conv layers only (the head is linear already)")
         elif l.op == "maxpool":
             if n < 2:
                 raise SpecError(f"{where}: nothing left to pool (spatial size {n})")
@@ -200,7 +209,7 @@ def count_params(spec: ArchSpec) -> int:
     for l in spec.layers:
         if l.op in ("conv", "head"):
             total += l.kernel * l.kernel * (cin // l.groups) * l.out + (l.out if spec.bias else 0)
-            if l.op == "conv" and spec.batchnorm:
+            if l.op == "conv" and spec.batchnorm and not l.linear:
                 total += 2 * l.out  # BatchNorm weight and bias
             cin = l.out
     return total

@@ -33,7 +33,7 @@ def describe_arch(spec: ArchSpec) -> str:
         elif layer.op in ("maxpool", "gap"):
             blocks.append(current)
             current = []
-    parts, separable = [], False
+    parts, separable, linear = [], False, set()
     for convs in blocks:
         wide, pads, squeeze, i = [], set(), None, 0
         while i < len(convs):
@@ -43,6 +43,7 @@ def describe_arch(spec: ArchSpec) -> str:
                 wide.append(str(convs[i + 1].out))
                 pads.add(l.padding)
                 separable, i = True, i + 2
+                linear.add(l.linear)
                 continue
             if l.kernel == 3:
                 wide.append(str(l.out) + (f" (groups {l.groups})" if l.groups > 1 else ""))
@@ -55,7 +56,9 @@ def describe_arch(spec: ArchSpec) -> str:
             text += f", 1x1 squeeze to {squeeze.out}"
         parts.append(f"[{text}]")
     order = "Conv-ReLU-BN" if spec.order == "relu-bn" else "Conv-BN-ReLU"
-    kind = "3x3 convolutions" + (" (depthwise-separable after the first: a depthwise 3x3, then a 1x1 to "
+    depthwise = {frozenset({False}): "a depthwise 3x3", frozenset({True}): "a linear depthwise 3x3 (no ReLU/BN)",
+                 frozenset({False, True}): "a depthwise 3x3 (some linear)"}.get(frozenset(linear), "")
+    kind = "3x3 convolutions" + (f" (depthwise-separable after the first: {depthwise}, then a 1x1 to "
                                  "the width shown)" if separable else "")
     return f"{len(blocks)} blocks of {kind} {' → max-pool → '.join(parts)}; {order}; GAP, 1x1 head"
 

@@ -151,6 +151,7 @@ def test_the_budget_arithmetic_is_the_specs_own_count_for_every_kind_of_draw():
     """_count (what the width caps use) equals count_params on what sample() builds: separable or
     not, squeezes, biases, padding, 2-3 blocks. Equality, so an over-count would fail too."""
     space = SearchSpace.from_dict({"arch": {"separable": {"choice": [False, True]},
+                                            "linear_depthwise": {"choice": [False, True]},
                                             "bias": {"choice": [False, True]}, "convs": {"int": [1, 3]},
                                             "widths": [{"int": [2, 16]}, {"int": [2, 24]}, {"int": [2, 24]}],
                                             "squeeze_width": {"int": [2, 16]}}})
@@ -162,9 +163,11 @@ def test_the_budget_arithmetic_is_the_specs_own_count_for_every_kind_of_draw():
         widths = []
         for b, (convs, _, squeeze) in enumerate(structure, 1):
             widths += [params[f"b{b}_w{j}"] for j in range(convs)] + ([params[f"b{b}_sq_w"]] if squeeze else [])
-        assert SearchSpace._count(structure, widths, params["bias"], params["separable"]) == count_params(spec)
-        seen.add((params["separable"], params["bias"], any(sq for _, _, sq in structure)))
-    assert len(seen) == 8  # every combination of separable, bias and squeeze was checked
+        linear = params.get("linear_depthwise", False)  # drawn only for separable draws
+        assert ("linear_depthwise" in params) == params["separable"]
+        assert SearchSpace._count(structure, widths, params["bias"], params["separable"], linear) == count_params(spec)
+        seen.add((params["separable"], linear, params["bias"], any(sq for _, _, sq in structure)))
+    assert len(seen) == 12  # every combination of separable (linear or not), bias and squeeze was checked
 
 
 def test_separable_spaces_need_widths_of_two_or_more():
@@ -225,3 +228,34 @@ def test_a_space_that_cannot_build_a_draw_says_why():
     with pytest.raises(SpaceError, match="block 3: 4 unpadded"):
         space.sample(optuna.trial.FixedTrial({"b1_convs": 4, "b1_squeeze": False, "b2_convs": 4,
                                               "b2_squeeze": False, "b3_convs": 4}))
+
+
+def test_linear_depthwise_draws_drop_the_depthwise_units_and_fit_the_budget():
+    space = SearchSpace.from_dict({"arch": {"separable": True, "linear_depthwise": {"choice": [False, True]}}})
+    draws = random_draws(space, 120, 4000, seed=4)
+    assert max(count_params(spec) for spec, _, _ in draws) < 4000
+    by = {True: [], False: []}
+    for spec, _, params in draws:
+        by[params["linear_depthwise"]].append(spec)
+    assert by[True] and by[False]
+    for linear, specs in by.items():
+        for spec in specs:
+            depthwise = [l for l in spec.layers if l.op == "conv" and l.groups > 1]
+            assert depthwise and all(l.linear == linear for l in depthwise)
+            assert not any(l.linear for l in spec.layers if l.groups == 1)  # only the depthwise step
+    # the smallest of such a space is linear (no depthwise BN), and nothing drawn is smaller
+    smallest = space.smallest()
+    assert any(l.linear for l in smallest.layers)
+    assert count_params(smallest) <= min(count_params(spec) for spec, _, _ in draws)
+    # without separable it is never asked, and a bad value is refused up front
+    assert "linear_depthwise" not in random_draws(SearchSpace.from_dict(
+        {"arch": {"linear_depthwise": True}}), 5, None, seed=1)[0][2]
+    with pytest.raises(SpaceError, match="arch.linear_depthwise must be among true, false"):
+        SearchSpace.from_dict({"arch": {"separable": True, "linear_depthwise": {"choice": ["yes"]}}})
+
+
+def test_a_linear_depthwise_draw_is_described_as_such():
+    from storage.notes import describe_arch
+    space = SearchSpace.from_dict({"arch": {"separable": True, "linear_depthwise": True}})
+    spec, _ = space.sample(optuna.trial.FixedTrial({**MODEL6_POINT, "separable": True, "linear_depthwise": True}))
+    assert "a linear depthwise 3x3 (no ReLU/BN), then a 1x1" in describe_arch(spec)

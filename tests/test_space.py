@@ -24,7 +24,7 @@ def random_spec(rng: random.Random) -> ArchSpec:
             if cin > 1 and rng.random() < 0.3:  # depthwise (out = in = groups) or 2 groups
                 groups = cin if k == 3 or cin % 2 else 2
                 out = cin if groups == cin else 2 * rng.randint(1, 20)
-            layers.append(Layer("conv", out, kernel=k, padding=pad, groups=groups))
+            layers.append(Layer("conv", out, kernel=k, padding=pad, groups=groups, linear=rng.random() < 0.15))
             n, cin = n + 2 * pad - k + 1, out
         if block < 2 and n >= 4:
             layers.append(Layer("maxpool"))
@@ -104,6 +104,12 @@ def test_model6_receptive_field_table_matches_the_seed():
                  {"op": "head", "out": 10, "kernel": 1}]}, "conv and head layers only"),
     ({"layers": [{"op": "conv", "out": 8, "groups": "2"}, {"op": "gap"}, {"op": "head", "out": 10, "kernel": 1}]},
      "integers"),
+    ({"layers": [{"op": "conv", "out": 8, "linear": 1}, {"op": "gap"}, {"op": "head", "out": 10, "kernel": 1}]},
+     "linear must be true or false"),
+    ({"layers": [{"op": "conv", "out": 8}, {"op": "gap"}, {"op": "head", "out": 10, "kernel": 1, "linear": True}]},
+     "linear belongs to conv layers only"),
+    ({"layers": [{"op": "conv", "out": 8}, {"op": "maxpool", "linear": True}, {"op": "gap"},
+                 {"op": "head", "out": 10, "kernel": 1}]}, "linear belongs to conv layers only"),
 ])
 def test_invalid_specs_are_refused_with_a_reason(bad, msg):
     with pytest.raises(SpecError, match=msg):
@@ -180,3 +186,23 @@ def test_a_separable_model_exports_loads_back_safely_and_its_onnx_agrees(tmp_pat
     assert ArchSpec.from_dict(back["spec"]) == spec
     (got,) = ReferenceEvaluator(str(tmp_path / "sep.onnx")).run(None, {"images": x.numpy()})
     assert np.allclose(got, want.numpy(), atol=1e-4)
+
+
+def test_a_linear_conv_has_no_relu_bn_or_dropout_after_it_and_no_bn_parameters():
+    """linear: the depthwise 3x3 of an Xception-style pair feeds the 1x1 directly."""
+    layers = [{"op": "conv", "out": 8, "padding": 1},                                  # 72 + 16
+              {"op": "conv", "out": 8, "padding": 1, "groups": 8, "linear": True},     # 72, no BN
+              {"op": "conv", "out": 16, "kernel": 1},                                  # 128 + 32
+              {"op": "gap"}, {"op": "head", "out": 10, "kernel": 1}]                   # 160
+    spec = ArchSpec.from_dict({"layers": layers, "order": "bn-relu"})
+    assert count_params(spec) == 88 + 72 + 160 + 160
+    model = build_model(spec, dropout=0.1)
+    assert sum(p.numel() for p in model.parameters()) == count_params(spec)
+    kinds = [type(m).__name__ for m in model]
+    # conv, BN, ReLU, dropout | depthwise conv straight into | 1x1, BN, ReLU, dropout | GAP, head
+    assert kinds[:9] == ["Conv2d", "BatchNorm2d", "ReLU", "PooledDropout", "Conv2d", "Conv2d", "BatchNorm2d",
+                         "ReLU", "PooledDropout"], kinds
+    # written only when true: every older spec (and the shipped models') reads back identical
+    assert '"linear": true' in spec.to_json() and ArchSpec.from_json(spec.to_json()) == spec
+    plain = ArchSpec.from_dict({"layers": [{k: v for k, v in l.items() if k != "linear"} for l in layers]})
+    assert "linear" not in plain.to_json() and count_params(plain) == count_params(spec) + 16
