@@ -247,8 +247,8 @@ class SearchSpace:
     # validation where the plain 3.6K designs reached 99.00 and the 4,736 under5k 99.12/99.21).
     separable: Dim = Fixed(False)
     # With separable: True makes each depthwise 3x3 linear (no ReLU/BN of its own; the 1x1's follow),
-    # as in Xception, which found that better than a nonlinearity between the two (Chollet 2017,
-    # section 4.7); it also saves the depthwise BN's 2*C parameters. Drawn only when separable is.
+    # as in Xception, which found that better than a nonlinearity between the two (Chollet 2017, Xception,
+    # "Effect of an intermediate activation"); it also saves the depthwise BN's 2*C parameters. Drawn only when separable is.
     linear_depthwise: Dim = Fixed(False)
     recipe: dict = field(default_factory=_default_recipe)
 
