@@ -6,7 +6,7 @@
 # 10,000), seeds 10001 and 10002: the seeds find's confirm stage retrains the originals with, so
 # `mnist-nas report --study-name find-4k-sep --storage sqlite:///results/find-4k-sep.db` holds the
 # other side of the comparison (same code, same seeds). One thread per run, two runs at once.
-# Usage: results/linear-check/run.sh 44   (or 28, 29)
+# Usage: MNIST_DATA_DIR=/path/to/data results/linear-check/run.sh 28   (or 44, 29)
 cd "$(dirname "$0")/../.."
 n=${1:?trial number: 44, 28 or 29}
 for seed in 10001 10002; do
