@@ -99,12 +99,12 @@ def _ema_update(decay_now: dict):
 def training_memory_format(spec: ArchSpec, device: torch.device) -> torch.memory_format:
     """channels_last for a spec with grouped (depthwise) convolutions on the CPU, else the default.
 
-    Why: oneDNN's depthwise 3x3 is far faster on NHWC here. One thread, batch 64, forward+backward of
-    find-4k-sep trial 28 (3,917 params, separable): 1,475 and 1,377 img/s contiguous, 2,218
-    channels_last (commit 42d7e66, 2026-11-28). Plain specs stay contiguous: channels_last was
-    within run-to-run noise for them that day (under5k 2,529/2,173 vs 2,488/2,323 img/s) and
-    slower on an earlier day, and keeping them as they were keeps their runs reproducible. Not
-    measured on a GPU, so GPUs keep the default.
+    Why: oneDNN's depthwise 3x3 is far faster in NHWC here. results/layout-variants.py (one thread,
+    batch 64, forward+backward+step; commit e965cd5, 2026-11-28, two rounds): find-4k-sep trial 28
+    (3,917 params, separable) 1,881 / 1,595 img/s contiguous, 2,313 / 2,279 channels_last; the plain
+    under5k and under8k were mixed (2,345 / 2,211 -> 2,473 / 2,652; 2,937 / 2,361 -> 2,589 / 2,558)
+    and slower channels_last on an earlier day, so plain specs keep the default layout (and their
+    runs stay repeatable as recorded). Not measured on a GPU, so GPUs keep the default.
 
     >>> from space.spec import ArchSpec, Layer
     >>> sep = ArchSpec(name="s", layers=(Layer("conv", out=4), Layer("conv", out=4, groups=4),
