@@ -167,8 +167,10 @@ def validate(spec: ArchSpec) -> None:
             raise SpecError(f"layer {i}: op must be one of {', '.join(OPS)}")
         if not (_is_int(l.out) and _is_int(l.kernel) and _is_int(l.padding) and _is_int(l.groups)):
             raise SpecError(f"{where}: out, kernel, padding and groups must be integers")
-        if l.op not in OPS:
-            raise SpecError(f"{where}: op must be one of {', '.join(OPS)}")
+        if not isinstance(l.linear, bool):
+            raise SpecError(f"{where}: linear must be true or false")
+        if l.linear and l.op != "conv":
+            raise SpecError(f"{where}: linear belongs to conv layers only (the head is linear already)")
         if l.op in ("conv", "head"):
             if l.kernel not in (1, 3):
                 raise SpecError(f"{where}: kernel must be 1 or 3, got {l.kernel}")
@@ -182,10 +184,6 @@ def validate(spec: ArchSpec) -> None:
             n, cin = n + 2 * l.padding - l.kernel + 1, l.out
         elif l.groups != 1:
             raise SpecError(f"{where}: groups belongs to conv and head layers only")
-        if not isinstance(l.linear, bool):
-            raise SpecError(f"{where}: linear must be true or false")
-        if l.linear and l.op != "conv":
-            raise SpecError(f"{where}: linear belongs to conv layers only (the head is linear already)")
         elif l.op == "maxpool":
             if n < 2:
                 raise SpecError(f"{where}: nothing left to pool (spatial size {n})")
