@@ -167,9 +167,9 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
     gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and, on the CPU, augmentation draws
     # on a GPU the augmentation draws are made there: no host-to-device copy per batch
     aug_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(cfg.seed)
-    model = build_model(spec, dropout=cfg.dropout, pooled_dropout=cfg.pooled_dropout).to(device)
     memory_format = training_memory_format(spec, device)
-    model = model.to(memory_format=memory_format)
+    model = build_model(spec, dropout=cfg.dropout, pooled_dropout=cfg.pooled_dropout).to(
+        device, memory_format=memory_format)
     # the averaged copy (buffers too: BN's statistics must match the averaged weights); the first
     # update copies the weights, update t moves them by 1 - ema_decay(t, cfg.ema) towards the live ones
     decay_now = {"decay": 0.0}
@@ -238,5 +238,5 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
         if on_epoch:
             on_epoch(rec)
     # callers save, export and evaluate on the CPU, in the default layout
-    result.model = scored.to("cpu").to(memory_format=torch.contiguous_format)
+    result.model = scored.to("cpu", memory_format=torch.contiguous_format)
     return result

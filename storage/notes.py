@@ -56,8 +56,8 @@ def describe_arch(spec: ArchSpec) -> str:
             text += f", 1x1 squeeze to {squeeze.out}"
         parts.append(f"[{text}]")
     order = "Conv-ReLU-BN" if spec.order == "relu-bn" else "Conv-BN-ReLU"
-    depthwise = {frozenset({False}): "a depthwise 3x3", frozenset({True}): "a linear depthwise 3x3 (no ReLU/BN)",
-                 frozenset({False, True}): "a depthwise 3x3 (some linear)"}.get(frozenset(linear), "")
+    depthwise = ("a linear depthwise 3x3 (no ReLU/BN)" if linear == {True}
+                 else "a depthwise 3x3 (some linear)" if True in linear else "a depthwise 3x3")
     kind = "3x3 convolutions" + (f" (depthwise-separable after the first: {depthwise}, then a 1x1 to "
                                  "the width shown)" if separable else "")
     return f"{len(blocks)} blocks of {kind} {' → max-pool → '.join(parts)}; {order}; GAP, 1x1 head"

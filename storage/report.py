@@ -99,6 +99,12 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
         print(f"\nplots: {', '.join(str(p) for p in out)}")
 
 
+def _find_records(attrs: dict, kind: str) -> dict[int, dict]:
+    """What `find` stored per trial, one kind ("confirm" or "verify"), by trial number."""
+    prefix = f"find:{kind}:"
+    return {int(k[len(prefix):]): v for k, v in attrs.items() if k.startswith(prefix)}
+
+
 def study_cost(study) -> dict:
     """What a study cost, from what its trials and `find` recorded. Every trial trains on one
     thread, so training seconds are core-seconds. Wall time spans the first trial's start to the
@@ -116,7 +122,7 @@ def study_cost(study) -> dict:
     attrs = study.user_attrs
     stages = {}
     for stage in ("confirm", "verify"):
-        rows = [v for k, v in attrs.items() if k.startswith(f"find:{stage}:")]
+        rows = list(_find_records(attrs, stage).values())
         recorded = [r["core_seconds"] for r in rows if "core_seconds" in r]
         stages[stage] = {"candidates": len(rows), "core_hours": sum(recorded) / 3600,
                          "unrecorded": len(rows) - len(recorded)}
@@ -150,7 +156,7 @@ def cost_section(study) -> None:
 def find_section(study) -> None:
     """What `find` stored: confirmed trials (seed-robust scores) and verified ones (test, per seed)."""
     attrs = study.user_attrs
-    confirmed = [attrs[k] for k in attrs if k.startswith("find:confirm:")]
+    confirmed = list(_find_records(attrs, "confirm").values())
     if not confirmed:
         return
     print("\nfind: confirmed on validation (consistency score per seed; robust = the minimum):")
@@ -229,11 +235,10 @@ def front(studies: list[tuple[str, str]], *, output: str | Path | None = None, a
     for name, url in studies:
         study = load_study(study_name=name, storage=url)
         attrs = study.user_attrs
-        verified = {int(k.rsplit(":", 1)[1]): v for k, v in attrs.items() if k.startswith("find:verify:")}
-        robust = {int(k.rsplit(":", 1)[1]): v["robust"] for k, v in attrs.items() if k.startswith("find:confirm:")}
+        verified, confirmed = _find_records(attrs, "verify"), _find_records(attrs, "confirm")
         rows = [{"study": name, "trial": t.number, "params": t.user_attrs.get("params", 0), "score": t.values[0],
-                 "robust": robust.get(t.number),
-                 "verified": None if t.number not in verified else verified[t.number]["passed"]}
+                 "robust": confirmed[t.number]["robust"] if t.number in confirmed else None,
+                 "verified": verified[t.number]["passed"] if t.number in verified else None}
                 for t in ranked_trials(study)]
         per_study[name] = rows
         points += [(r["score"], r["params"], r) for r in rows]
