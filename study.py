@@ -98,7 +98,7 @@ def cmd_summary(args):
 RECIPE_FLAGS = {"lr": float, "momentum": float, "batch_size": int, "dropout": float, "rotation": float,
                 "shift": float, "scale": float, "scheduler": str, "step_size": int, "gamma": float,
                 "max_lr": float, "pct_start": float, "label_smoothing": float, "weight_decay": float,
-                "ema": float, "fill": float}
+                "ema": float, "fill": float, "precision": str}
 
 
 def read_json_file(path: str, what: str) -> dict:
@@ -388,10 +388,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-long", action="store_true", help="permit more than 15 epochs")
     p.add_argument("--recipe", metavar="FILE.json",
                    help="a recipe: TrainConfig fields as JSON (a trial's 'config' works as it is)")
-    from space.recipe import SCHEDULERS
+    from space.recipe import PRECISIONS, SCHEDULERS
     for name, kind in RECIPE_FLAGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar=kind.__name__.upper(),
-                       choices=SCHEDULERS if name == "scheduler" else None,
+                       choices={"scheduler": SCHEDULERS, "precision": PRECISIONS}.get(name),
                        help=f"override the recipe's {name} (space/recipe.py: TrainConfig)")
     p.add_argument("--max-params", type=int, default=MAX_PARAMS, help="refuse specs with this many parameters or more")
     p.add_argument("--no-budget", action="store_true", help="skip the budget check (model1 needs it)")

@@ -18,6 +18,7 @@ from search.data import load_mnist, make_split
 from search.train import TrainConfig, train
 from space.baselines import BASELINES
 from space.model import build_model, MNIST_MEAN, MNIST_STD
+from space.recipe import PRECISIONS
 
 BATCH = TrainConfig().batch_size  # the model6 recipe's batch, for both pipelines
 
@@ -66,7 +67,10 @@ def best_conventional(root, steps: int) -> tuple[float, dict, dict]:
 def run_compare(root, steps: int = 300, repeats: int = 3, as_json: bool = False) -> dict:
     """Engine vs the conventional pipeline at its best setting, repeated: how studies run (one
     single-threaded process per core) against the best conventional setting on the whole machine,
-    the ratio per repeat and its spread; and one 15-epoch trial of the default space on one core."""
+    the ratio per repeat and its spread; and one 15-epoch trial of the default space on one core.
+    The engine runs in both precisions a recipe can ask for: fp32 (the default, every committed
+    study) and bf16 (a recipe's "precision"); the conventional pipeline stays fp32, as notebooks
+    train."""
     data = load_mnist(root, download=False)
     root = data.root
     n = mp.cpu_count()
@@ -74,38 +78,50 @@ def run_compare(root, steps: int = 300, repeats: int = 3, as_json: bool = False)
     rows = []
     for rep in range(1, repeats + 1):
         conv, setting, tried = best_conventional(root, steps)
-        with mp.get_context("spawn").Pool(n) as pool:
-            engine_total = sum(img_s for img_s, _ in pool.map(_engine_worker, [(root, steps, 1)] * n))
+        totals = {}
+        for precision in PRECISIONS:
+            with mp.get_context("spawn").Pool(n) as pool:
+                totals[precision] = sum(img_s for img_s, _ in pool.map(
+                    _engine_worker, [(root, steps, 1, None, True, precision)] * n))
+        engine_total = totals["fp32"]
         rows.append({"repeat": rep, "conventional_best_img_s": conv, "conventional_best": setting,
                      "conventional_tried": tried, "engine_processes_img_s": engine_total,
-                     "ratio": engine_total / conv})
+                     "ratio": engine_total / conv, "engine_bf16_processes_img_s": totals["bf16"],
+                     "ratio_bf16": totals["bf16"] / conv})
         if not as_json:
             print(f"repeat {rep}: conventional best {conv:6.0f} img/s ({setting['threads']} threads, "
                   f"{setting['workers']} DataLoader workers; tried: "
                   + ", ".join(f"{k} {v:.0f}" for k, v in tried.items())
-                  + f"); engine {n} x 1 thread {engine_total:6.0f} img/s; ratio x{engine_total / conv:.2f}",
-                  flush=True)
+                  + f"); engine {n} x 1 thread {engine_total:6.0f} img/s, ratio x{engine_total / conv:.2f}; "
+                  f"bf16 {totals['bf16']:6.0f} img/s, ratio x{totals['bf16'] / conv:.2f}", flush=True)
     torch.set_num_threads(threads)
     ratios = [r["ratio"] for r in rows]
+    ratios_bf16 = [r["ratio_bf16"] for r in rows]
     trial = family_cost(data, "model6", steps)
+    trial_bf16 = family_cost(data, "model6", steps, precision="bf16")
     torch.set_num_threads(threads)
     out = {"steps": steps, "cores": n, "repeats": rows, "ratio_min": min(ratios), "ratio_max": max(ratios),
-           "ratio_spread": max(ratios) / min(ratios) - 1, "default_space_trial": trial}
+           "ratio_spread": max(ratios) / min(ratios) - 1, "default_space_trial": trial,
+           "ratio_bf16_min": min(ratios_bf16), "ratio_bf16_max": max(ratios_bf16),
+           "ratio_bf16_spread": max(ratios_bf16) / min(ratios_bf16) - 1, "default_space_trial_bf16": trial_bf16}
     if as_json:
         print(json.dumps(out, indent=2))
     else:
         print(f"ratio x{min(ratios):.2f} .. x{max(ratios):.2f} over {repeats} repeats "
-              f"(spread {100 * out['ratio_spread']:.0f} %)")
-        print(f"one 15-epoch trial of the default space's model6 on one core: "
-              f"{trial['trial_15_epochs_s'] / 60:.1f} core-minutes ({trial['train_img_s']:.0f} img/s)")
+              f"(spread {100 * out['ratio_spread']:.0f} %); bf16 x{min(ratios_bf16):.2f} .. "
+              f"x{max(ratios_bf16):.2f} (spread {100 * out['ratio_bf16_spread']:.0f} %)")
+        for t in (trial, trial_bf16):
+            print(f"one 15-epoch trial of the default space's model6 on one core, {t['precision']}: "
+                  f"{t['trial_15_epochs_s'] / 60:.1f} core-minutes ({t['train_img_s']:.0f} img/s)")
     return out
 
 
-def engine(root, steps: int, threads: int, data=None, pooled_dropout: bool = True) -> float:
+def engine(root, steps: int, threads: int, data=None, pooled_dropout: bool = True,
+           precision: str = "fp32") -> float:
     """Images per second of this engine: one epoch of `steps` batches through the real loop."""
     data = data or load_mnist(root, download=False)
     split = make_split(data, train_limit=steps * BATCH, eval_limit=BATCH)
-    cfg = TrainConfig(epochs=1, threads=threads, pooled_dropout=pooled_dropout)
+    cfg = TrainConfig(epochs=1, threads=threads, pooled_dropout=pooled_dropout, precision=precision)
     res = train(BASELINES["model6"].spec, cfg, split, quiet=True)
     return steps * BATCH / res.history[0]["seconds"]
 
@@ -116,7 +132,7 @@ def _engine_worker(args):
     return img_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def family_cost(data, name: str, steps: int) -> dict:
+def family_cost(data, name: str, steps: int, precision: str = "fp32") -> dict:
     """One core (1 thread) on a model of one family, with its own recipe: training images/s over
     `steps` batches, the seconds to score the 10,000 validation images, and from both the cost of
     one 15-epoch trial of a study (50,000 train + 10,000 validation per epoch)."""
@@ -125,7 +141,7 @@ def family_cost(data, name: str, steps: int) -> dict:
     from space.spec import count_params
     from space.target import EPOCH_LIMIT
     b = {**BASELINES, **REFERENCES}[name]
-    cfg = TrainConfig.from_dict({**b.recipe, "epochs": 1, "threads": 1})
+    cfg = TrainConfig.from_dict({**b.recipe, "epochs": 1, "threads": 1, "precision": precision})
     split = make_split(data, train_limit=steps * cfg.batch_size, eval_limit=cfg.batch_size)
     res = train(b.spec, cfg, split, quiet=True)
     img_s = steps * cfg.batch_size / res.history[0]["seconds"]
@@ -135,7 +151,7 @@ def family_cost(data, name: str, steps: int) -> dict:
     eval_s = time.perf_counter() - t0
     n_train = len(full.train_labels)
     trial_s = EPOCH_LIMIT * (n_train / img_s + eval_s)
-    return {"model": name, "params": count_params(b.spec), "batch_size": cfg.batch_size,
+    return {"model": name, "params": count_params(b.spec), "batch_size": cfg.batch_size, "precision": precision,
             "train_img_s": img_s, "val_eval_s": eval_s, "trial_15_epochs_s": trial_s}
 
 

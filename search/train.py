@@ -185,6 +185,9 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
     n = len(y_all)
     sched, per_batch = make_scheduler(opt, cfg, steps_per_epoch=math.ceil(n / cfg.batch_size))
     augment = cfg.rotation or cfg.shift or cfg.scale
+    # bf16: only the training forward pass and its loss; backward follows autocast's casts, the
+    # optimiser and the weight average work on the float32 weights, and scoring runs outside it
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     result = TrainResult(model, spec, cfg, split.eval_name, device=describe_device(device))
     ev = split.eval_name
     if log:
@@ -206,8 +209,9 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
             x, y = prepare(x_all[idx]), y_all[idx]
             if augment:
                 x = affine_batch(x, aug_gen, rotation=cfg.rotation, shift=cfg.shift, scale=cfg.scale, fill=cfg.fill)
-            out = model(normalise(x).contiguous(memory_format=memory_format))
-            loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+            with autocast:
+                out = model(normalise(x).contiguous(memory_format=memory_format))
+                loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

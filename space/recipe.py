@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass, fields
 from space.target import EPOCH_LIMIT
 
 SCHEDULERS = ("step", "onecycle", "none")  # StepLR stepped per epoch; OneCycleLR stepped per batch
+# fp32: everything in float32. bf16: the training forward pass and loss under torch.autocast with
+# bfloat16 (convolutions in bf16, weights, optimiser state, the weight average and every scoring
+# pass stay float32).
+PRECISIONS = ("fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -67,6 +71,10 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     allow_long: bool = False  # permit more than EPOCH_LIMIT epochs
     pooled_dropout: bool = True  # False: nn.Dropout's fresh bernoulli_ masks (slower; see bench)
+    # Part of the recipe, not of the machine: it changes what is computed, so confirm and verify
+    # retrain a trial in the precision it was searched in, and a model file records it. bf16 is
+    # faster on a CPU with AVX512-BF16 (README, "Performance"); fp32 is what every committed study used.
+    precision: str = "fp32"  # one of PRECISIONS
 
     def __post_init__(self):
         for name, (kind, ok, must) in _RULES.items():
@@ -80,6 +88,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be {must}, got {v!r}")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("allow_long", "pooled_dropout"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false")

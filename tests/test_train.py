@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import subprocess
@@ -108,6 +109,7 @@ def test_shift_and_scale_move_and_zoom_each_image_on_its_own():
     (dict(scheduler="cosine"), "scheduler"), (dict(batch_size=True), "batch_size"),
     (dict(lr="0.1"), "lr"), (dict(lr=float("nan")), "lr"), (dict(shift=0.9), "shift"),
     (dict(threads=-1), "threads"), (dict(epochs=2.5), "epochs"), (dict(ema=1.0), "ema"), (dict(ema=-0.1), "ema"),
+    (dict(precision="fp16"), "precision"), (dict(precision=None), "precision"),
 ])
 def test_bad_recipes_are_refused_up_front(bad, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -191,6 +193,10 @@ def test_bench_compare_picks_the_conventional_best_and_reports_the_spread(tiny_r
     ratios = [r["engine_processes_img_s"] / 500.0 for r in out["repeats"]]
     assert out["ratio_min"] == min(ratios) and out["ratio_spread"] == max(ratios) / min(ratios) - 1
     assert out["default_space_trial"]["model"] == "model6" and out["default_space_trial"]["trial_15_epochs_s"] > 0
+    # the engine in bf16 too, against the same conventional best
+    bf16 = [r["engine_bf16_processes_img_s"] / 500.0 for r in out["repeats"]]
+    assert all(r > 0 for r in bf16) and out["ratio_bf16_min"] == min(bf16)
+    assert out["default_space_trial_bf16"]["precision"] == "bf16"
 
 
 def test_study_scale_builds_real_looking_studies_and_times_their_readers(tmp_path):
@@ -333,3 +339,37 @@ def test_separable_specs_train_channels_last_and_come_back_in_the_default_layout
     # and the layout really was channels_last while it trained (a 4-d weight with C > 1 shows it)
     depthwise_or_1x1 = [m for m in seen[0].modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1]
     assert depthwise_or_1x1 and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in depthwise_or_1x1)
+
+
+def test_bf16_trains_its_forward_pass_in_bfloat16_and_keeps_weights_and_scoring_in_float32(tiny_root, monkeypatch):
+    """precision "bf16": convolutions see bfloat16 while training, never while scoring; the
+    weights (and the weight average) stay float32; a run repeats per seed and differs from fp32's."""
+    import search.train as train_mod
+    split = make_split(load_mnist(tiny_root, download=False))
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=2, threads=1, ema=0.9, precision="bf16")
+    seen = []  # (training?, the first convolution's output dtype) per forward pass
+    real_build = train_mod.build_model
+    def spy_build(*a, **kw):
+        m = real_build(*a, **kw)
+        m[0].register_forward_hook(lambda mod, inp, out: seen.append((mod.training, out.dtype)))
+        return m
+    monkeypatch.setattr(train_mod, "build_model", spy_build)
+    a, b = train(SPEC, cfg, split, quiet=True), train(SPEC, cfg, split, quiet=True)
+    assert {dt for training, dt in seen if training} == {torch.bfloat16}
+    assert {dt for training, dt in seen if not training} == {torch.float32}  # scoring (the averaged copy)
+    assert all(p.dtype == torch.float32 for p in a.model.parameters())
+    assert [h["val_acc"] for h in a.history] == [h["val_acc"] for h in b.history]
+    fp32 = train(SPEC, dataclasses.replace(cfg, precision="fp32"), split, quiet=True)
+    assert fp32.history[-1]["train_loss"] != a.history[-1]["train_loss"]
+    assert a.config.to_dict()["precision"] == "bf16"  # what a model file's metadata records
+
+
+def test_a_space_file_can_fix_the_precision_and_refuses_an_unknown_one():
+    import optuna
+    from space.searchspace import SearchSpace, SpaceError
+    space = SearchSpace.from_dict({"recipe": {"precision": "bf16"}})
+    _, recipe = space.sample(optuna.create_study().ask())
+    assert recipe.precision == "bf16"
+    assert "precision" not in SearchSpace.default().to_dict()["recipe"]  # stored spaces stay as they were
+    with pytest.raises(SpaceError, match="precision"):
+        SearchSpace.from_dict({"recipe": {"precision": "fp16"}})
