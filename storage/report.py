@@ -140,7 +140,8 @@ def study_cost(study) -> dict:
 def cost_section(study) -> None:
     c = study_cost(study)
     print(f"\ncost: {c['trials']} trials ({c['complete']} complete, {c['pruned']} pruned, {c['refused']} refused "
-          f"over budget, {c['failed']} failed); {c['wall_hours']:.1f} h from first start to last end")
+          f"over budget, {c['failed']} failed); search wall time {c['wall_hours']:.1f} h (first trial's start to "
+          f"last trial's end, pauses between runs included; confirm and verify not in it)")
     print(f"  search  {c['search_core_hours']:.2f} core-hours, {100 * c['pruned_share']:.0f} % of it on trials "
           f"later pruned")
     for stage in ("confirm", "verify"):
