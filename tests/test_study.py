@@ -337,8 +337,11 @@ def test_postgresql_storage_two_workers_then_report_and_export(tmp_path):
     cli("search", "--storage", url, "--study-name", name, "--data-dir", "data", "--epochs", "1",
         "--last-k", "1", "--workers", "2", "--n-trials", "4", cwd=tmp_path)
     study = optuna.load_study(study_name=name, storage=url)
-    assert len(study.trials) == 4 and study.trials[0].params == MODEL6_POINT
-    assert "4 trials" in cli("report", "--storage", url, "--study-name", name, cwd=tmp_path).stdout
+    # two workers that check the shared count at the same moment can both start a trial: the
+    # documented overshoot of up to workers - 1 (search/runner.py: _run_until_budget); CI once saw 5
+    n = len(study.trials)
+    assert 4 <= n <= 5 and study.trials[0].params == MODEL6_POINT
+    assert f"{n} trials" in cli("report", "--storage", url, "--study-name", name, cwd=tmp_path).stdout
     cli("export", "--storage", url, "--study-name", name, "-o", "pg.pt2", cwd=tmp_path)
     assert (tmp_path / "pg.pt2").is_file()
     r = cli("report", "--storage", url, "--study-name", "no-such-study", cwd=tmp_path, check=False)
