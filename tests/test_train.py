@@ -190,13 +190,13 @@ def test_bench_compare_picks_the_conventional_best_and_reports_the_spread(tiny_r
     assert best == 500.0 and setting == {"threads": 1, "workers": 2} and len(tried) == 3
     out = bench.run_compare(tiny_root, steps=1, repeats=2, as_json=True)  # the engine really runs
     assert [r["conventional_best_img_s"] for r in out["repeats"]] == [500.0, 500.0]
-    ratios = [r["engine_processes_img_s"] / 500.0 for r in out["repeats"]]
-    assert out["ratio_min"] == min(ratios) and out["ratio_spread"] == max(ratios) / min(ratios) - 1
-    assert out["default_space_trial"]["model"] == "model6" and out["default_space_trial"]["trial_15_epochs_s"] > 0
-    # the engine in bf16 too, against the same conventional best
-    bf16 = [r["engine_bf16_processes_img_s"] / 500.0 for r in out["repeats"]]
-    assert all(r > 0 for r in bf16) and out["ratio_bf16_min"] == min(bf16)
-    assert out["default_space_trial_bf16"]["precision"] == "bf16"
+    for precision in ("fp32", "bf16"):  # the engine in each precision, against the same conventional best
+        ratios = [r["engine_processes_img_s"][precision] / 500.0 for r in out["repeats"]]
+        assert all(r > 0 for r in ratios) and [r["ratio"][precision] for r in out["repeats"]] == ratios
+        got = out["ratio"][precision]
+        assert got["min"] == min(ratios) and got["spread"] == max(ratios) / min(ratios) - 1
+        trial = out["default_space_trial"][precision]
+        assert trial["model"] == "model6" and trial["precision"] == precision and trial["trial_15_epochs_s"] > 0
 
 
 def test_study_scale_builds_real_looking_studies_and_times_their_readers(tmp_path):
