@@ -17,6 +17,7 @@ because Optuna refuses to update a trial once it has finished.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
         row = {"trial": t.number, "params": t.user_attrs["params"], "epochs": s.epochs, "k": s.k,
                "results": {str(seed): results[seed] for seed in further},
                "scores": scores, "robust": min(scores), "core_seconds": sum(spent.values()),
-               "devices": {k: v for k, v in devices.items() if int(k) in further}}
+               "devices": {k: v for k, v in devices.items() if int(k) in further}, "finished": _now()}
         study.set_user_attr(f"find:confirm:{t.number}", row)
         notes.add_section(study, t.number, "## Confirmation (find, validation)", notes.verify_markdown(
             {"search": [t.values[0]], **{str(seed): results[seed][-s.k:] for seed in further}}, 1, None,
@@ -157,6 +158,12 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
         print(f"{r['trial']:>5} {r['params']:>7,}  {' '.join(f'{x:.2f}' for x in r['scores']):<28} {r['robust']:>7.2f}")
     study.set_user_attr("find:candidates", [r["trial"] for r in rows])
     return rows
+
+
+def _now() -> str:
+    """When a stage's record was made (UTC, to the second): trials carry Optuna's own start and end
+    times, confirm and verify rows carry this, so a study's history can be read off it."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _weights_path(config: FindConfig, trial: int, seed: int) -> Path:
@@ -202,7 +209,7 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
             stored = {"trial": t.number, "epochs": s.epochs, "k": s.k, "target": config.target,
                       "seeds": config.seeds, "results": {str(k): v for k, v in results.items()},
                       "passed": all(held(a, s.k, config.target) for a in results.values()),
-                      "core_seconds": sum(spent.values()), "devices": devices}
+                      "core_seconds": sum(spent.values()), "devices": devices, "finished": _now()}
             study.set_user_attr(key, stored)
             notes.add_section(study, t.number, notes.VERIFY_HEADING, notes.verify_markdown(
                 stored["results"], s.k, config.target, passed=stored["passed"],

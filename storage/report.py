@@ -166,7 +166,8 @@ def find_section(study) -> None:
         v = attrs.get(f"find:verify:{c['trial']}")
         verdict = "not yet" if v is None else (
             f"{'PASS' if v['passed'] else 'FAIL'}: last-{v['k']} minima "
-            + " ".join(f"{min(a[-v['k']:]):.2f}" for _, a in sorted(v["results"].items())))
+            + " ".join(f"{min(a[-v['k']:]):.2f}" for _, a in sorted(v["results"].items()))
+            + (f" ({v['finished'][:16].replace('T', ' ')} UTC)" if "finished" in v else ""))
         print(f"{c['trial']:>5} {c['params']:>7,}  {' '.join(f'{x:.2f}' for x in c['scores']):<28} "
               f"{c['robust']:>7.2f}  {verdict}")
     used = attrs.get("find:tests_used", [])

@@ -28,6 +28,10 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     # where each run trained is recorded: the trials, each confirm seed and each verify seed
     assert {t.user_attrs["device"] for t in study.trials if "spec" in t.user_attrs} == {"cpu"}
     assert confirm["devices"] == {"10001": "cpu"} and verified["devices"] == {"1": "cpu", "2": "cpu"}
+    # when each stage finished (trials carry Optuna's own times): confirm before verify, both UTC
+    from datetime import datetime
+    done = [datetime.fromisoformat(r["finished"]) for r in (confirm, verified)]
+    assert all(d.utcoffset().total_seconds() == 0 for d in done) and done[0] <= done[1]
     _, meta = load_model_file(tmp_path / "models" / "win.pt2")
     assert meta["trial"] == winner and meta["verify"] == verified and meta["tests_used"] == [winner]
     assert meta["test_acc"] == verified["results"]["1"][-1]
@@ -45,6 +49,7 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     # report shows the confirmed and verified trials and what each stage cost
     r = cli("report", "--study-name", "f", cwd=tmp_path)
     assert "find: confirmed" in r.stdout and "PASS" in r.stdout and f"winner: trial {winner}" in r.stdout
+    assert f"{verified['finished'][:10]} " in r.stdout  # the verify row says when it was verified
     assert "\ncost: 3 trials" in r.stdout and "per verified model" in r.stdout
     cost = json.loads(cli("report", "--study-name", "f", "--json", cwd=tmp_path).stdout)["cost"]
     epochs = sum(e["seconds"] for t in study.trials for e in t.user_attrs.get("epochs", []))
