@@ -185,8 +185,7 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
     n = len(y_all)
     sched, per_batch = make_scheduler(opt, cfg, steps_per_epoch=math.ceil(n / cfg.batch_size))
     augment = cfg.rotation or cfg.shift or cfg.scale
-    # bf16: only the training forward pass and its loss; backward follows autocast's casts, the
-    # optimiser and the weight average work on the float32 weights, and scoring runs outside it
+    # what bf16 covers is said once, at PRECISIONS (space/recipe.py); scoring runs outside this context
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     result = TrainResult(model, spec, cfg, split.eval_name, device=describe_device(device))
     ev = split.eval_name
