@@ -119,7 +119,7 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
         print(f"confirm: only trials under --max-params {s.max_params:,} are candidates "
               f"({over} complete trial(s) at or over it)")
     further = [CONFIRM_SEED_BASE + i for i in range(1, config.seeds)]
-    kept, jobs = {}, []
+    kept, jobs, finished = {}, [], {}
     for t in ranked:
         # finished seeds: the stage's row, or the seeds an interrupted run stored one by one; only a
         # record made with this run's epochs and K counts (an old row must not hide a newer partial)
@@ -129,6 +129,8 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
         kept[t.number] = (results, spent, devices, _keep_seed(
             study, f"find:partial:confirm:{t.number}", {"epochs": s.epochs, "k": s.k}, results, spent, devices))
         missing = [seed for seed in further if seed not in results]
+        # a trial not retrained now keeps the time its row was made (none for rows older than that)
+        finished[t.number] = stored.get("finished")
         if missing:
             print(f"confirm: trial {t.number} ({t.user_attrs['params']:,} params, score {t.values[0]:.2f}): "
                   f"retraining with seeds {', '.join(map(str, missing))} on the search split", flush=True)
@@ -137,6 +139,7 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
     if jobs:  # one pool for every trial's seeds: as many run at once as there are --workers
         retrain_jobs(jobs, final=False, data_dir=s.data_dir, train_limit=s.train_limit, processes=s.workers,
                      on_done=lambda trial, seed, accs, secs, device: kept[trial][3](seed, accs, secs, device))
+    retrained = {job[0] for job in jobs}
     rows = []
     for t in ranked:
         results, spent, devices, _ = kept[t.number]
@@ -144,7 +147,10 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
         row = {"trial": t.number, "params": t.user_attrs["params"], "epochs": s.epochs, "k": s.k,
                "results": {str(seed): results[seed] for seed in further},
                "scores": scores, "robust": min(scores), "core_seconds": sum(spent.values()),
-               "devices": {k: v for k, v in devices.items() if int(k) in further}, "finished": _now()}
+               "devices": {k: v for k, v in devices.items() if int(k) in further}}
+        when = _now() if t.number in retrained else finished[t.number]
+        if when:
+            row["finished"] = when
         study.set_user_attr(f"find:confirm:{t.number}", row)
         notes.add_section(study, t.number, "## Confirmation (find, validation)", notes.verify_markdown(
             {"search": [t.values[0]], **{str(seed): results[seed][-s.k:] for seed in further}}, 1, None,

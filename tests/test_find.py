@@ -45,6 +45,8 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     again = cli("find", "--study-name", "f", "--target", "0", "-o", "models/win.pt2", *TINY, cwd=tmp_path)
     assert "search: done before" in again.stdout and f"verify: trial {winner} verified before" in again.stdout
     assert "retraining" not in again.stdout
+    # and the stages' times are the ones they were made at, not the rerun's
+    assert load(tmp_path, "f").user_attrs[f"find:confirm:{winner}"]["finished"] == confirm["finished"]
     assert len(load(tmp_path, "f").trials) == 3
     # report shows the confirmed and verified trials and what each stage cost
     r = cli("report", "--study-name", "f", cwd=tmp_path)
