@@ -272,9 +272,10 @@ def cmd_front(args):
 
 
 def cmd_export(args):
-    from storage.modelfile import export_trial
-    meta = export_trial(study_name=args.study_name, storage=args.storage, trial=args.trial,
-                        output=args.output, onnx=args.onnx, quiet=args.json)
+    from storage.modelfile import export_trial, export_verified
+    export = export_verified if args.verified else export_trial
+    meta = export(study_name=args.study_name, storage=args.storage, trial=args.trial,
+                  output=args.output, onnx=args.onnx, quiet=args.json)
     if args.json:
         print(json.dumps({"output": args.output, "onnx": args.onnx, **meta}, indent=1))
 
@@ -482,11 +483,19 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a trial's trained model as a .pt2 (and .onnx) file",
                        description="Export a trial's stored weights as a torch.export program that "
                                    "takes float images in [0, 1], shape (N, 1, 28, 28), with the spec, "
-                                   "metrics and receptive field as metadata. No retraining.")
+                                   "metrics and receptive field as metadata. No retraining. With "
+                                   "--verified: the model `find` verified (trained on all 60,000, verify "
+                                   "seed 1) with its verify table, and FILE.onnx, FILE.spec.json and the card "
+                                   "FILE.md beside it, as `find -o` writes them. Example: mnist-nas export "
+                                   "--study-name find-8k-lin --storage sqlite:///results/find-8k-lin.db "
+                                   "--verified -o models/under8k.pt2")
     add_study_args(p)
     add_trial_arg(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE.pt2")
-    p.add_argument("--onnx", metavar="FILE.onnx", help="also write an ONNX file")
+    p.add_argument("--onnx", metavar="FILE.onnx", help="also write an ONNX file (with --verified: instead "
+                                                       "of FILE.onnx)")
+    p.add_argument("--verified", action="store_true",
+                   help="export the model `find` verified for --trial ('best': the study's find winner)")
     p.add_argument("--json", action="store_true", help="print the file's metadata as JSON")
     p.set_defaults(func=cmd_export)
 

@@ -29,7 +29,7 @@ from search.verify import held, print_table, retrain_jobs, retrain_seeds
 from space.recipe import ConfigError, TrainConfig
 from space.target import TARGET_ACC
 from storage import notes
-from storage.studies import StudyError, artifact_dir, ranked_trials, storage_url
+from storage.studies import StudyError, ranked_trials, storage_url, verified_weights_path
 
 CONFIRM_SEED_BASE = 10_000  # further seeds of the confirm stage: never a trial's own seed (its number)
 
@@ -174,7 +174,7 @@ def _now() -> str:
 
 def _weights_path(config: FindConfig, trial: int, seed: int) -> Path:
     url = storage_url(study_name=config.search.study_name, storage=config.search.storage)
-    return artifact_dir(url, config.search.study_name) / "find" / f"trial{trial}-seed{seed}.pt"
+    return verified_weights_path(url, config.search.study_name, trial, seed)
 
 
 def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]) -> dict | None:
@@ -231,33 +231,11 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
     return None
 
 
-def export_winner(config: FindConfig, study: optuna.Study, verified: dict, confirmed: dict) -> Path:
-    import torch
-    from storage.modelfile import build_trained, save_model_file, write_model_card
-    path = _weights_path(config, verified["trial"], 1)
-    if not path.is_file():
-        raise StudyError(f"the verified weights {path} are missing; delete the study attribute "
-                         f"find:verify:{verified['trial']} to retrain them")
-    weights = torch.load(path, weights_only=True)
-    spec, module = build_trained(weights)
-    out = Path(config.output)
-    onnx = out.with_suffix(".onnx")
-    seed1 = verified["results"]["1"]
-    meta = save_model_file(module, spec, {
-        "study": study.study_name, "trial": verified["trial"], "config": weights["config"],
-        "trained_on": "all 60,000 training images, seed 1 of the verify stage"
-                      + (f", on {verified['devices']['1']}" if verified.get("devices", {}).get("1") else ""),
-        "test_acc_per_epoch": seed1, "test_acc": seed1[-1],
-        "verify": verified, "confirm": confirmed,
-        "tests_used": study.user_attrs.get("find:tests_used", []),
-        "protocol": f">= {config.target} % on the official test set in each of the last {verified['k']} of "
-                    f"{verified['epochs']} epochs, for each of seeds 1..{verified['seeds']}",
-    }, out, onnx)
-    spec_json, card = write_model_card(out, meta)
-    from space.spec import count_params
-    print(f"wrote {out}, {onnx}, {spec_json} and {card} (trial {verified['trial']}, {count_params(spec):,} params, "
-          f"test {seed1[-1]:.2f} % at the last epoch of seed 1)")
-    return out
+def export_winner(config: FindConfig, study: optuna.Study, verified: dict) -> Path:
+    from storage.modelfile import export_verified
+    export_verified(study_name=study.study_name, storage=config.search.storage, trial=str(verified["trial"]),
+                    output=config.output, study=study)
+    return Path(config.output)
 
 
 def find(config: FindConfig) -> int:
@@ -283,6 +261,5 @@ def find(config: FindConfig) -> int:
               + (f"; {len(candidates) - len(tried)} below --min-robust were not verified"
                  if len(tried) < len(candidates) else ""))
         return 1
-    confirmed = next(r for r in candidates if r["trial"] == verified["trial"])
-    export_winner(config, study, verified, confirmed)
+    export_winner(config, study, verified)
     return 0

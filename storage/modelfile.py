@@ -18,7 +18,7 @@ from space.model import Normalised, build_model
 from space.rf import receptive_field
 from space.spec import ArchSpec, count_params
 from storage.archive import UnsafeModelFile, check_model_archive
-from storage.studies import ArtifactSink, StudyError, get_trial, load_study, storage_url
+from storage.studies import ArtifactSink, StudyError, get_trial, load_study, storage_url, verified_weights_path
 
 META_NAME = "mnist_nas.json"
 FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"  # torch.load reads it on every call
@@ -94,9 +94,23 @@ def load_model_file(path) -> tuple[torch.nn.Module, dict]:
     return ep.module(), meta
 
 
+def _outputs(output, onnx) -> tuple[Path, Path | None]:
+    """The .pt2 and .onnx paths asked for, refused before any work when they cannot be such files."""
+    out, onnx = Path(output), Path(onnx) if onnx else None
+    for p, suffix, flag in ((out, ".pt2", "-o"), (onnx, ".onnx", "--onnx")):
+        if p is None:
+            continue
+        if p.suffix != suffix:
+            raise StudyError(f"{flag} must name a {suffix} file, got {p}")
+        if p.is_dir():
+            raise StudyError(f"{p} is a directory; give a file name")
+    return out, onnx
+
+
 def export_trial(*, study_name: str, storage: str | None = None, trial: str = "best",
                  output: str | Path, onnx: str | Path | None = None, quiet: bool = False) -> dict:
     """Write a trial's stored weights as a model file (and ONNX beside it); returns the metadata."""
+    out, onnx = _outputs(output, onnx)
     study = load_study(study_name=study_name, storage=storage)
     trial = get_trial(study, trial)
     weights = ArtifactSink(storage_url(study_name=study_name, storage=storage), study_name).load_weights(trial)
@@ -105,10 +119,6 @@ def export_trial(*, study_name: str, storage: str | None = None, trial: str = "b
     except Exception as e:  # a tampered or truncated artifact: say so, in one line
         raise StudyError(f"stored weights of trial {trial.number} do not fit its spec "
                          f"({type(e).__name__}); the artifact is damaged") from None
-    out, onnx = Path(output), Path(onnx) if onnx else None
-    for p in (out, onnx):
-        if p is not None and p.is_dir():
-            raise StudyError(f"{p} is a directory; give a file name")
     meta = save_model_file(module, spec, {
         "study": study.study_name, "trial": trial.number, "consistency_score": trial.values[0],
         "config": weights["config"], "epochs": trial.user_attrs.get("epochs", []),
@@ -117,6 +127,58 @@ def export_trial(*, study_name: str, storage: str | None = None, trial: str = "b
         print(f"wrote {out} (trial {trial.number}, {meta['params']:,} params, consistency score "
               f"{trial.values[0]:.2f}){f' and {onnx}' if onnx else ''}")
     return meta
+
+
+def export_verified(*, study_name: str, storage: str | None = None, trial: str = "best",
+                    output: str | Path, onnx: str | Path | None = None, quiet: bool = False, study=None) -> dict:
+    """Write the model `find` verified for a trial: its verify run's seed-1 weights (trained on all
+    60,000), the verify table and confirm scores in the metadata, ONNX, spec JSON and card beside
+    it (FILE.onnx unless `onnx` says otherwise). `trial` 'best' is the study's find winner. Reads
+    the study only; nothing is retrained. Returns the metadata."""
+    out, onnx = _outputs(output, onnx or Path(output).with_suffix(".onnx"))
+    study = study or load_study(study_name=study_name, storage=storage)
+    attrs = study.user_attrs
+    if trial == "best":
+        if "find:winner" not in attrs:
+            raise StudyError(f"study {study.study_name!r} has no model that passed `find`'s verify stage")
+        number = attrs["find:winner"]
+    else:
+        try:
+            number = int(trial)
+        except ValueError:
+            raise StudyError(f"--trial must be a trial number or 'best', got {trial!r}") from None
+    verified = attrs.get(f"find:verify:{number}")
+    if not isinstance(verified, dict) or "results" not in verified:
+        raise StudyError(f"trial {number} of study {study.study_name!r} was not verified by `find`")
+    if not verified.get("passed"):
+        raise StudyError(f"trial {number} failed `find`'s verify stage (target {verified['target']} in each of "
+                         f"the last {verified['k']} epochs); only a model that held it is exported as verified")
+    url = storage_url(study_name=study.study_name, storage=storage)
+    path = verified_weights_path(url, study.study_name, number, 1)
+    if not path.is_file():
+        raise StudyError(f"the verified weights {path} are missing; delete the study attribute "
+                         f"find:verify:{number} and rerun `find` to retrain them")
+    try:
+        weights = torch.load(path, weights_only=True)  # data only: a stored file never runs code
+        spec, module = build_trained(weights)
+    except Exception as e:
+        raise StudyError(f"the verified weights {path} do not load ({type(e).__name__}); the file is damaged") from None
+    seed1 = verified["results"]["1"]
+    meta = save_model_file(module, spec, {
+        "study": study.study_name, "trial": number, "config": weights["config"],
+        "trained_on": "all 60,000 training images, seed 1 of the verify stage"
+                      + (f", on {verified['devices']['1']}" if verified.get("devices", {}).get("1") else ""),
+        "test_acc_per_epoch": seed1, "test_acc": seed1[-1],
+        "verify": verified, "confirm": attrs.get(f"find:confirm:{number}") or {},
+        "tests_used": attrs.get("find:tests_used", []),
+        "protocol": f">= {verified['target']} % on the official test set in each of the last {verified['k']} of "
+                    f"{verified['epochs']} epochs, for each of seeds 1..{verified['seeds']}",
+    }, out, onnx)
+    spec_json, card = write_model_card(out, meta)
+    if not quiet:
+        print(f"wrote {out}, {onnx}, {spec_json} and {card} (trial {number}, {meta['params']:,} params, "
+              f"test {seed1[-1]:.2f} % at the last epoch of seed 1)")
+    return {**meta, "onnx": str(onnx), "spec_json": str(spec_json), "card": str(card)}
 
 
 def score_loaded(module, path, images, labels) -> float:

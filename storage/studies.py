@@ -313,6 +313,11 @@ def artifact_dir(url: str, study_name: str) -> Path:
     return Path("studies") / f"{study_name}.artifacts"
 
 
+def verified_weights_path(url: str, study_name: str, trial: int, seed: int) -> Path:
+    """Where `find` keeps the weights of a verify run (one trial, one seed, trained on all 60,000)."""
+    return artifact_dir(url, study_name) / "find" / f"trial{trial}-seed{seed}.pt"
+
+
 class ArtifactSink:
     """Stores a trial's final weights (spec + config + state_dict) in Optuna's artifact store."""
 

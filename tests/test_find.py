@@ -41,6 +41,19 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     card = (tmp_path / "models" / "win.md").read_text()
     assert "Where each verify seed trained: 1: cpu, 2: cpu" in card and "seed 1 of the verify stage, on cpu" in card
     assert f"trial {winner}" in card and "| seed | best |" in card and "**PASS**" in card and "| batch_size |" in card
+    # export --verified writes the same model and card from the study alone, under any name
+    exp = cli("export", "--study-name", "f", "--verified", "-o", "again.pt2", cwd=tmp_path)
+    assert f"trial {winner}" in exp.stdout and "retrain" not in exp.stdout
+    _, again = load_model_file(tmp_path / "again.pt2")
+    assert again == meta
+    assert (tmp_path / "again.onnx").is_file() and (tmp_path / "again.md").read_text() == card.replace("win", "again")
+    for args, says in ((["--trial", str(study.user_attrs["find:candidates"][-1])], "was not verified by `find`"),
+                       (["--trial", "x"], "trial number or 'best'"), (["-o", "m.onnx"], "-o must name a .pt2 file"),
+                       (["--onnx", "m.pt2"], "--onnx must name a .onnx file")):
+        out = ["-o", "n.pt2"] if "-o" not in args else []
+        b = cli("export", "--study-name", "f", "--verified", *out, *args, cwd=tmp_path, check=False)
+        assert b.returncode == 2 and b.stderr.startswith("error: ") and says in b.stderr, b.stderr
+        assert not (tmp_path / "n.pt2").exists() and not (tmp_path / "m.onnx").exists()
     # the same command again: every stage is found done, nothing is retrained, the same winner
     again = cli("find", "--study-name", "f", "--target", "0", "-o", "models/win.pt2", *TINY, cwd=tmp_path)
     assert "search: done before" in again.stdout and f"verify: trial {winner} verified before" in again.stdout
@@ -98,6 +111,11 @@ def test_find_fails_honestly_when_no_candidate_holds_the_target(tmp_path):
     assert not (tmp_path / "m.pt2").exists()
     study = load(tmp_path, "g")
     assert study.user_attrs["find:tests_used"] == study.user_attrs["find:candidates"]
+    # a failed candidate is not exported as verified, nor is a winner there is none of
+    for trial, says in ((str(study.user_attrs["find:candidates"][0]), "failed `find`'s verify stage"),
+                        ("best", "has no model that passed")):
+        b = cli("export", "--study-name", "g", "--verified", "--trial", trial, "-o", "m.pt2", cwd=tmp_path, check=False)
+        assert b.returncode == 2 and says in b.stderr and not (tmp_path / "m.pt2").exists(), b.stderr
 
 
 def test_min_robust_keeps_weak_candidates_away_from_the_test_set(tmp_path):
