@@ -138,15 +138,12 @@ def export_verified(*, study_name: str, storage: str | None = None, trial: str =
     out, onnx = _outputs(output, onnx or Path(output).with_suffix(".onnx"))
     study = study or load_study(study_name=study_name, storage=storage)
     attrs = study.user_attrs
-    if trial == "best":
-        if "find:winner" not in attrs:
-            raise StudyError(f"study {study.study_name!r} has no model that passed `find`'s verify stage")
+    if trial != "best":  # a number: get_trial parses it and refuses a trial the study lacks
+        number = get_trial(study, trial).number
+    elif "find:winner" in attrs:  # 'best' here is find's winner, not get_trial's best score
         number = attrs["find:winner"]
     else:
-        try:
-            number = int(trial)
-        except ValueError:
-            raise StudyError(f"--trial must be a trial number or 'best', got {trial!r}") from None
+        raise StudyError(f"study {study.study_name!r} has no model that passed `find`'s verify stage")
     verified = attrs.get(f"find:verify:{number}")
     if not isinstance(verified, dict) or "results" not in verified:
         raise StudyError(f"trial {number} of study {study.study_name!r} was not verified by `find`")
