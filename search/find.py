@@ -43,7 +43,7 @@ class FindConfig:
     top: int = 3
     # Verify only candidates whose seed-robust validation score reaches this. On five verified
     # candidates the lowest last-K test figure ran 0.17-0.34 above the robust validation score
-    # (README, "find"), so a candidate far below target - 0.2 would spend an hour and a test use
+    # (docs/results.md), so a candidate far below target - 0.2 would spend an hour and a test use
     # to fail. None: verify every candidate.
     min_robust: float | None = None
 

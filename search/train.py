@@ -99,7 +99,7 @@ def _ema_update(decay_now: dict):
 def training_memory_format(spec: ArchSpec, device: torch.device) -> torch.memory_format:
     """channels_last for a spec with grouped (depthwise) convolutions on the CPU, else the default.
 
-    Why: oneDNN's depthwise 3x3 is far faster in NHWC here. results/layout-variants.py (one thread,
+    Why: oneDNN's depthwise 3x3 is far faster in NHWC here. experiments/layout-variants (one thread,
     batch 64, forward+backward+step; commit e965cd5, 2026-11-28, two rounds): find-4k-sep trial 28
     (3,917 params, separable) 1,881 / 1,595 img/s contiguous, 2,313 / 2,279 channels_last; the plain
     under5k and under8k were mixed (2,345 / 2,211 -> 2,473 / 2,652; 2,937 / 2,361 -> 2,589 / 2,558)

@@ -74,8 +74,8 @@ class TrainConfig:
     # Part of the recipe, not of the machine: it changes what is computed, so confirm and verify
     # retrain a trial in the precision it was searched in, and a model file records it. bf16 steps
     # 3-68 % faster on this CPU (AVX512-BF16) but scored lower on validation in 6 of 6 seed pairs,
-    # by 0.01-0.18, robust 99.21 -> 99.10 and 99.21 -> 99.11 (results/bf16-check, README "The
-    # search space"): fp32 stays the default, and every committed study used it.
+    # by 0.01-0.18, robust 99.21 -> 99.10 and 99.21 -> 99.11 (experiments/bf16-check,
+    # docs/search-space.md): fp32 stays the default, and every committed study used it.
     precision: str = "fp32"  # one of PRECISIONS
 
     def __post_init__(self):

@@ -243,7 +243,7 @@ class SearchSpace:
     bias: Dim = Fixed(False)
     # True: every 3x3 convolution after the network's first is a depthwise 3x3 (groups = its input
     # channels) and a 1x1 to the drawn width, each with its ReLU/BN: 9*C + C*W weights, not 9*C*W.
-    # Off in the default space (results/separable-check: 3,636 parameters held 99.07/99.13 on
+    # Off in the default space (experiments/separable-check: 3,636 parameters held 99.07/99.13 on
     # validation where the plain 3.6K designs reached 99.00 and the 4,736 under5k 99.12/99.21).
     separable: Dim = Fixed(False)
     # With separable: True makes each depthwise 3x3 linear (no ReLU/BN of its own; the 1x1's follow),

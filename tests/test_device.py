@@ -1,6 +1,6 @@
 """--device: names checked up front, the CPU path unchanged, and (where a GPU exists) training on CUDA.
 
-The CUDA tests skip on machines without one (CI); they were run on a lent H100 (README, "GPU")."""
+The CUDA tests skip on machines without one (CI); they were run on a lent H100 (docs/gpu.md)."""
 import os
 import subprocess
 import sys

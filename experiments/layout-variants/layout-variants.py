@@ -2,12 +2,12 @@
 default memory layout (plain) or channels_last (cl); also nomkldnn (oneDNN off), bf16 (the forward
 pass and loss under bfloat16 autocast, as a recipe's "precision": "bf16" trains) and cl-bf16 (both).
 
-    for v in plain cl plain cl; do .venv/bin/python results/layout-variants.py $v models/under5k.spec.json; done
-    for v in plain cl nomkldnn plain; do .venv/bin/python results/layout-variants.py $v \\
-        results/separable-check/find-4k-sep-trial28.spec.json; done
-    for f in results/bf16-check/8k2.spec.json models/under5k.spec.json \
-        results/separable-check/find-4k-sep-trial28.spec.json; do
-      for v in plain bf16 cl cl-bf16 plain bf16; do .venv/bin/python results/layout-variants.py $v $f; done; done
+    for v in plain cl plain cl; do .venv/bin/python experiments/layout-variants/layout-variants.py $v models/under5k.spec.json; done
+    for v in plain cl nomkldnn plain; do .venv/bin/python experiments/layout-variants/layout-variants.py $v \\
+        experiments/separable-check/find-4k-sep-trial28.spec.json; done
+    for f in experiments/bf16-check/8k2.spec.json models/under5k.spec.json \
+        experiments/separable-check/find-4k-sep-trial28.spec.json; do
+      for v in plain bf16 cl cl-bf16 plain bf16; do .venv/bin/python experiments/layout-variants/layout-variants.py $v $f; done; done
 """
 import sys, time
 sys.path.insert(0, ".")  # run from the repository root

@@ -4,11 +4,11 @@
 # for them (the search run's seed = the trial number, then confirm's 10001 and 10002), so
 # `mnist-nas report` on each study holds the fp32 side (same seeds, consistency score per seed):
 #   lin6: find-4k-lin trial 6 (3,976 params, separable, weight average 0.999), fp32 99.23 / 99.21 / 99.28
-#   8k2:  find-8k trial 2 (7,416, model6's shape = models/under8k),            fp32 99.33 / 99.21 / 99.33
+#   8k2:  find-8k trial 2 (7,416, model6's shape = models/under8k-plain),            fp32 99.33 / 99.21 / 99.33
 # One thread per run, the two trials side by side on the 2 cores.
-# Usage: MNIST_DATA_DIR=/path/to/data results/bf16-check/run.sh
+# Usage: MNIST_DATA_DIR=/path/to/data experiments/bf16-check/run.sh
 cd "$(dirname "$0")/../.."
-d=results/bf16-check
+d=experiments/bf16-check
 lane() {  # tag, budget, seeds...
   local tag=$1 budget=$2; shift 2
   for seed in "$@"; do

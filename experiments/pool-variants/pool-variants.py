@@ -1,7 +1,7 @@
-"""A hand-written 2x2 max-pool against F.max_pool2d, forward+backward, one thread (README,
-"Performance": tried and dropped). Both variants give values and gradients identical to
+"""A hand-written 2x2 max-pool against F.max_pool2d, forward+backward, one thread (docs/performance.md:
+tried and dropped). Both variants give values and gradients identical to
 max_pool2d's (checked below, ties included); both are slower on this CPU.
-Run: .venv/bin/python results/pool-variants.py"""
+Run: .venv/bin/python experiments/pool-variants/pool-variants.py"""
 import time
 
 import torch
