@@ -1,0 +1,33 @@
+"""What a training run trained on, and what made it: one function writes each description, from
+the run's own settings (never a sentence spelled by hand at the call site).
+
+>>> describe_training(final=True, train_limit=None, epochs=15, seeds=[1, 2, 3])
+'all 60,000 training images, 15 epochs, seeds 1, 2, 3'
+>>> describe_training(final=True, train_limit=2000, epochs=3, seeds=[1])
+'the first 2,000 training images, 3 epochs, seed 1'
+>>> describe_training(final=False, train_limit=None, epochs=15)
+'the search split (50,000 training images, scored on the other 10,000), 15 epochs'
+"""
+from __future__ import annotations
+
+TRAIN_IMAGES = 60_000  # MNIST's training set; the search split keeps 5/6 of it for training
+SEARCH_TRAIN = 50_000
+
+
+def describe_training(*, final: bool, train_limit: int | None, epochs: int, seeds: list[int] | None = None,
+                      device: str | None = None) -> str:
+    """'all 60,000 training images, 15 epochs, seeds 1, 2, 3' from a run's settings. final: the
+    whole training set (scored on test); else the search's 50,000 / 10,000 split."""
+    if final:
+        images = (f"the first {train_limit:,} training images" if train_limit
+                  else f"all {TRAIN_IMAGES:,} training images")
+    else:
+        images = (f"the first {train_limit:,} images of the search split" if train_limit
+                  else f"the search split ({SEARCH_TRAIN:,} training images, scored on the other "
+                       f"{TRAIN_IMAGES - SEARCH_TRAIN:,})")
+    parts = [images, f"{epochs} epochs"]
+    if seeds:
+        parts.append(("seeds " if len(seeds) > 1 else "seed ") + ", ".join(map(str, seeds)))
+    if device:
+        parts.append(f"on {device}")
+    return ", ".join(parts)
