@@ -37,6 +37,36 @@ def read_text_file(path: str, what: str) -> str:
         raise UserError(f"{p} is not a text (JSON) file") from None
 
 
+# Numbers a user types ----------------------------------------------------------------------------
+# Every integer flag goes through one of these argparse types (tests/test_protocol.py checks that no
+# flag takes a bare int): a count that must be positive is refused in one line, never used (a
+# --train-limit of -5 once trained on all but 5 images). Recipe flags (--batch-size, --step-size)
+# are checked by TrainConfig's rules instead.
+
+def _integer(text: str, least: int, most: int | None, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < least or (most is not None and value > most):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """A count: epochs, trials, workers, seeds, images, steps, ... (1 or more)."""
+    return _integer(text, 1, None, "a positive integer")
+
+
+def whole(text: str) -> int:
+    """A seed or a thread count: 0 or more."""
+    return _integer(text, 0, None, "an integer >= 0")
+
+
+def port(text: str) -> int:
+    return _integer(text, 1, 65535, "a port number between 1 and 65535")
+
+
 # Spec resolution ----------------------------------------------------------------------------------
 
 def resolve_spec(args):
@@ -173,10 +203,6 @@ def cmd_bench(args):
     from search.device import DEVICE_ENV
     os.environ[DEVICE_ENV] = "cpu"  # bench measures this machine's CPU, both pipelines alike
     from search.bench import run_bench, run_families
-    if args.steps < 1:
-        raise UserError(f"--steps must be a positive integer, got {args.steps}")
-    if args.repeats < 1:
-        raise UserError(f"--repeats must be a positive integer, got {args.repeats}")
     if args.study_scale:
         from storage.scale import run_scale
         run_scale(_sizes(args.study_scale), as_json=args.json)
@@ -328,20 +354,20 @@ def add_search_args(p, n_trials: int = 20):
     from space.target import EPOCH_LIMIT, LAST_K, MAX_PARAMS
     add_study_args(p)
     p.add_argument("--space", metavar="FILE.json", help="search this space instead of the default")
-    p.add_argument("--n-trials", type=int, default=n_trials,
+    p.add_argument("--n-trials", type=count, default=n_trials,
                    help=f"the study's trial budget: finished trials across all workers and runs (default {n_trials})")
     p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--workers", type=count, default=os.cpu_count() or 1,
                    help="worker processes, one thread each (default: one per core)")
-    p.add_argument("--max-params", type=int, default=MAX_PARAMS, help=f"budget: fewer than this (default {MAX_PARAMS})")
-    p.add_argument("--epochs", type=int, default=EPOCH_LIMIT, help=f"epochs per trial (default {EPOCH_LIMIT})")
+    p.add_argument("--max-params", type=count, default=MAX_PARAMS, help=f"budget: fewer than this (default {MAX_PARAMS})")
+    p.add_argument("--epochs", type=count, default=EPOCH_LIMIT, help=f"epochs per trial (default {EPOCH_LIMIT})")
     p.add_argument("--pruner", choices=tuple(PRUNERS), default="median")
     p.add_argument("--sampler", choices=tuple(SAMPLERS), default="tpe")
     p.add_argument("--objective", choices=OBJECTIVES, default="consistency",
                    help="consistency: min val acc over the last K epochs; pareto: that and params down")
-    p.add_argument("--last-k", type=int, help=f"K for the consistency score (default {LAST_K}, or --epochs if fewer)")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
-    p.add_argument("--train-limit", type=int, help="train each trial on the first N training images")
+    p.add_argument("--last-k", type=count, help=f"K for the consistency score (default {LAST_K}, or --epochs if fewer)")
+    p.add_argument("--seed", type=whole, default=0, help="sampler seed (default 0)")
+    p.add_argument("--train-limit", type=count, help="train each trial on the first N training images")
     p.add_argument("--no-enqueue", action="store_true", help="do not enqueue model6 as the first trial")
     p.add_argument("--enqueue", metavar="FILE.json",
                    help="run these points first: a JSON list of {parameter: value} objects, each in the space "
@@ -380,12 +406,12 @@ def parser() -> argparse.ArgumentParser:
                                    "--final: 50,000 images, scored on the 10,000 validation images. "
                                    "With --final: all 60,000, scored on the official test set each epoch.")
     add_model_args(p)
-    p.add_argument("--epochs", type=int, help="epochs (default 15, the limit)")
-    p.add_argument("--seed", type=int, help="seed for weights, shuffling, augmentation (default 1)")
+    p.add_argument("--epochs", type=count, help="epochs (default 15, the limit)")
+    p.add_argument("--seed", type=whole, help="seed for weights, shuffling, augmentation (default 1)")
     p.add_argument("--final", action="store_true", help="train on all 60,000, score the test set")
-    p.add_argument("--train-limit", type=int, help="use only the first N training images")
+    p.add_argument("--train-limit", type=count, help="use only the first N training images")
     p.add_argument("--out", help="output folder (default runs/<model>-<val|final>-seed<S>)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=whole, help="torch threads (default: torch's choice)")
     p.add_argument("--allow-long", action="store_true", help="permit more than 15 epochs")
     p.add_argument("--recipe", metavar="FILE.json",
                    help="a recipe: TrainConfig fields as JSON (a trial's 'config' works as it is)")
@@ -394,7 +420,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar=kind.__name__.upper(),
                        choices={"scheduler": SCHEDULERS, "precision": PRECISIONS}.get(name),
                        help=f"override the recipe's {name} (space/recipe.py: TrainConfig)")
-    p.add_argument("--max-params", type=int, default=MAX_PARAMS, help="refuse specs with this many parameters or more")
+    p.add_argument("--max-params", type=count, default=MAX_PARAMS, help="refuse specs with this many parameters or more")
     p.add_argument("--no-budget", action="store_true", help="skip the budget check (model1 needs it)")
     add_data_arg(p)
     add_device_arg(p)
@@ -404,7 +430,7 @@ def parser() -> argparse.ArgumentParser:
                        description="Train model6 for the same number of steps with this engine and with "
                                    "the conventional torchvision pipeline (per-sample transforms, "
                                    "DataLoader with 2 workers, nn.Dropout) and print images per second.")
-    p.add_argument("--steps", type=int, default=100, help="training steps per measurement (default 100)")
+    p.add_argument("--steps", type=count, default=100, help="training steps per measurement (default 100)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--profile", action="store_true", help="also print the torch profiler table of the engine")
     p.add_argument("--families", action="store_true",
@@ -414,7 +440,7 @@ def parser() -> argparse.ArgumentParser:
                    help="instead: the engine as studies run it (one 1-thread process per core) against the "
                         "conventional pipeline at its best threads x DataLoader workers setting, --repeats "
                         "times, and one 15-epoch trial's cost on one core")
-    p.add_argument("--repeats", type=int, default=3, help="repeats of --compare (default 3)")
+    p.add_argument("--repeats", type=count, default=3, help="repeats of --compare (default 3)")
     p.add_argument("--study-scale", metavar="N,N", help="instead: build synthetic studies of these many "
                    "finished trials (no training) and time report and the dashboard's study page on each")
     add_data_arg(p)
@@ -440,11 +466,11 @@ def parser() -> argparse.ArgumentParser:
                                    "verify the best on the test set (all 60,000 training images) until one "
                                    "holds --target in each of the last K epochs on every seed; export it "
                                    "(.pt2 and .onnx). Resumable: rerun the same command. Example: "
-                                   "mnist-nas find --max-params 5000 -o models/under5k.pt2")
+                                   "mnist-nas find --max-params 5000 -o under5k.pt2")
     add_search_args(p, n_trials=40)
     p.add_argument("--target", type=float, default=TARGET_ACC, help=f"test accuracy to hold (default {TARGET_ACC})")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per candidate, in confirm and verify (default 3)")
-    p.add_argument("--top", type=int, default=3, help="trials to confirm (default 3)")
+    p.add_argument("--seeds", type=count, default=3, help="seeds per candidate, in confirm and verify (default 3)")
+    p.add_argument("--top", type=count, default=3, help="trials to confirm (default 3)")
     p.add_argument("--min-robust", type=float, default=None, metavar="SCORE",
                    help="verify only candidates whose seed-robust validation score reaches SCORE; the others "
                         "never meet the test set (default: verify every candidate)")
@@ -466,7 +492,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="best trials, counts by state, plots",
                        description="Table of the best trials, counts by state and PNG plots of a study.")
     add_study_args(p)
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=count, default=10)
     p.add_argument("--plots", metavar="DIR", help="write PNG plots to DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(func=cmd_report)
@@ -488,7 +514,7 @@ def parser() -> argparse.ArgumentParser:
                                    "seed 1) with its verify table, and FILE.onnx, FILE.spec.json and the card "
                                    "FILE.md beside it, as `find -o` writes them. Example: mnist-nas export "
                                    "--study-name find-8k-lin --storage sqlite:///results/find-8k-lin.db "
-                                   "--verified -o models/under8k.pt2")
+                                   "--verified -o under8k.pt2")
     add_study_args(p)
     add_trial_arg(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE.pt2")
@@ -517,7 +543,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dashboard", help="start optuna-dashboard on a study's storage",
                        description="Serve optuna-dashboard for the storage (127.0.0.1 unless --host).")
     add_study_args(p)
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port, default=8080)
     p.add_argument("--host", default="127.0.0.1")
     p.set_defaults(func=cmd_dashboard)
 
@@ -527,11 +553,11 @@ def parser() -> argparse.ArgumentParser:
                                    "target in each of the last K epochs, else 1.")
     add_study_args(p)
     add_trial_arg(p)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--last-k", type=int, help=f"default {LAST_K}, or --epochs if fewer")
+    p.add_argument("--seeds", type=count, default=3)
+    p.add_argument("--last-k", type=count, help=f"default {LAST_K}, or --epochs if fewer")
     p.add_argument("--target", type=float, default=TARGET_ACC)
-    p.add_argument("--epochs", type=int, default=EPOCH_LIMIT)
-    p.add_argument("--train-limit", type=int, help="train on the first N images (for quick checks)")
+    p.add_argument("--epochs", type=count, default=EPOCH_LIMIT)
+    p.add_argument("--train-limit", type=count, help="train on the first N images (for quick checks)")
     p.add_argument("--json", action="store_true", help="print the per-seed results as JSON (progress goes to stderr)")
     add_data_arg(p)
     add_device_arg(p)
@@ -544,11 +570,11 @@ def parser() -> argparse.ArgumentParser:
         "bench": "mnist-nas bench --steps 150   (or: mnist-nas bench --families)",
         "space": "mnist-nas space > my-space.json",
         "search": "mnist-nas search --space my-space.json --max-params 5000 --n-trials 40",
-        "find": "mnist-nas find --max-params 5000 -o models/under5k.pt2",
+        "find": "mnist-nas find --max-params 5000 -o under5k.pt2",
         "worker": "mnist-nas worker --study-name big --storage postgresql+psycopg://user:pw@db/studies",
-        "report": "mnist-nas report --plots docs/study   (or --json)",
+        "report": "mnist-nas report --plots plots   (or --json)",
         "front": "mnist-nas front --study find-5k=sqlite:///results/find-5k.db "
-                 "--study families=sqlite:///results/families.db -o docs/front.png",
+                 "--study families=sqlite:///results/families.db -o front.png",
         "export": "mnist-nas export --trial best -o best.pt2 --onnx best.onnx",
         "evaluate": "mnist-nas evaluate best.pt2",
         "notes": "mnist-nas notes --study-name mnist-nas",

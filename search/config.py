@@ -92,8 +92,8 @@ class SearchConfig:
         for name, table in (("pruner", PRUNERS), ("sampler", SAMPLERS), ("objective", OBJECTIVES)):
             if getattr(self, name) not in table:
                 raise ConfigError(f"--{name} must be one of {', '.join(table)}, got {getattr(self, name)!r}")
-        if not isinstance(self.study_name, str) or not self.study_name.strip():
-            raise ConfigError("--study-name must not be empty")
+        from storage.studies import check_study_name
+        check_study_name(self.study_name)  # the one check: a name never becomes a path outside studies/
         if self.storage is not None and not self.storage.strip():
             raise ConfigError("--storage must not be empty (leave it out for the default SQLite file)")
         for i, point in enumerate(self.start_points, 1):

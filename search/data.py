@@ -152,7 +152,10 @@ def make_split(data: MNIST, final: bool = False, train_limit: int | None = None,
         tr, va = perm[n_val:], perm[:n_val]
         x, y, ex, ey, name = (data.train_images[tr], data.train_labels[tr],
                               data.train_images[va], data.train_labels[va], "val")
-    if train_limit:
+    if train_limit is not None:
+        if isinstance(train_limit, bool) or not isinstance(train_limit, int) or train_limit < 1:
+            # x[:-5] would train on all but 5 images: a limit is a positive count or none
+            raise DataError(f"--train-limit must be a positive integer, got {train_limit!r}")
         x, y = x[:train_limit], y[:train_limit]
     if eval_limit:
         ex, ey = ex[:eval_limit], ey[:eval_limit]

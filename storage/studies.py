@@ -22,12 +22,42 @@ class StudyError(Exception):
     """Bad storage URL, unknown study, unknown or incomplete trial: one line, exit 2."""
 
 
+STUDY_NAME_MAX = 200  # characters: studies/<name>.artifacts must stay a legal file name (255 bytes)
+
+
+def check_study_name(study_name) -> str:
+    """The one check of a study name. A name becomes file names (studies/<name>.db,
+    studies/<name>.artifacts/), so one that could leave the studies folder or is no file name at
+    all is refused in one line: empty, '.' or '..', holding '/' or '\\' (a path, absolute or not),
+    a NUL or another control character, or longer than STUDY_NAME_MAX. Every command reaches it
+    through storage_url before it reads or writes anything.
+
+    >>> check_study_name("find-5k")
+    'find-5k'
+    >>> check_study_name("../../x")
+    Traceback (most recent call last):
+    ...
+    storage.studies.StudyError: --study-name must be a plain name, not a path or a special name: got '../../x' (letters, digits and - _ . are safe)
+    """
+    if not isinstance(study_name, str) or not study_name.strip():
+        raise StudyError("--study-name must not be empty")
+    if len(study_name) > STUDY_NAME_MAX:
+        raise StudyError(f"--study-name must be at most {STUDY_NAME_MAX} characters, got {len(study_name)}")
+    if study_name in (".", "..") or any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in study_name):
+        shown = repr(study_name if len(study_name) <= 60 else study_name[:60] + "...")
+        raise StudyError(f"--study-name must be a plain name, not a path or a special name: got {shown} "
+                         f"(letters, digits and - _ . are safe)")
+    return study_name
+
+
 def default_url(study_name: str) -> str:
-    return f"sqlite:///studies/{study_name}.db"
+    return f"sqlite:///studies/{check_study_name(study_name)}.db"
 
 
 def storage_url(*, study_name: str, storage: str | None = None) -> str:
-    """The URL a study lives at: the one given, else the default SQLite file for its name."""
+    """The URL a study lives at: the one given, else the default SQLite file for its name. The
+    name is checked here (check_study_name) whether or not a storage is given."""
+    check_study_name(study_name)
     if storage is not None and not storage.strip():
         raise StudyError("--storage must not be empty (leave it out for the default SQLite file)")
     return storage or default_url(study_name)
@@ -310,7 +340,7 @@ def artifact_dir(url: str, study_name: str) -> Path:
     path = _sqlite_path(url)
     if path is not None:
         return path.with_suffix(".artifacts")
-    return Path("studies") / f"{study_name}.artifacts"
+    return Path("studies") / f"{check_study_name(study_name)}.artifacts"
 
 
 def verified_weights_path(url: str, study_name: str, trial: int, seed: int) -> Path:
