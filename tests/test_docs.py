@@ -1,10 +1,18 @@
 """Docstring examples are part of the documentation: run them, so an example that stopped being
-true fails here instead of misleading a reader."""
+true fails here instead of misleading a reader. The same for the front page and the manual: every
+relative link resolves, every command they name exists, and the front page's model-file snippet
+runs under plain PyTorch and prints what the file records."""
 import doctest
 import importlib
+import json
 import pkgutil
+import re
+import subprocess
+import sys
 
 import pytest
+
+from tests.conftest import ROOT
 
 PACKAGES = ("space", "search", "storage")
 
@@ -25,3 +33,89 @@ def test_every_package_module_is_found():
 def test_docstring_examples_run(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0, f"{result.failed} failing example(s) in {name}"
+
+
+# The front page, the manual and the experiments' READMEs: what a reader follows links through.
+DOC_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "experiments").glob("*/README.md"))]
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def _links(text: str) -> list[str]:
+    """Markdown link and image targets outside fenced code blocks."""
+    return LINK.findall(FENCE.sub("", text))
+
+
+def test_link_finder_sees_links_and_images_but_not_code():
+    text = "[a](x.md) ![b](img/y.png \"t\") [c](https://e.org/z) [d](#here)\n```python\nf = d[i](x)\n```\n"
+    assert _links(text) == ["x.md", "img/y.png", "https://e.org/z", "#here"]
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=[str(p.relative_to(ROOT)) for p in DOC_PAGES])
+def test_every_relative_link_resolves(page):
+    missing = []
+    for target in _links(page.read_text()):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+            continue  # http(s), mailto: not checked here; an anchor within the page
+        path = target.split("#", 1)[0]
+        if not (page.parent / path).exists():
+            missing.append(target)
+    assert not missing, f"{page.relative_to(ROOT)} links to what is not there: {missing}"
+
+
+def _subcommands() -> set[str]:
+    import argparse
+
+    import study
+    (sub,) = [a for a in study.parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return set(sub.choices)
+
+
+def _named_commands(text: str) -> set[str]:
+    """`mnist-nas <command>` as written in code (fenced blocks and `inline` spans)."""
+    code = "\n".join(FENCE.findall(text) + re.findall(r"`([^`\n]+)`", FENCE.sub("", text)))
+    return set(re.findall(r"mnist-nas[ \t]+([a-z][a-z0-9-]*)", code))
+
+
+def test_readme_names_only_real_commands_and_lists_them_all():
+    real = _subcommands()
+    assert {"search", "find", "worker", "export", "evaluate"} <= real
+    named = _named_commands((ROOT / "README.md").read_text())
+    assert named <= real, f"README names commands the CLI does not have: {sorted(named - real)}"
+    assert real <= named, f"README's command table misses: {sorted(real - named)}"
+
+
+@pytest.mark.parametrize("page", DOC_PAGES[1:], ids=[str(p.relative_to(ROOT)) for p in DOC_PAGES[1:]])
+def test_the_manual_names_only_real_commands(page):
+    named = _named_commands(page.read_text())
+    assert named <= _subcommands(), f"{page.relative_to(ROOT)}: no such command: {sorted(named - _subcommands())}"
+
+
+def _readme_snippet() -> str:
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+    (snippet,) = [b for b in blocks if "torch.export.load" in b]
+    return snippet
+
+
+def test_readme_snippet_scores_the_test_set_in_batches():
+    """All 10,000 test images in one call took 5.8-8.5 GB; the snippet must not teach that."""
+    snippet = _readme_snippet()
+    assert "range(0, len(labels), 1000)" in snippet and "images[i:i + 1000]" in snippet
+    assert snippet == re.search(r"^```python\n(.*?)^```", (ROOT / "docs" / "model-files.md").read_text(),
+                                re.S | re.M).group(1), "README and docs/model-files.md show the same snippet"
+
+
+@pytest.mark.real
+def test_readme_snippet_runs_under_plain_pytorch_and_prints_the_recorded_accuracy(real_root):
+    snippet = _readme_snippet()
+    assert 'raw = "data/MNIST/raw/"' in snippet
+    code = snippet.replace('raw = "data/MNIST/raw/"', f"raw = {str(real_root / 'MNIST' / 'raw') + '/'!r}")
+    # -I: no project code on the path, as a user of the file has it; run from the repository root
+    r = subprocess.run([sys.executable, "-I", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    extra = {"mnist_nas.json": ""}
+    import torch
+    torch.export.load(str(ROOT / "models" / "under5k.pt2"), extra_files=extra)
+    recorded = json.loads(extra["mnist_nas.json"])["test_acc"]
+    assert r.stdout.strip() == f"test accuracy {recorded:.2f} % (the file records {recorded:.2f} %)"
+    assert f"`test accuracy {recorded:.2f} % (the file records {recorded:.2f} %)`" in (ROOT / "README.md").read_text()
