@@ -331,7 +331,8 @@ def cmd_notes(args):
 
 def cmd_dashboard(args):
     from storage.studies import dashboard
-    dashboard(study_name=args.study_name, storage=args.storage, host=args.host, port=args.port)
+    return dashboard(study_name=args.study_name, storage=args.storage, host=args.host, port=args.port,
+                     writable=args.allow_writes)
 
 
 def cmd_verify(args):
@@ -541,10 +542,17 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_notes)
 
     p = sub.add_parser("dashboard", help="start optuna-dashboard on a study's storage",
-                       description="Serve optuna-dashboard for the storage (127.0.0.1 unless --host).")
+                       description="Serve optuna-dashboard for the storage (127.0.0.1 unless --host), "
+                                   "read-only: the page shows the studies, notes, plots and artifacts, and "
+                                   "any change it asks for (delete or rename a study, edit a note, upload or "
+                                   "delete an artifact, tell or skip a trial) is refused unless --allow-writes. "
+                                   "A port in use is one error line; Ctrl-C or SIGTERM stop it (exit 130).")
     add_study_args(p)
-    p.add_argument("--port", type=port, default=8080)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=port, default=8080, help="port to listen on (default 8080)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--allow-writes", action="store_true",
+                   help="let the page change the storage (delete or rename studies, edit notes, upload or "
+                        "delete artifacts); off by default")
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("verify", help="retrain a trial's architecture on 60,000 and check the target",

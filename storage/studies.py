@@ -430,29 +430,89 @@ def faster_dashboard_pages() -> None:
     _serializer._mnist_nas_indexed = True
 
 
-def dashboard(*, study_name: str, storage: str | None = None, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve optuna-dashboard on the storage, with the artifact store beside it (weights files)."""
-    if not 1 <= port <= 65535:
-        raise StudyError(f"--port must be between 1 and 65535, got {port}")
+READ_METHODS = ("GET", "HEAD", "OPTIONS")  # what a read-only dashboard answers; the page's writes are POST/PUT/DELETE
+
+
+def read_only(app):
+    """The dashboard app, refusing every request that would change the storage or the artifact
+    store. optuna-dashboard 0.21 has no read-only mode: its page can delete or rename a study,
+    create one, write notes, tell or skip trials, set user attributes and upload or delete artifacts,
+    all through POST, PUT or DELETE (and its schema migration page through POST). Each of those gets
+    403 and a reason the page shows; reading is unchanged."""
+    import json
+
+    def guarded(environ, start_response):
+        if environ.get("REQUEST_METHOD", "GET").upper() in READ_METHODS:
+            return app(environ, start_response)
+        body = json.dumps({"reason": "this dashboard is read-only: mnist-nas dashboard changes nothing "
+                                     "(start it with --allow-writes to let the page change the study)"}).encode()
+        start_response("403 Forbidden", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+    return guarded
+
+
+def _listen(host: str, port: int):
+    """A WSGI server bound to host:port, or one StudyError line (port in use, not allowed, no such
+    host): bound before the URL is printed, so a URL is only ever printed for a server that is ours."""
+    import errno
+    import socket
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):  # one line per request said nothing to a user
+            pass
+
+    class Server(WSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    try:
+        return make_server(host, port, None, server_class=Server, handler_class=Quiet)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise StudyError(f"port {port} on {host} is already in use (another dashboard?); "
+                             f"choose another with --port") from None
+        raise StudyError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+
+
+def dashboard(*, study_name: str, storage: str | None = None, host: str = "127.0.0.1", port: int = 8080,
+              writable: bool = False) -> int:
+    """Serve optuna-dashboard on the storage, with the artifact store beside it (weights files),
+    read-only unless `writable`. Returns 130 when stopped by Ctrl-C or SIGTERM, after one line."""
+    import signal
     url = storage_url(study_name=study_name, storage=storage)
-    storage = open_storage(url)  # fail here, in one line, if it cannot be opened or holds no studies
+    rdb = open_storage(url)  # fail here, in one line, if it cannot be opened or holds no studies
     art = artifact_dir(url, study_name)
     store = None
     if art.is_dir():
         from optuna.artifacts import FileSystemArtifactStore
         store = FileSystemArtifactStore(str(art))
-    import signal
+    server = _listen(host, port)  # a busy port is one error line, before any URL is printed
+    stopped_by = {}
 
-    def stop(signum, frame):  # SIGTERM stops it like Ctrl-C: one line, exit 130, nothing half-written
+    def stop(signum, frame):  # SIGTERM stops it like Ctrl-C: one line, exit 130
+        stopped_by["cause"] = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, stop)
-    faster_dashboard_pages()
-    from bottle import run  # what optuna_dashboard.run_server serves with (wsgiref), on an app we warm first
-    from optuna_dashboard import wsgi
-    app = wsgi(url, artifact_store=store)
-    warm_dashboard(app, storage, study_name)
-    print(f"optuna-dashboard for {safe_url(url)}: http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
-    run(app, host=host, port=port)
+    signal.signal(signal.SIGINT, stop)
+    # PED-ANOVA warns per parameter on a small study ("Some regimes ... have less than 2 trials"),
+    # Optuna marks features experimental: none of it says anything to the person reading the page
+    warnings.simplefilter("ignore")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        faster_dashboard_pages()
+        from optuna_dashboard import wsgi
+        app = wsgi(url, artifact_store=store)
+        warm_dashboard(app, rdb, study_name)
+        server.set_app(app if writable else read_only(app))
+        print(f"optuna-dashboard for {safe_url(url)}: http://{host}:{port}/  "
+              f"({'the page may change the study' if writable else 'read-only'}; Ctrl-C to stop)", flush=True)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print(f"dashboard stopped by {stopped_by.get('cause', 'Ctrl-C')}", flush=True)
+        return 130
+    finally:
+        server.server_close()
+    return 0
 
 
 def warm_dashboard(app, storage: RDBStorage, study_name: str) -> None:

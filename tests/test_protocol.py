@@ -1,0 +1,185 @@
+"""Issue 25: what a study records is true, and a study never mixes protocols silently.
+
+Every number and name a user types is checked in one place; a resume keeps the study's protocol;
+records of training runs say what they trained on; the dashboard and stopped trials behave as a
+user expects. The CLI tests run real processes (the `cli` fixture, tests/conftest.py)."""
+import argparse
+import hashlib
+from pathlib import Path
+
+import pytest
+
+import study
+from storage.studies import StudyError, artifact_dir, check_study_name, default_url, storage_url
+from tests.conftest import make_tiny_mnist
+
+
+def _subparsers():
+    sub = next(a for a in study.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+RECIPE_INTS = {f"--{name.replace('_', '-')}" for name, kind in study.RECIPE_FLAGS.items() if kind is int}
+CHECKED = {study.count: ("0", "-5"), study.whole: ("-1",), study.port: ("0", "65536")}
+
+
+def _integer_flags():
+    """(command, flag, type) of every flag that takes an integer."""
+    for command, p in _subparsers().items():
+        for action in p._actions:
+            if action.option_strings and action.type in (int, *CHECKED):
+                yield command, action.option_strings[-1], action.type
+
+
+def test_no_flag_takes_an_unchecked_integer():
+    """A new integer flag must go through count, whole or port (or be a recipe setting, checked by
+    TrainConfig): the class is closed, not patched flag by flag."""
+    bare = [(c, f) for c, f, t in _integer_flags() if t is int and f not in RECIPE_INTS]
+    assert not bare, f"flags taking a bare int: {bare}"
+    counts = {(c, f) for c, f, t in _integer_flags() if t is study.count}
+    for needed in [("search", "--train-limit"), ("search", "--epochs"), ("search", "--n-trials"),
+                   ("search", "--workers"), ("search", "--last-k"), ("search", "--max-params"),
+                   ("find", "--seeds"), ("find", "--top"), ("find", "--train-limit"), ("verify", "--seeds"),
+                   ("verify", "--train-limit"), ("train", "--train-limit"), ("train", "--epochs"),
+                   ("bench", "--steps"), ("bench", "--repeats"), ("report", "--top")]:
+        assert needed in counts, needed
+    assert ("dashboard", "--port", study.port) in set(_integer_flags())
+
+
+@pytest.mark.parametrize("command, flag, kind", list(_integer_flags()))
+def test_every_integer_flag_refuses_a_bad_value_in_one_line(command, flag, kind, capsys):
+    if kind is int:
+        pytest.skip("a recipe setting: TrainConfig checks it")
+    for bad in CHECKED[kind] + ("x",):
+        with pytest.raises(SystemExit) as e:
+            study.main([command, flag, bad])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        assert f"argument {flag}: must be" in err and repr(bad) in err
+
+
+def test_a_negative_train_limit_is_refused_by_the_split_too(tiny_root):
+    from search.data import DataError, load_mnist, make_split
+    data = load_mnist(tiny_root, download=False)
+    for bad in (-5, 0):
+        with pytest.raises(DataError, match="--train-limit must be a positive integer"):
+            make_split(data, train_limit=bad)
+    assert len(make_split(data, final=True, train_limit=7).train_labels) == 7
+
+
+BAD_NAMES = ["../../x", "../x", "/tmp/abs-study", "a/b", "a\\b", "..", ".", "x\x00y", "x\ny", "n" * 201]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_a_study_name_never_becomes_a_path(name):
+    with pytest.raises(StudyError, match="--study-name must be"):
+        check_study_name(name)
+    for make in (lambda: default_url(name), lambda: storage_url(study_name=name),
+                 lambda: storage_url(study_name=name, storage="sqlite:///elsewhere.db"),
+                 lambda: artifact_dir("postgresql://u@h/db", name)):
+        with pytest.raises(StudyError):
+            make()
+    assert default_url("find-5k.v2") == "sqlite:///studies/find-5k.v2.db"
+
+
+def _tree(root: Path) -> set:
+    return {p.relative_to(root) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/mnist-nas-abs-study", "a/b", "..", "a\\b"])
+def test_a_path_as_study_name_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, name):
+    work = tmp_path / "w" / "v"
+    make_tiny_mnist(work / "data", n_train=60, n_test=20)
+    before = _tree(tmp_path)
+    for args in (["search", "--n-trials", "1", "--epochs", "1", "--data-dir", "data"],
+                 ["find", "--n-trials", "1", "--epochs", "1", "--data-dir", "data", "-o", "m.pt2"],
+                 ["report"], ["dashboard", "--port", "1"], ["notes"],
+                 ["search", "--storage", "sqlite:///s.db", "--n-trials", "1", "--epochs", "1", "--data-dir", "data"]):
+        r = cli(*args, "--study-name", name, cwd=work, check=False, timeout=120)
+        assert r.returncode == 2 and r.stderr.startswith("error: --study-name must be"), (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert _tree(tmp_path) == before
+    assert not Path("/tmp/mnist-nas-abs-study.db").exists()
+
+
+def test_help_examples_never_write_into_shipped_folders():
+    """`--help` examples are copied and run as they are: none may write over a shipped model or
+    a committed figure."""
+    for command, p in _subparsers().items():
+        text = p.format_help()
+        assert "models/" not in text and "docs/" not in text, (command, text)
+
+
+# The dashboard ------------------------------------------------------------------------------------
+
+def _small_study(d: Path, name: str = "dash", n: int = 6) -> str:
+    """A study of n complete trials over a few parameters, made directly (no training): enough for
+    the dashboard's parameter importances (PED-ANOVA) to warn about too few trials per regime."""
+    import optuna
+    from storage.studies import open_storage
+    url = f"sqlite:///{d}/{name}.db"
+    study = optuna.create_study(study_name=name, storage=open_storage(url, create=True), direction="maximize")
+    dists = {"a": optuna.distributions.FloatDistribution(0, 1), "b": optuna.distributions.IntDistribution(1, 8),
+             "c": optuna.distributions.CategoricalDistribution(["x", "y", "z"])}
+    for i in range(n):
+        study.add_trial(optuna.trial.create_trial(
+            params={"a": i / n, "b": 1 + i % 8, "c": "xyz"[i % 3]}, distributions=dists, value=90.0 + i))
+    return url
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_dashboard_on_a_busy_port_is_one_error_line_before_any_url(cli, tmp_path):
+    import socket
+    url = _small_study(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = cli("dashboard", "--storage", url, "--study-name", "dash", "--port", port, cwd=tmp_path, check=False,
+                timeout=120)
+    assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
+    assert r.stderr == f"error: port {port} on 127.0.0.1 is already in use (another dashboard?); choose another with --port\n"
+
+
+@pytest.mark.parametrize("sig, cause", [("SIGTERM", "SIGTERM"), ("SIGINT", "Ctrl-C")])
+def test_the_dashboard_is_read_only_quiet_and_stops_on_a_signal_with_one_line_exit_130(cli, tmp_path, sig, cause):
+    import json
+    import signal
+    import urllib.error
+    import urllib.request
+    from tests.conftest import read_lines_until
+    url = _small_study(tmp_path)
+    db = tmp_path / "dash.db"
+    port = _free_port()
+    p = cli.popen("dashboard", "--storage", url, "--study-name", "dash", "--port", port, cwd=tmp_path)
+    try:
+        lines = read_lines_until(p, lambda ls: "http://" in ls[-1], timeout=120, what="the dashboard's URL")
+        assert lines == [f"optuna-dashboard for {url}: http://127.0.0.1:{port}/  (read-only; Ctrl-C to stop)\n"]
+        base = f"http://127.0.0.1:{port}"
+        assert json.loads(urllib.request.urlopen(f"{base}/api/studies", timeout=30).read())["study_summaries"]
+        urllib.request.urlopen(f"{base}/api/studies/1/param_importances", timeout=60).read()  # PED-ANOVA runs
+        before = db.read_bytes()
+        for method, path, body in (("DELETE", "/api/studies/1", None),
+                                   ("PUT", "/api/studies/1/note", {"version": 1, "body": "changed"}),
+                                   ("POST", "/api/studies/1/rename", {"study_name": "other"}),
+                                   ("POST", "/api/studies", {"study_name": "new", "directions": ["maximize"]})):
+            req = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body else None,
+                                         headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=30)
+            assert e.value.code == 403 and "read-only" in json.loads(e.value.read())["reason"]
+        assert db.read_bytes() == before
+        p.send_signal(getattr(signal, sig))
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, (out, err)
+    assert out == f"dashboard stopped by {cause}\n" and err == "", (out, err)  # no warnings, no traceback
