@@ -1,12 +1,9 @@
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 
 from search.data import DataError, load_mnist, make_split, FILES
-from tests.conftest import ROOT, make_tiny_mnist, write_idx
+from tests.conftest import make_tiny_mnist, write_idx
 
 
 def test_tiny_idx_files_load_as_uint8_tensors(tiny_root):
@@ -76,11 +73,10 @@ def test_unreachable_download_is_one_line(tmp_path, monkeypatch):
     assert "download failed" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_cli_reports_bad_data_in_one_line_with_exit_2(tmp_path):
+def test_cli_reports_bad_data_in_one_line_with_exit_2(cli, tmp_path):
     root = make_tiny_mnist(tmp_path / "d")
     (root / "MNIST/raw/train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08")
-    r = subprocess.run([sys.executable, str(ROOT / "study.py"), "train", "model6", "--epochs", "1",
-                        "--data-dir", str(root)], capture_output=True, text=True, cwd=tmp_path)
+    r = cli("train", "model6", "--epochs", "1", "--data-dir", root, cwd=tmp_path, check=False)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: MNIST data unusable under")
     assert "Traceback" not in r.stderr

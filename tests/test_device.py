@@ -1,10 +1,6 @@
 """--device: names checked up front, the CPU path unchanged, and (where a GPU exists) training on CUDA.
 
 The CUDA tests skip on machines without one (CI); they were run on a lent H100 (docs/gpu.md)."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -12,16 +8,11 @@ from search.data import load_mnist, make_split
 from search.device import DEVICE_ENV
 from search.train import TrainConfig, train
 from space.baselines import BASELINES
-from tests.conftest import ROOT, make_tiny_mnist
+from tests.conftest import make_tiny_mnist
 
 SPEC = BASELINES["model6"].spec
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device on this machine")
-
-
-def run_cli(*args, cwd, env=None):
-    return subprocess.run([sys.executable, str(ROOT / "study.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
 
 
 @pytest.mark.parametrize("flag,env,needle", [
@@ -31,11 +22,11 @@ def run_cli(*args, cwd, env=None):
     (["--device", "cuda:7"], {}, "has 1 CUDA device" if HAS_CUDA and torch.cuda.device_count() == 1
      else ("CUDA device(s)" if HAS_CUDA else "CUDA is not available on this machine")),
 ])
-def test_a_bad_device_is_one_line_exit_2_and_nothing_is_stored(tmp_path, flag, env, needle):
+def test_a_bad_device_is_one_line_exit_2_and_nothing_is_stored(cli, tmp_path, flag, env, needle):
     make_tiny_mnist(tmp_path / "data")
     for cmd in (["search", "--study-name", "d", "--n-trials", "1", "--epochs", "1", "--data-dir", "data"],
                 ["train", "--epochs", "1", "--data-dir", "data", "--out", "run"]):
-        r = run_cli(*cmd, *flag, cwd=tmp_path, env=env)
+        r = cli(*cmd, *flag, cwd=tmp_path, env=env, check=False, timeout=300)
         assert r.returncode == 2, r.stderr
         assert r.stderr.startswith("error: ") and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
         assert "Traceback" not in r.stderr
@@ -76,12 +67,13 @@ def test_training_on_cuda_learns_records_the_device_and_hands_back_a_cpu_model(t
 
 
 @needs_cuda
-def test_find_on_cuda_with_two_workers_runs_every_stage_and_records_where(tmp_path):
+def test_find_on_cuda_with_two_workers_runs_every_stage_and_records_where(cli, tmp_path):
     from tests.test_find import TINY
     from tests.test_study import load
     make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
     args = [a if a != "1" or TINY[i - 1] != "--workers" else "2" for i, a in enumerate(TINY)]
-    r = run_cli("find", "--study-name", "g", "--target", "0", "-o", "win.pt2", "--device", "cuda", *args, cwd=tmp_path)
+    r = cli("find", "--study-name", "g", "--target", "0", "-o", "win.pt2", "--device", "cuda", *args, cwd=tmp_path,
+            check=False, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     study = load(tmp_path, "g")
     winner = study.user_attrs["find:winner"]

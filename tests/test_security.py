@@ -19,12 +19,9 @@ import torch
 from space.baselines import BASELINES
 from space.model import Normalised, build_model
 from storage.modelfile import save_model_file
-from tests.conftest import ROOT, make_tiny_mnist
+from tests.conftest import make_tiny_mnist
 
-
-def cli(*args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "study.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+pytestmark = pytest.mark.slow  # every test starts a process: the CLI, or plain torch
 
 
 class Touch:
@@ -125,28 +122,28 @@ def test_the_hostile_sample_inputs_really_run_code_under_plain_torch_export_load
 
 @pytest.mark.parametrize("kind", ["sample inputs", "legacy weights", "pickled weight", "opaque constant",
                                   "node target", "sympy expression"])
-def test_evaluate_refuses_hostile_archives_without_running_them(good_file, tmp_path, kind):
+def test_evaluate_refuses_hostile_archives_without_running_them(cli, good_file, tmp_path, kind):
     d, good = good_file
     marker = tmp_path / "pwned"
     bad = rewrite(good, tmp_path / "bad.pt2", hostile_variants(marker)[kind])
-    r = cli("evaluate", bad, "--data-dir", d / "data", cwd=tmp_path)
+    r = cli("evaluate", bad, "--data-dir", d / "data", cwd=tmp_path, check=False, timeout=300)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.startswith("error:") and "refused" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert not marker.exists()
 
 
-def test_the_untouched_file_still_evaluates(good_file, tmp_path):
+def test_the_untouched_file_still_evaluates(cli, good_file, tmp_path):
     d, good = good_file
-    r = cli("evaluate", good, "--data-dir", d / "data", cwd=tmp_path)
+    r = cli("evaluate", good, "--data-dir", d / "data", cwd=tmp_path, check=False, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "test accuracy" in r.stdout
 
 
 @pytest.mark.parametrize("meta", [b"not json", b"[1, 2]", b'{"params": "many", "trial": null}'])
-def test_broken_metadata_is_one_line_or_ignored_never_a_traceback(good_file, tmp_path, meta):
+def test_broken_metadata_is_one_line_or_ignored_never_a_traceback(cli, good_file, tmp_path, meta):
     d, good = good_file
     bad = rewrite(good, tmp_path / "meta.pt2", lambda rel, data: meta if rel == "extra/mnist_nas.json" else data)
-    r = cli("evaluate", bad, "--data-dir", d / "data", cwd=tmp_path)
+    r = cli("evaluate", bad, "--data-dir", d / "data", cwd=tmp_path, check=False, timeout=300)
     assert "Traceback" not in r.stderr
     assert r.returncode in (0, 2) and (r.returncode == 0 or r.stderr.startswith("error:")), r.stderr
 
@@ -157,7 +154,7 @@ def digest(path: Path) -> bytes:
 
 @pytest.mark.parametrize("command", [["report"], ["export", "-o", "x.pt2"], ["verify"], ["dashboard", "--port", "1"]])
 @pytest.mark.parametrize("kind", ["empty file", "other program's database"])
-def test_read_only_commands_never_create_tables_in_what_they_read(tmp_path, command, kind):
+def test_read_only_commands_never_create_tables_in_what_they_read(cli, tmp_path, command, kind):
     db = tmp_path / "x.db"
     if kind == "empty file":
         db.write_bytes(b"")
@@ -168,7 +165,7 @@ def test_read_only_commands_never_create_tables_in_what_they_read(tmp_path, comm
         con.commit()
         con.close()
     before = digest(db)
-    r = cli(*command, "--storage", f"sqlite:///{db}", cwd=tmp_path)
+    r = cli(*command, "--storage", f"sqlite:///{db}", cwd=tmp_path, check=False, timeout=300)
     assert r.returncode == 2 and r.stderr.startswith("error:") and r.stderr.count("\n") == 1, r.stderr
     assert "no Optuna" in r.stderr
     assert digest(db) == before
