@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from space.ops import OPS
 from space.spec import ArchSpec
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -53,23 +54,12 @@ def build_model(spec: ArchSpec, dropout: float = 0.0, pooled_dropout: bool = Tru
     """pooled_dropout=False uses nn.Dropout (the conventional pipeline in `bench`)."""
     layers: list[nn.Module] = []
     cin = spec.in_channels
+    make_dropout = PooledDropout if pooled_dropout else nn.Dropout
     for l in spec.layers:
-        if l.op == "conv":
-            layers.append(nn.Conv2d(cin, l.out, l.kernel, padding=l.padding, groups=l.groups, bias=spec.bias))
-            cin = l.out
-            if l.linear:  # straight into the next convolution
-                continue
-            unit = [nn.ReLU()] + ([nn.BatchNorm2d(l.out)] if spec.batchnorm else [])
-            layers += unit if spec.order == "relu-bn" else unit[::-1]
-            if dropout > 0:
-                layers.append(PooledDropout(dropout) if pooled_dropout else nn.Dropout(dropout))
-        elif l.op == "maxpool":
-            layers.append(nn.MaxPool2d(2, 2))
-        elif l.op == "gap":
-            layers.append(nn.AdaptiveAvgPool2d(1))
-        elif l.op == "head":
-            layers.append(nn.Conv2d(cin, l.out, l.kernel, padding=l.padding, groups=l.groups, bias=spec.bias))
-            layers.append(nn.Flatten())
+        op = OPS[l.op]
+        layers += op.build(l, cin=cin, bias=spec.bias, batchnorm=spec.batchnorm, order=spec.order,
+                           dropout=dropout, make_dropout=make_dropout)
+        cin = l.out if op.convolves else cin
     return nn.Sequential(*layers)
 
 

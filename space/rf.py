@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from space.ops import OPS
 from space.spec import ArchSpec, IMAGE_SIZE
 
 COLUMNS = ("layer", "kernel", "R_in", "N_in", "J_in", "stride", "padding", "R_out", "N_out", "J_out")
@@ -29,13 +30,13 @@ def receptive_field(spec: ArchSpec) -> list[RFRow]:
     """
     rows, r, n, j, conv_no = [], 1, IMAGE_SIZE, 1, 0
     for l in spec.layers:
-        if l.op in ("conv", "head"):
+        op = OPS[l.op]
+        k, s, p = op.rf_step(l, n)
+        if op.convolves:
             conv_no += 1
-            name, k, s, p = f"conv{conv_no}", l.kernel, 1, l.padding
-        elif l.op == "maxpool":
-            name, k, s, p = "maxpool", 2, 2, 0
+            name = f"conv{conv_no}"
         else:
-            name, k, s, p = "avgpool", n, 1, 0
+            name = {"gap": "avgpool"}.get(l.op, l.op)
         n_out = (n + 2 * p - k) // s + 1
         r_out, j_out = r + (k - 1) * j, j * s
         rows.append(RFRow(name, k, r, n, j, s, p, r_out, n_out, j_out))

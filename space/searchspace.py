@@ -37,7 +37,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from space.recipe import SCHEDULERS, ConfigError, TrainConfig
-from space.spec import ORDERS, ArchSpec, Layer, SpecError, IMAGE_SIZE, parse_json
+from space.ops import OPS
+from space.spec import ORDERS, ArchSpec, Layer, SpecError, IMAGE_SIZE, count_layer_params, parse_json
 
 
 class SpaceError(ValueError):
@@ -200,6 +201,8 @@ def dim_from_json(value, where: str) -> Dim:
 
 # The space --------------------------------------------------------------------------------------
 
+DOWNSAMPLES = ("maxpool", "stride")  # arch.downsample: a max-pool, or the block's last 3x3 with stride 2
+
 # Recipe settings that only mean something under some schedulers: sampled only when one is chosen.
 # (OneCycleLR sets the rate itself, from max_lr, so lr is not drawn for it.)
 SCHEDULER_OF = {"lr": ("step", "none"), "step_size": ("step",), "gamma": ("step",),
@@ -250,6 +253,13 @@ class SearchSpace:
     # as in Xception, which found that better than a nonlinearity between the two (Chollet 2017, Xception,
     # "Effect of an intermediate activation"); it also saves the depthwise BN's 2*C parameters. Drawn only when separable is.
     linear_depthwise: Dim = Fixed(False)
+    # True (drawn only where separable is not): every 3x3 convolution after the network's first is
+    # factorized, a 3x1 then a 1x3 (op "fconv"): 3*C*W + 3*W*W weights instead of 9*C*W, as in the
+    # smallest public design under 3,200 parameters.
+    factorized: Dim = Fixed(False)
+    # How a block hands over to the next: "maxpool" (a 2x2 max-pool) or "stride" (the block's last
+    # 3x3 convolution has stride 2, op "sconv": a learnt pool in place of the max-pool).
+    downsample: Dim = Fixed("maxpool")
     recipe: dict = field(default_factory=_default_recipe)
 
     def __post_init__(self):
@@ -272,7 +282,9 @@ class SearchSpace:
             raise SpaceError(f"recipe.scheduler must be among {', '.join(SCHEDULERS)}")
         for name, ok, say in (("order", lambda v: v in ORDERS, ", ".join(ORDERS)),
                               ("separable", lambda v: isinstance(v, bool), "true, false"),
-                              ("linear_depthwise", lambda v: isinstance(v, bool), "true, false")):
+                              ("linear_depthwise", lambda v: isinstance(v, bool), "true, false"),
+                              ("factorized", lambda v: isinstance(v, bool), "true, false"),
+                              ("downsample", lambda v: v in DOWNSAMPLES, ", ".join(DOWNSAMPLES))):
             vals = _values(getattr(self, name))
             if not vals or not all(ok(v) for v in vals):
                 raise SpaceError(f"arch.{name} must be among {say}")
@@ -295,7 +307,10 @@ class SearchSpace:
 
     # JSON ----------------------------------------------------------------------------------------
     ARCH_KEYS = ("blocks", "convs", "padding", "widths", "squeeze", "squeeze_width", "order", "bias", "separable",
-                 "linear_depthwise")
+                 "linear_depthwise", "factorized", "downsample")
+    # A stored space written before a dimension existed sampled without it: absent means this
+    # (not today's default, which may draw it), so old studies read back as what they searched.
+    ABSENT_MEANS = {"factorized": False, "downsample": "maxpool"}
 
     @classmethod
     def default(cls) -> "SearchSpace":
@@ -327,6 +342,7 @@ class SearchSpace:
         if unknown:
             raise SpaceError(f"arch: unknown settings {', '.join(sorted(unknown))} "
                              f"(known: {', '.join(cls.ARCH_KEYS)})")
+        arch = {**cls.ABSENT_MEANS, **arch}
         kw = {k: dim_from_json(v, f"arch.{k}") for k, v in arch.items() if k != "widths"}
         if "widths" in arch:
             if not isinstance(arch["widths"], list) or not arch["widths"]:
@@ -348,6 +364,7 @@ class SearchSpace:
         suggest_* methods). With max_params, widths are capped so the spec fits the budget
         whenever the structure drawn allows it. Raises SpaceError when the draw cannot be built."""
         blocks = self.blocks.suggest(trial, "blocks")
+        downsample = self.downsample.suggest(trial, "downsample") if blocks > 1 else "maxpool"
         structure, n = [], IMAGE_SIZE  # per block: (convs, padding, squeeze)
         for b in range(1, blocks + 1):
             pool_after = b < blocks
@@ -356,15 +373,18 @@ class SearchSpace:
             pad = self.padding.suggest(trial, f"b{b}_pad", low=1 if most_valid < self.convs.lowest() else None)
             convs = self.convs.suggest(trial, f"b{b}_convs", high=None if pad else most_valid)
             squeeze = pool_after and bool(self.squeeze.suggest(trial, f"b{b}_squeeze"))
-            n = n if pad else n - 2 * convs
-            if n < need:
-                raise SpaceError(f"block {b}: {convs} unpadded convolutions leave a {max(n, 0)}x{max(n, 0)} map")
-            n = n // 2 if pool_after else n
+            probe = self._layers([(convs, pad, False)], [1] * convs, downsample=downsample, last_block=not pool_after)
+            for layer in probe:  # the block's side lengths, by each op's own arithmetic
+                n = OPS[layer.op].out_size(layer, n)
+            if n < 1:
+                raise SpaceError(f"block {b}: {convs} unpadded convolutions leave no map to hand on")
             structure.append((convs, pad, squeeze))
         order = self.order.suggest(trial, "order")
         bias = self.bias.suggest(trial, "bias")
         separable = self.separable.suggest(trial, "separable")
         linear = bool(separable) and bool(self.linear_depthwise.suggest(trial, "linear_depthwise"))
+        factorized = not separable and bool(self.factorized.suggest(trial, "factorized"))
+        shape = dict(separable=bool(separable), linear=linear, factorized=factorized, downsample=downsample)
 
         # width slots in layer order: (param name, dimension, kernel)
         slots = []
@@ -377,26 +397,10 @@ class SearchSpace:
             cap = None
             if max_params is not None and isinstance(dim, IntRange):
                 rest = [d.lowest() for _, d, _ in slots[i + 1:]]
-                cap = self._widest_that_fits(structure, slots, chosen, rest, dim, max_params, bias, separable,
-                                             linear)
+                cap = self._widest_that_fits(structure, chosen, rest, dim, max_params, bool(bias), shape)
             chosen.append(dim.suggest(trial, pname, high=cap))
 
-        layers, it, cin = [], iter(chosen), 1
-        for b, (convs, pad, squeeze) in enumerate(structure, 1):
-            for _ in range(convs):
-                w = next(it)
-                if separable and cin > 1:
-                    layers += [Layer("conv", cin, kernel=3, padding=pad, groups=cin, linear=linear),
-                               Layer("conv", w, kernel=1)]
-                else:
-                    layers.append(Layer("conv", w, kernel=3, padding=pad))
-                cin = w
-            if squeeze:
-                cin = next(it)
-                layers.append(Layer("conv", cin, kernel=1))
-            if b < blocks:
-                layers.append(Layer("maxpool"))
-        layers += [Layer("gap"), Layer("head", 10, kernel=1)]
+        layers = self._layers(structure, chosen, **shape)
         try:
             spec = ArchSpec(tuple(layers), batchnorm=True, bias=bool(bias), order=order, name=name)
         except SpecError as e:
@@ -414,29 +418,49 @@ class SearchSpace:
         return TrainConfig.from_dict(values)
 
     @staticmethod
-    def _count(structure, widths: list[int], bias: bool, separable: bool = False, linear: bool = False) -> int:
-        """Parameters of the spec these widths make (same arithmetic as spec.count_params)."""
-        total, cin, it = 0, 1, iter(widths)
-        for convs, _pad, squeeze in structure:
-            for kernel in [3] * convs + ([1] if squeeze else []):
+    def _layers(structure, widths: list[int], *, separable: bool = False, linear: bool = False,
+                factorized: bool = False, downsample: str = "maxpool", last_block: bool | None = None) -> list[Layer]:
+        """The layers these block shapes and widths make. last_block: the structure is one block,
+        the last (True) or not (False) - how sample() probes a block's side lengths."""
+        layers, it, cin = [], iter(widths), 1
+        for b, (convs, pad, squeeze) in enumerate(structure, 1):
+            hand_over = (b < len(structure)) if last_block is None else not last_block
+            for j in range(convs):
                 w = next(it)
-                if kernel == 3 and separable and cin > 1:  # depthwise 3x3 (+ BN unless linear), then the 1x1
-                    total += 9 * cin + (0 if linear else 2 * cin) + (cin if bias else 0)
-                    kernel = 1
-                total += kernel * kernel * cin * w + 2 * w + (w if bias else 0)
+                if hand_over and downsample == "stride" and j == convs - 1:
+                    layers.append(Layer("sconv", w, kernel=3, padding=pad))  # in place of the max-pool
+                elif separable and cin > 1:
+                    layers += [Layer("conv", cin, kernel=3, padding=pad, groups=cin, linear=linear),
+                               Layer("conv", w, kernel=1)]
+                elif factorized and cin > 1:
+                    layers.append(Layer("fconv", w, kernel=3, padding=pad))
+                else:
+                    layers.append(Layer("conv", w, kernel=3, padding=pad))
                 cin = w
-        return total + cin * 10 + (10 if bias else 0)
+            if squeeze:
+                cin = next(it)
+                layers.append(Layer("conv", cin, kernel=1))
+            if hand_over and downsample == "maxpool":
+                layers.append(Layer("maxpool"))
+        if last_block is None:
+            layers += [Layer("gap"), Layer("head", 10, kernel=1)]
+        return layers
 
-    def _widest_that_fits(self, structure, slots, chosen, rest, dim: IntRange, max_params: int, bias,
-                          separable: bool, linear: bool) -> int:
+    @classmethod
+    def _count(cls, structure, widths: list[int], bias: bool, shape: dict) -> int:
+        """Parameters of the spec these widths make: count_params's own arithmetic (space.ops)."""
+        return count_layer_params(cls._layers(structure, widths, **shape), bias=bias)
+
+    def _widest_that_fits(self, structure, chosen, rest, dim: IntRange, max_params: int, bias: bool,
+                          shape: dict) -> int:
         """The widest value of `dim` for this slot such that, with every later slot at its
         narrowest, the model stays under max_params (dim.low if even that does not fit)."""
         lo, hi = dim.low, dim.high
-        if self._count(structure, chosen + [hi] + rest, bias, separable, linear) < max_params:
+        if self._count(structure, chosen + [hi] + rest, bias, shape) < max_params:
             return hi
         while lo < hi:  # the count grows with the width: bisect for the last that fits
             mid = (lo + hi + 1) // 2
-            if self._count(structure, chosen + [mid] + rest, bias, separable, linear) < max_params:
+            if self._count(structure, chosen + [mid] + rest, bias, shape) < max_params:
                 lo = mid
             else:
                 hi = mid - 1

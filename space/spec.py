@@ -12,7 +12,9 @@ from dataclasses import dataclass, field, asdict
 from space.target import MAX_PARAMS as DEFAULT_MAX_PARAMS
 
 IMAGE_SIZE = 28
-OPS = ("conv", "maxpool", "gap", "head")
+from space.ops import OPS as OP_TABLE  # noqa: E402  (the registry: one row per op)
+
+OPS = tuple(OP_TABLE)
 ORDERS = ("relu-bn", "bn-relu")  # inside a conv unit: Conv-ReLU-BN (the seed's) or Conv-BN-ReLU
 MAX_WIDTH = 4096  # refuse absurd widths before anything is allocated
 
@@ -31,7 +33,7 @@ class BudgetError(ValueError):
 
 @dataclass(frozen=True)
 class Layer:
-    """One step of the network.
+    """One step of the network. What each op is, counts and builds is its row in space.ops.
 
     conv:    kernel x kernel convolution (stride 1) to `out` channels, then ReLU and BatchNorm (in
              the spec's `order`), then Dropout. `groups` > 1 splits the channels into that many
@@ -43,6 +45,8 @@ class Layer:
     maxpool: 2x2 max-pool, stride 2 (a transition between blocks).
     gap:     global average pooling over whatever spatial size arrives.
     head:    kernel x kernel convolution to the classes; no ReLU/BN/Dropout, its output is the logits.
+    fconv:   factorized 3x3: a 3x1 convolution to `out`, then a 1x3, then ReLU/BN (3*C*W + 3*W*W weights).
+    sconv:   strided 3x3: a 3x3 convolution with stride 2 to `out`, then ReLU/BN, in place of a max-pool.
     """
     op: str
     out: int = 0
@@ -121,18 +125,13 @@ class ArchSpec:
 
     # Derived facts ----------------------------------------------------------------------------
     def convs(self) -> list[Layer]:
-        return [l for l in self.layers if l.op in ("conv", "head")]
+        return [l for l in self.layers if OP_TABLE[l.op].convolves]
 
     def spatial_sizes(self) -> list[int]:
         """Side length after each layer (input 28)."""
         n, sizes = IMAGE_SIZE, []
         for l in self.layers:
-            if l.op in ("conv", "head"):
-                n = n + 2 * l.padding - l.kernel + 1
-            elif l.op == "maxpool":
-                n = n // 2
-            elif l.op == "gap":
-                n = 1
+            n = OP_TABLE[l.op].out_size(l, n)
             sizes.append(n)
         return sizes
 
@@ -171,25 +170,25 @@ def validate(spec: ArchSpec) -> None:
             raise SpecError(f"{where}: linear must be true or false")
         if l.linear and l.op != "conv":
             raise SpecError(f"{where}: linear belongs to conv layers only (the head is linear already)")
-        if l.op in ("conv", "head"):
-            if l.kernel not in (1, 3):
-                raise SpecError(f"{where}: kernel must be 1 or 3, got {l.kernel}")
+        op = OP_TABLE[l.op]
+        if op.convolves:
+            if l.kernel not in op.kernels:
+                raise SpecError(f"{where}: kernel must be {' or '.join(map(str, op.kernels))}, got {l.kernel}")
             if l.padding not in (0, 1) or (l.kernel == 1 and l.padding):
                 raise SpecError(f"{where}: padding must be 0 or 1 (0 for 1x1)")
             if l.out < 1 or l.out > MAX_WIDTH:
                 raise SpecError(f"{where}: out channels must be between 1 and {MAX_WIDTH}, got {l.out}")
+            if l.groups != 1 and l.op not in ("conv", "head"):
+                raise SpecError(f"{where}: groups belongs to conv and head layers only")
             if l.groups < 1 or cin % l.groups or l.out % l.groups:
                 raise SpecError(f"{where}: groups must divide both its input ({cin}) and output "
                                 f"({l.out}) channels, got {l.groups}")
-            n, cin = n + 2 * l.padding - l.kernel + 1, l.out
+            cin = l.out
         elif l.groups != 1:
             raise SpecError(f"{where}: groups belongs to conv and head layers only")
-        elif l.op == "maxpool":
-            if n < 2:
-                raise SpecError(f"{where}: nothing left to pool (spatial size {n})")
-            n //= 2
-        elif l.op == "gap":
-            n = 1
+        elif l.op == "maxpool" and n < 2:
+            raise SpecError(f"{where}: nothing left to pool (spatial size {n})")
+        n = op.out_size(l, n)
         if n < 1:
             raise SpecError(f"{where}: spatial size shrinks below 1")
     last = spec.layers[-1]
@@ -203,13 +202,17 @@ def validate(spec: ArchSpec) -> None:
 
 def count_params(spec: ArchSpec) -> int:
     """Trainable parameters, from the spec alone (must equal the built module's sum of numel)."""
-    total, cin = 0, spec.in_channels
-    for l in spec.layers:
-        if l.op in ("conv", "head"):
-            total += l.kernel * l.kernel * (cin // l.groups) * l.out + (l.out if spec.bias else 0)
-            if l.op == "conv" and spec.batchnorm and not l.linear:
-                total += 2 * l.out  # BatchNorm weight and bias
-            cin = l.out
+    return count_layer_params(spec.layers, in_channels=spec.in_channels, batchnorm=spec.batchnorm, bias=spec.bias)
+
+
+def count_layer_params(layers, *, in_channels: int = 1, batchnorm: bool = True, bias: bool = False) -> int:
+    """count_params of a layer list not yet checked as a spec (the space's budget cap counts
+    candidate widths this way, with the same arithmetic: each op's row in space.ops)."""
+    total, cin = 0, in_channels
+    for l in layers:
+        op = OP_TABLE[l.op]
+        total += op.params(l, cin=cin, batchnorm=batchnorm, bias=bias)
+        cin = l.out if op.convolves else cin
     return total
 
 

@@ -147,27 +147,32 @@ def test_separable_draws_are_depthwise_pairs_fit_the_budget_and_old_spaces_lack_
     assert SearchSpace.from_dict(old) == SearchSpace.default()
 
 
-def test_the_budget_arithmetic_is_the_specs_own_count_for_every_kind_of_draw():
-    """_count (what the width caps use) equals count_params on what sample() builds: separable or
-    not, squeezes, biases, padding, 2-3 blocks. Equality, so an over-count would fail too."""
+def test_every_kind_of_draw_is_built_under_its_budget_and_counted_by_the_ops_registry():
+    """The width caps count with count_params (space.ops' arithmetic), so every draw of every
+    family fits the budget it was drawn under: separable (linear or not), factorized, strided
+    hand-overs, squeezes, biases, 2-3 blocks. The built module has exactly the counted weights."""
     space = SearchSpace.from_dict({"arch": {"separable": {"choice": [False, True]},
                                             "linear_depthwise": {"choice": [False, True]},
+                                            "factorized": {"choice": [False, True]},
+                                            "downsample": {"choice": ["maxpool", "stride"]},
                                             "bias": {"choice": [False, True]}, "convs": {"int": [1, 3]},
                                             "widths": [{"int": [2, 16]}, {"int": [2, 24]}, {"int": [2, 24]}],
                                             "squeeze_width": {"int": [2, 16]}}})
     seen = set()
-    for spec, _, params in random_draws(space, 300, None, seed=3):
-        structure = []
-        for b in range(1, params["blocks"] + 1):
-            structure.append((params[f"b{b}_convs"], params[f"b{b}_pad"], params.get(f"b{b}_squeeze", False)))
-        widths = []
-        for b, (convs, _, squeeze) in enumerate(structure, 1):
-            widths += [params[f"b{b}_w{j}"] for j in range(convs)] + ([params[f"b{b}_sq_w"]] if squeeze else [])
-        linear = params.get("linear_depthwise", False)  # drawn only for separable draws
-        assert ("linear_depthwise" in params) == params["separable"]
-        assert SearchSpace._count(structure, widths, params["bias"], params["separable"], linear) == count_params(spec)
-        seen.add((params["separable"], linear, params["bias"], any(sq for _, _, sq in structure)))
-    assert len(seen) == 12  # every combination of separable (linear or not), bias and squeeze was checked
+    from space.model import build_model
+    for spec, _, params in random_draws(space, 300, 3600, seed=5):
+        built = sum(p.numel() for p in build_model(spec).parameters())
+        assert built == count_params(spec)
+        ops = {l.op for l in spec.layers}
+        kind = ("sep" if params["separable"] else "fac" if params.get("factorized") else "plain",
+                params.get("downsample", "maxpool"), params["bias"])
+        if count_params(spec) >= 3600:  # over only where even the narrowest widths do not fit
+            assert all(params[p] == 2 for p in params if "_w" in p)
+        assert ("fconv" in ops) == (kind[0] == "fac")  # every 3x3 after the first is factorized
+        assert ("sconv" in ops) == (params.get("downsample") == "stride" and params["blocks"] > 1)
+        assert ("maxpool" in ops) == (params.get("downsample", "maxpool") == "maxpool" and params["blocks"] > 1)
+        seen.add(kind)
+    assert len(seen) == 12  # every family x hand-over x bias was drawn and checked
 
 
 def test_separable_spaces_need_widths_of_two_or_more():

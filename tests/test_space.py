@@ -206,3 +206,68 @@ def test_a_linear_conv_has_no_relu_bn_or_dropout_after_it_and_no_bn_parameters()
     assert '"linear": true' in spec.to_json() and ArchSpec.from_json(spec.to_json()) == spec
     plain = ArchSpec.from_dict({"layers": [{k: v for k, v in l.items() if k != "linear"} for l in layers]})
     assert "linear" not in plain.to_json() and count_params(plain) == count_params(spec) + 16
+
+
+# The ops registry (space.ops): one row per op serves checks, counts, sizes, RF and building ----------
+
+def _spec(*layers):
+    from space.spec import ArchSpec
+    return ArchSpec(layers=tuple(layers), name="t")
+
+
+@pytest.mark.parametrize("spec", [
+    # factorized 3x3 (3x1 then 1x3) in both paddings, and a strided 3x3 in place of each max-pool
+    _spec(Layer("conv", out=8, padding=1), Layer("fconv", out=12, padding=1), Layer("maxpool"),
+          Layer("fconv", out=16), Layer("fconv", out=16), Layer("gap"), Layer("head", out=10, kernel=1)),
+    _spec(Layer("conv", out=8, padding=1), Layer("sconv", out=12, padding=1), Layer("conv", out=16, padding=1),
+          Layer("sconv", out=16, padding=1), Layer("conv", out=16), Layer("gap"), Layer("head", out=10, kernel=1)),
+    _spec(Layer("conv", out=6), Layer("sconv", out=8), Layer("fconv", out=8), Layer("sconv", out=12),
+          Layer("gap"), Layer("head", out=10, kernel=1)),
+], ids=["fconv", "sconv-pad1", "sconv-fconv-pad0"])
+def test_new_ops_count_size_and_build_as_the_registry_says(spec):
+    model = build_model(spec)
+    assert sum(p.numel() for p in model.parameters()) == count_params(spec)
+    x = torch.zeros(2, 1, 28, 28)
+    sizes = []
+    for layer_mods, layer in zip(_split(model, spec), spec.layers):
+        for m in layer_mods:
+            x = m(x)
+        sizes.append(x.shape[-1] if x.dim() == 4 else 1)
+    assert sizes == spec.spatial_sizes()
+    assert x.shape == (2, 10)
+    rf = receptive_field(spec)
+    assert [r.N_out for r in rf] == spec.spatial_sizes()
+
+
+def _split(model, spec):
+    """The built modules grouped per spec layer (each op knows how many modules it makes)."""
+    from space.ops import OPS
+    mods, out, cin = list(model), [], spec.in_channels
+    for l in spec.layers:
+        n = len(OPS[l.op].build(l, cin=cin, bias=spec.bias, batchnorm=spec.batchnorm, order=spec.order,
+                                dropout=0.0, make_dropout=None))
+        out.append(mods[:n])
+        mods = mods[n:]
+        cin = l.out if OPS[l.op].convolves else cin
+    return out
+
+
+def test_strided_conv_steps_the_receptive_field_like_a_pool():
+    spec = _spec(Layer("conv", out=8, padding=1), Layer("sconv", out=8, padding=1), Layer("gap"),
+                 Layer("head", out=10, kernel=1))
+    rows = receptive_field(spec)
+    assert (rows[1].stride, rows[1].J_out, rows[1].R_out, rows[1].N_out) == (2, 2, 5, 14)
+
+
+def test_new_ops_refuse_what_they_cannot_be():
+    for bad, says in ((Layer("fconv", out=8, kernel=1), "kernel must be 3"),
+                      (Layer("sconv", out=8, groups=2), "groups belongs to conv and head"),
+                      (Layer("fconv", out=8, linear=True), "linear belongs to conv")):
+        with pytest.raises(SpecError, match=says):
+            _spec(Layer("conv", out=8), bad, Layer("gap"), Layer("head", out=10, kernel=1))
+
+
+def test_a_spec_with_new_ops_round_trips_through_json():
+    spec = _spec(Layer("conv", out=8, padding=1), Layer("sconv", out=12, padding=1), Layer("fconv", out=12),
+                 Layer("gap"), Layer("head", out=10, kernel=1))
+    assert ArchSpec.from_json(spec.to_json()) == spec
