@@ -245,20 +245,33 @@ def read_points(path: str | None) -> tuple[dict, ...]:
     return tuple(points)
 
 
-def search_config(args):
-    """The one place flags become a SearchConfig."""
-    from search.config import SearchConfig
-    return SearchConfig(
-        study_name=args.study_name, storage=args.storage, space=read_space(args.space),
-        n_trials=args.n_trials, timeout=args.timeout, workers=args.workers, max_params=args.max_params,
-        epochs=args.epochs, last_k=args.last_k, pruner=args.pruner, sampler=args.sampler,
-        objective=args.objective, seed=args.seed, train_limit=args.train_limit,
-        enqueue=not args.no_enqueue, start_points=read_points(args.enqueue), data_dir=args.data_dir)
+def search_config(args, budget_may_differ: bool = False):
+    """The one place flags become a SearchConfig. The flags that define a study's protocol or how
+    it is searched default to None, so a flag left out is told from one given: on an existing study
+    a left-out flag takes the study's stored value (as `worker` does) and a protocol flag given
+    another value is refused (SearchConfig.resolve); on a new study the defaults apply."""
+    from search.config import FREE, PROTOCOL, SearchConfig
+    from storage.studies import stored_settings
+    given = {name: getattr(args, name) for name in PROTOCOL + FREE}
+    given["space"] = read_space(args.space) if args.space else None
+    stored = stored_settings(study_name=args.study_name, storage=args.storage)
+    return SearchConfig.resolve(
+        given, stored, defaults=search_defaults(args.n_trials_default), budget_may_differ=budget_may_differ,
+        study_name=args.study_name, storage=args.storage, timeout=args.timeout,
+        workers=args.workers or os.cpu_count() or 1, enqueue=not args.no_enqueue,
+        start_points=read_points(args.enqueue), data_dir=args.data_dir)
+
+
+def search_defaults(n_trials: int) -> dict:
+    """The defaults of a new study's settings (the --help of search and find shows them)."""
+    from space.target import EPOCH_LIMIT, MAX_PARAMS
+    return {"n_trials": n_trials, "max_params": MAX_PARAMS, "epochs": EPOCH_LIMIT, "last_k": None,
+            "train_limit": None, "objective": "consistency", "pruner": "median", "sampler": "tpe", "seed": 0}
 
 
 def cmd_find(args):
     from search.find import FindConfig, find
-    return find(FindConfig(search=search_config(args), output=Path(args.output), target=args.target,
+    return find(FindConfig(search=search_config(args, budget_may_differ=True), output=Path(args.output), target=args.target,
                            seeds=args.seeds, top=args.top, min_robust=args.min_robust))
 
 
@@ -354,21 +367,30 @@ def add_search_args(p, n_trials: int = 20):
     from search.config import OBJECTIVES, PRUNERS, SAMPLERS
     from space.target import EPOCH_LIMIT, LAST_K, MAX_PARAMS
     add_study_args(p)
-    p.add_argument("--space", metavar="FILE.json", help="search this space instead of the default")
-    p.add_argument("--n-trials", type=count, default=n_trials,
-                   help=f"the study's trial budget: finished trials across all workers and runs (default {n_trials})")
+    # Defaults are None (a flag left out is not its default): on an existing study a left-out flag
+    # takes the study's stored value; the defaults named here apply to a new study (search_config).
+    fixed = " (fixed when the study is made; a resume that leaves it out uses the study's)"
+    kept = " (a resume that leaves it out uses the study's)"
+    p.set_defaults(n_trials_default=n_trials)
+    p.add_argument("--space", metavar="FILE.json",
+                   help="search this space instead of the default" + fixed)
+    p.add_argument("--n-trials", type=count,
+                   help=f"the study's trial budget: finished trials across all workers and runs "
+                        f"(default {n_trials})" + kept)
     p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds")
-    p.add_argument("--workers", type=count, default=os.cpu_count() or 1,
-                   help="worker processes, one thread each (default: one per core)")
-    p.add_argument("--max-params", type=count, default=MAX_PARAMS, help=f"budget: fewer than this (default {MAX_PARAMS})")
-    p.add_argument("--epochs", type=count, default=EPOCH_LIMIT, help=f"epochs per trial (default {EPOCH_LIMIT})")
-    p.add_argument("--pruner", choices=tuple(PRUNERS), default="median")
-    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="tpe")
-    p.add_argument("--objective", choices=OBJECTIVES, default="consistency",
-                   help="consistency: min val acc over the last K epochs; pareto: that and params down")
-    p.add_argument("--last-k", type=count, help=f"K for the consistency score (default {LAST_K}, or --epochs if fewer)")
-    p.add_argument("--seed", type=whole, default=0, help="sampler seed (default 0)")
-    p.add_argument("--train-limit", type=count, help="train each trial on the first N training images")
+    p.add_argument("--workers", type=count, help="worker processes, one thread each (default: one per core)")
+    p.add_argument("--max-params", type=count, help=f"budget: fewer than this (default {MAX_PARAMS})" + fixed)
+    p.add_argument("--epochs", type=count, help=f"epochs per trial (default {EPOCH_LIMIT})" + fixed)
+    p.add_argument("--pruner", choices=tuple(PRUNERS), help="default median" + kept)
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), help="default tpe" + kept)
+    p.add_argument("--objective", choices=OBJECTIVES,
+                   help="consistency (default): min val acc over the last K epochs; pareto: that and params "
+                        "down" + fixed)
+    p.add_argument("--last-k", type=count,
+                   help=f"K for the consistency score (default {LAST_K}, or --epochs if fewer)" + fixed)
+    p.add_argument("--seed", type=whole, help="sampler seed (default 0)" + kept)
+    p.add_argument("--train-limit", type=count,
+                   help="train each trial on the first N training images (default: all)" + fixed)
     p.add_argument("--no-enqueue", action="store_true", help="do not enqueue model6 as the first trial")
     p.add_argument("--enqueue", metavar="FILE.json",
                    help="run these points first: a JSON list of {parameter: value} objects, each in the space "

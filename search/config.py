@@ -6,7 +6,7 @@ library knows it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import optuna
 
@@ -48,6 +48,36 @@ def check_counts(**values) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
 
 
+# What a trial's score means: fixed when a study is made (with the space, compared apart). A resume
+# that leaves them out uses the study's; one that gives another value is refused (check_protocol).
+PROTOCOL = ("max_params", "epochs", "last_k", "train_limit", "objective")
+# How the search runs: stored too (worker reads them), taken from the study when left out, and a
+# resume may change them (the header says what is in force). --workers and --timeout are not stored.
+FREE = ("n_trials", "pruner", "sampler", "seed")
+NONE_IS_A_VALUE = ("train_limit",)  # stored None: every training image (not "unknown")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _shown(name: str, value) -> str:
+    return "none" if value is None else str(value)
+
+
+def check_protocol(study_name: str, stored: dict, asked: dict, skip: tuple[str, ...] = ()) -> None:
+    """Refuse, in one line naming every difference, a run whose protocol settings (`asked`, with
+    last_k as the K in force) differ from those the study was made with (`stored`, its user
+    attributes). Settings the study does not record (made by an older mnist-nas) are not compared."""
+    from storage.studies import StudyError
+    diffs = [name for name in PROTOCOL if name not in skip and name in stored and stored[name] != asked[name]]
+    if diffs:
+        was = ", ".join(f"{_flag(n)} {_shown(n, stored[n])}" for n in diffs)
+        now = ", ".join(f"{_flag(n)} {_shown(n, asked[n])}" for n in diffs)
+        raise StudyError(f"study {study_name!r} was made with {was}; this run asks {now} (these fix what a "
+                         f"trial's score means: leave them out to use the study's, or use a new --study-name)")
+
+
 def make_sampler(name: str, seed: int):
     return SAMPLERS[name](seed)
 
@@ -76,6 +106,9 @@ class SearchConfig:
     enqueue: bool = True  # a new study's first trial is the seed's model6, if the space holds it
     start_points: tuple[dict, ...] = ()  # points (parameter -> value) run first, unless already in the study
     data_dir: str | None = None
+    # settings this run took from the existing study because its command line left them out (for
+    # the header line; see resolve)
+    taken_from_study: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self):
         for name in ("n_trials", "workers", "max_params", "epochs"):  # required: None is not a count
@@ -133,6 +166,57 @@ class SearchConfig:
                 "pruner": self.pruner, "sampler": self.sampler, "n_trials": self.n_trials,
                 "seed": self.seed, "train_limit": self.train_limit}
 
+    def protocol(self) -> dict:
+        """The settings that define what a trial's score means, as the study stores them (the space
+        is compared apart, by space_diff)."""
+        return {"max_params": self.max_params, "epochs": self.epochs, "last_k": self.k,
+                "train_limit": self.train_limit, "objective": self.objective}
+
+    def header(self) -> str:
+        """What is in force for this run, in two lines: the study's protocol (fixed when it was made)
+        and the settings a run may change; which of them came from the study, not the command line."""
+        limit = f"the first {self.train_limit:,} training images" if self.train_limit else "all training images"
+        taken = [_flag(name) for name in self.taken_from_study]
+        return (f"protocol (fixed when the study was made): fewer than {self.max_params:,} params, "
+                f"{self.epochs} epochs, score = min validation accuracy of the last {self.k}, {limit} of the "
+                f"search split, objective {self.objective}\n"
+                f"this run: --n-trials {self.n_trials}, --workers {self.workers}, --pruner {self.pruner}, "
+                f"--sampler {self.sampler}, --seed {self.seed}, "
+                + (f"--timeout {self.timeout:g} s" if self.timeout else "no --timeout")
+                + (f"; from the study (not given): {' '.join(taken)}" if taken else ""))
+
+    @classmethod
+    def resolve(cls, given: dict, stored: dict | None, *, defaults: dict, budget_may_differ: bool = False,
+                **rest) -> "SearchConfig":
+        """The config of a run from the flags it was given (`given`: name -> value, None or absent
+        when the flag was left out) and the existing study's stored settings (`stored`: its user
+        attributes, None for a new study). A setting left out takes the study's value, as `worker`
+        does, else its default; a PROTOCOL setting given with another value than the study's is
+        refused (StudyError, naming every difference) before anything is written. A flag left out
+        and a flag given its default value are told apart: argparse's defaults are None."""
+        stored = stored if stored and "space" in stored and "max_params" in stored else None
+        values, taken = {}, []
+        for name in PROTOCOL + FREE:
+            if given.get(name) is not None:
+                values[name] = given[name]
+            elif stored is not None and name in stored and (stored[name] is not None or name in NONE_IS_A_VALUE):
+                values[name] = stored[name]
+                taken.append(name)
+            else:
+                values[name] = defaults.get(name, _FIELD_DEFAULTS.get(name))
+        if given.get("space") is not None:
+            space = given["space"]
+        elif stored is not None:
+            space = SearchSpace.from_dict(stored["space"])
+            taken.append("space")
+        else:
+            space = SearchSpace.default()
+        if stored is not None:
+            asked = {**values, "last_k": last_k_for(values["epochs"], values["last_k"])}
+            check_protocol(rest.get("study_name", "mnist-nas"), stored, asked,
+                           skip=("max_params",) if budget_may_differ else ())
+        return cls(space=space, **values, **rest, taken_from_study=tuple(taken))
+
     @classmethod
     def from_study(cls, attrs: dict, **overrides) -> "SearchConfig":
         """The settings a study was created with (for `worker`, which joins it from anywhere)."""
@@ -144,3 +228,6 @@ class SearchConfig:
                   n_trials=attrs.get("n_trials", 20), seed=attrs.get("seed", 0),
                   train_limit=attrs.get("train_limit"), enqueue=False)
         return cls(**{**kw, **overrides})
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in fields(SearchConfig) if f.default is not MISSING}

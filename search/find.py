@@ -17,6 +17,7 @@ because Optuna refuses to update a trial once it has finished.
 """
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +67,16 @@ def _stage(name: str) -> None:
 def search_stage(config: FindConfig) -> optuna.Study:
     from search.runner import create_or_resume, finished_count, load_checked, run_search
     # A finished search is read, not resumed: resuming writes the run's settings into the study, and
-    # a `find --max-params 4000` asked of a study searched under 5,000 must not rewrite its budget.
-    study = load_checked(config.search) or create_or_resume(config.search)
+    # a `find --max-params 4000` asked of a study searched under 5,000 must not rewrite its budget
+    # (there --max-params only filters the candidates; any other protocol difference is refused).
+    study = load_checked(config.search, budget_may_differ=True) or create_or_resume(config.search)
     finished = finished_count(study)
     searched_to = study.user_attrs.get("find:searched", 0)
     if finished >= config.search.n_trials or searched_to >= config.search.n_trials:
-        print(f"search: done before ({finished} finished trials; --n-trials {config.search.n_trials})")
+        searched = dataclasses.replace(config.search, max_params=study.user_attrs.get("max_params",
+                                                                                  config.search.max_params))
+        print(f"search: done before ({finished} finished trials; --n-trials {config.search.n_trials})\n"
+              + searched.header().split("\n")[0], flush=True)
         return study
     study = run_search(config.search)  # resumes (or creates) the study, writing this run's settings
     study.set_user_attr("find:searched", config.search.n_trials)  # reached, or stopped by --timeout

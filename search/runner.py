@@ -8,6 +8,7 @@ study re-propose the same points; TPE runs with constant_liar so running trials 
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import signal
@@ -17,7 +18,7 @@ import time
 import optuna
 
 from search import stopping
-from search.config import SearchConfig, make_pruner, make_sampler
+from search.config import SearchConfig, check_protocol, make_pruner, make_sampler
 from space.searchspace import MODEL6_POINT, SearchSpace, space_diff
 from space.spec import count_params
 from storage.studies import (ArtifactSink, StudyError, best_trial, creation_lock, storage_outage,
@@ -40,8 +41,12 @@ def _url(config: SearchConfig) -> str:
     return storage_url(study_name=config.study_name, storage=config.storage)
 
 
-def check_resume(config: SearchConfig, summary) -> None:
-    """Refuse, before writing anything, to resume a study under another objective or space."""
+def check_resume(config: SearchConfig, summary, budget_may_differ: bool = False) -> None:
+    """Refuse, before writing anything, to resume a study under another protocol (epochs, K, train
+    limit, objective, budget: search.config.PROTOCOL) or space. budget_may_differ: find reading a
+    finished search, whose --max-params only filters the candidates."""
+    check_protocol(config.study_name, summary.user_attrs, config.protocol(),
+                   skip=("max_params",) if budget_may_differ else ())
     have = [d.name.lower() for d in summary.directions]
     want = ["maximize", "minimize"] if config.pareto else ["maximize"]
     if have != want:
@@ -63,8 +68,8 @@ def check_resume(config: SearchConfig, summary) -> None:
                          f"or use a new --study-name")
 
 
-def load_checked(config: SearchConfig) -> optuna.Study | None:
-    """The existing study, checked as a resume would be (objective, space), without writing to it;
+def load_checked(config: SearchConfig, budget_may_differ: bool = False) -> optuna.Study | None:
+    """The existing study, checked as a resume would be (protocol, space), without writing to it;
     None when the storage or the study does not exist yet."""
     try:
         storage = open_storage(_url(config))  # read-only: refuses a missing SQLite file, creates no tables
@@ -73,7 +78,7 @@ def load_checked(config: SearchConfig) -> optuna.Study | None:
     summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if config.study_name not in summaries:
         return None
-    check_resume(config, summaries[config.study_name])
+    check_resume(config, summaries[config.study_name], budget_may_differ)
     return optuna.load_study(study_name=config.study_name, storage=storage)
 
 
@@ -286,11 +291,12 @@ def run_search(config: SearchConfig) -> optuna.Study:
               f"--n-trials {config.n_trials}: nothing to run (raise --n-trials to run more)", flush=True)
         return study
     workers = max(1, min(config.workers, remaining))
+    config = dataclasses.replace(config, workers=workers)  # what runs, as the header and worker tags say
     # a different sampler seed per worker and per invocation: a resumed study explores anew
     seeds = [config.seed + 7919 * before + i for i in range(workers)]
     print(f"study {config.study_name!r} in {safe_url(_url(config))}: {done} finished trials of a budget of "
-          f"{config.n_trials}; running up to {remaining} more on {workers} worker process(es), 1 thread each",
-          flush=True)
+          f"{config.n_trials}; running up to {remaining} more on {workers} worker process(es), 1 thread each\n"
+          + config.header(), flush=True)
     t0 = time.time()
     interrupted = False
     if workers == 1:

@@ -183,3 +183,75 @@ def test_the_dashboard_is_read_only_quiet_and_stops_on_a_signal_with_one_line_ex
             p.wait()
     assert p.returncode == 130, (out, err)
     assert out == f"dashboard stopped by {cause}\n" and err == "", (out, err)  # no warnings, no traceback
+
+
+# A study keeps its protocol -----------------------------------------------------------------------
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_resume_keeps_the_studys_protocol_and_refuses_another_in_one_line(cli, tmp_path):
+    import optuna
+    make_tiny_mnist(tmp_path / "data", n_train=120, n_test=30)
+    made = ["--epochs", "2", "--last-k", "1", "--train-limit", "40", "--max-params", "6000"]
+    cli("search", "--study-name", "quick", "--data-dir", "data", "--n-trials", "2", "--workers", "1", "--no-enqueue",
+        "--seed", "1", *made, cwd=tmp_path)
+    # a resume that leaves the protocol out (a new user's forgotten flags) runs the study's protocol
+    r = cli("search", "--study-name", "quick", "--data-dir", "data", "--n-trials", "3", "--workers", "1", cwd=tmp_path)
+    assert ("protocol (fixed when the study was made): fewer than 6,000 params, 2 epochs, score = min validation "
+            "accuracy of the last 1, the first 40 training images of the search split, objective consistency") in r.stdout
+    assert ("this run: --n-trials 3, --workers 1, --pruner median, --sampler tpe, --seed 1, no --timeout; from the "
+            "study (not given): --max-params --epochs --last-k --train-limit --objective --pruner --sampler --seed "
+            "--space") in r.stdout
+    study = optuna.load_study(study_name="quick", storage=f"sqlite:///{tmp_path}/studies/quick.db")
+    attrs = study.user_attrs
+    assert (attrs["epochs"], attrs["last_k"], attrs["train_limit"], attrs["max_params"]) == (2, 1, 40, 6000)
+    assert attrs["n_trials"] == 3 and attrs["seed"] == 1  # what a run may change is stored as it runs
+    trained = [t for t in study.trials if "epochs" in t.user_attrs]
+    assert len(study.trials) == 3 and all(len(t.user_attrs["epochs"]) == 2 for t in trained)
+    # the same values given again are no difference
+    again = cli("search", "--study-name", "quick", "--data-dir", "data", *made, cwd=tmp_path)
+    assert "nothing to run" in again.stdout
+    # another protocol: refused in one line naming every difference, the file unchanged
+    db = tmp_path / "studies" / "quick.db"
+    before = _digest(db)
+    tail = " (these fix what a trial's score means: leave them out to use the study's, or use a new --study-name)\n"
+    for args, was, asks in (
+            (["search", "--epochs", "3", "--last-k", "2", "--n-trials", "8"],
+             "--epochs 2, --last-k 1", "--epochs 3, --last-k 2"),
+            (["search", "--train-limit", "100"], "--train-limit 40", "--train-limit 100"),
+            (["search", "--objective", "pareto", "--max-params", "5000"],
+             "--max-params 6000, --objective consistency", "--max-params 5000, --objective pareto"),
+            (["find", "--epochs", "15", "--target", "0", "-o", "m.pt2"], "--epochs 2", "--epochs 15"),
+            (["find", "--last-k", "2", "--target", "0", "-o", "m.pt2"], "--last-k 1", "--last-k 2")):
+        r = cli(*args, "--study-name", "quick", "--data-dir", "data", cwd=tmp_path, check=False)
+        assert r.returncode == 2 and r.stdout == "", (args, r.stdout, r.stderr)
+        assert r.stderr == f"error: study 'quick' was made with {was}; this run asks {asks}{tail}", r.stderr
+        assert _digest(db) == before
+    assert not (tmp_path / "m.pt2").exists()
+    # a worker joins with the stored settings, as before
+    w = cli("worker", "--study-name", "quick", "--data-dir", "data", cwd=tmp_path)
+    assert "3 finished trials of a budget of 3" in w.stdout
+
+
+def test_resolve_takes_what_was_left_out_from_the_study_and_defaults_for_a_new_one():
+    from search.config import SearchConfig
+    from space.searchspace import SearchSpace
+    defaults = study.search_defaults(20)
+    none = {"n_trials": None, "max_params": None, "epochs": None, "last_k": None, "train_limit": None,
+            "objective": None, "pruner": None, "sampler": None, "seed": None, "space": None}
+    new = SearchConfig.resolve(none, None, defaults=defaults, study_name="s")
+    assert (new.n_trials, new.epochs, new.k, new.train_limit, new.taken_from_study) == (20, 15, 3, None, ())
+    stored = {**SearchConfig(epochs=3, last_k=1, train_limit=5000, n_trials=6).stored_settings(),
+              "space": SearchSpace.default().to_dict()}
+    old = SearchConfig.resolve({**none, "n_trials": 8}, stored, defaults=defaults, study_name="s")
+    assert (old.n_trials, old.epochs, old.k, old.train_limit) == (8, 3, 1, 5000)
+    assert "n_trials" not in old.taken_from_study and {"epochs", "last_k", "train_limit"} <= set(old.taken_from_study)
+    with pytest.raises(StudyError, match=r"made with --epochs 3, --last-k 1, --train-limit 5000; this run asks "
+                                         r"--epochs 15, --last-k 3, --train-limit 60000"):
+        SearchConfig.resolve({**none, "epochs": 15, "last_k": 3, "train_limit": 60000}, stored, defaults=defaults,
+                             study_name="s")
+    # find reading a finished search may ask for a smaller budget (it filters the candidates)
+    assert SearchConfig.resolve({**none, "max_params": 4000}, stored, defaults=defaults, study_name="s",
+                                budget_may_differ=True).max_params == 4000

@@ -151,9 +151,10 @@ def digest(path: Path) -> str:
     (["verify", "--study-name", "tiny", "--trial", "0"], "not COMPLETE"),
     (["report", "--storage", "nosuchdb://x/y"], "cannot open storage"),
     (["report", "--storage", "postgresql://u:p@127.0.0.1:9/db"], "cannot open storage"),
-    (["search", "--study-name", "tiny", "--max-params", "200", "--data-dir", "data"], "admits no model"),
-    (["search", "--study-name", "tiny", "--epochs", "16", "--data-dir", "data"], "over the limit"),
-    (["search", "--study-name", "tiny", "--objective", "pareto", "--data-dir", "data"], "exists with directions"),
+    (["search", "--study-name", "fresh", "--max-params", "200", "--data-dir", "data"], "admits no model"),
+    (["search", "--study-name", "fresh", "--epochs", "16", "--data-dir", "data"], "over the limit"),
+    (["search", "--study-name", "tiny", "--objective", "pareto", "--data-dir", "data"],
+     "was made with --objective consistency; this run asks --objective pareto"),
     (["evaluate", "studies/tiny.db"], "is not a model file"),
     (["evaluate", "missing.pt2"], "no such model file"),
     (["search", "--study-name", "x", "--data-dir", "nodata"], "MNIST data unusable"),
@@ -194,8 +195,11 @@ def test_a_dead_workers_trial_is_failed_and_retried(tmp_path):
     study = optuna.create_study(study_name="h", storage=storage, direction="maximize")
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     storage.record_heartbeat(trial._trial_id)  # the worker's last sign of life, then it "dies"
-    time.sleep(2.5)
-    optuna.storages.fail_stale_trials(study)  # what every worker does when it starts optimizing
+
+    def failed():  # what every worker does when it starts optimizing, until the grace has run out
+        optuna.storages.fail_stale_trials(study)
+        return study.trials[0].state == optuna.trial.TrialState.FAIL
+    wait_for(failed, timeout=30, interval=0.2, what="the dead worker's trial failed")
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
     assert study.trials[1].params == study.trials[0].params  # retried with the same parameters
@@ -376,7 +380,7 @@ def test_resuming_with_another_space_is_refused_and_changes_nothing(work):
     (d / "edited.json").write_text(_json.dumps(edited))
     db = d / "studies" / "tiny.db"
     before = digest(db)
-    r = cli("search", "--study-name", "tiny", "--space", "edited.json", "--data-dir", "data", "--epochs", "1",
+    r = cli("search", "--study-name", "tiny", "--space", "edited.json", "--data-dir", "data",
             cwd=d, check=False)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "another space" in r.stderr and "arch.widths[0]" in r.stderr
