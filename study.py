@@ -272,7 +272,8 @@ def search_defaults(n_trials: int) -> dict:
 def cmd_find(args):
     from search.find import FindConfig, find
     return find(FindConfig(search=search_config(args, budget_may_differ=True), output=Path(args.output), target=args.target,
-                           seeds=args.seeds, top=args.top, min_robust=args.min_robust))
+                           seeds=args.seeds, top=args.top, min_robust=args.min_robust,
+                           hold_level=args.hold_level, max_seeds=args.max_seeds, rejudge=args.rejudge))
 
 
 def cmd_worker(args):
@@ -352,7 +353,18 @@ def cmd_verify(args):
     from search.verify import verify
     return verify(study_name=args.study_name, storage=args.storage, trial=args.trial, seeds=args.seeds,
                   last_k=args.last_k, target=args.target, epochs=args.epochs,
-                  train_limit=args.train_limit, data_dir=args.data_dir, as_json=args.json)
+                  train_limit=args.train_limit, data_dir=args.data_dir, as_json=args.json,
+                  hold_level=args.hold_level, max_seeds=args.max_seeds)
+
+
+def add_hold_args(p):
+    """The hold rule's settings (space.hold), shared by find and verify."""
+    from space.hold import HOLD_LEVEL, MAX_SEEDS
+    p.add_argument("--hold-level", type=float, default=HOLD_LEVEL, metavar="P",
+                   help=f"PASS needs the estimated probability that a new seed holds the target to reach P "
+                        f"(default {HOLD_LEVEL})")
+    p.add_argument("--max-seeds", type=count, default=MAX_SEEDS,
+                   help=f"verify seeds at most per candidate while undecided, each a test-set use (default {MAX_SEEDS})")
 
 
 # Parser -------------------------------------------------------------------------------------------
@@ -497,6 +509,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-robust", type=float, default=None, metavar="SCORE",
                    help="verify only candidates whose seed-robust validation score reaches SCORE; the others "
                         "never meet the test set (default: verify every candidate)")
+    add_hold_args(p)
+    p.add_argument("--rejudge", action="store_true",
+                   help="judge a candidate's stored test runs again at another --target / --last-k / --hold-level "
+                        "(refused without it: the target is fixed before the test set is met); recorded as a "
+                        "test-set use and marked in the file's metadata and card")
     p.add_argument("-o", "--output", required=True, metavar="FILE.pt2")
     p.set_defaults(func=cmd_find)
 
@@ -579,8 +596,10 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="retrain a trial's architecture on 60,000 and check the target",
                        description="Retrain from scratch on all 60,000 images with each seed, score "
-                                   "the test set every epoch; exit 0 only if every seed holds the "
-                                   "target in each of the last K epochs, else 1.")
+                                   "the test set every epoch; exit 0 only if the model holds the target in "
+                                   "each of the last K epochs: no seed below it and an estimated probability "
+                                   "of at least --hold-level that a new seed holds (one more seed at a time "
+                                   "while undecided, up to --max-seeds), else 1.")
     add_study_args(p)
     add_trial_arg(p)
     p.add_argument("--seeds", type=count, default=3)
@@ -589,6 +608,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=count, default=EPOCH_LIMIT)
     p.add_argument("--train-limit", type=count, help="train on the first N images (for quick checks)")
     p.add_argument("--json", action="store_true", help="print the per-seed results as JSON (progress goes to stderr)")
+    add_hold_args(p)
     add_data_arg(p)
     add_device_arg(p)
     p.set_defaults(func=cmd_verify)

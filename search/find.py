@@ -26,10 +26,12 @@ import optuna
 
 from search.config import SearchConfig
 from search.config import check_counts
-from search.verify import held, print_table, retrain_jobs, retrain_seeds
+from search.verify import print_table, retrain_jobs, retrain_seeds, until_decided
+from space.hold import HOLD_LEVEL, MAX_SEEDS, check_hold_settings
 from space.recipe import ConfigError, TrainConfig
 from space.target import TARGET_ACC
-from storage import notes
+from storage import notes, records
+from storage.provenance import describe_training
 from storage.studies import StudyError, ranked_trials, storage_url, verified_weights_path
 
 CONFIRM_SEED_BASE = 10_000  # further seeds of the confirm stage: never a trial's own seed (its number)
@@ -47,9 +49,16 @@ class FindConfig:
     # (docs/results.md), so a candidate far below target - 0.2 would spend an hour and a test use
     # to fail. None: verify every candidate.
     min_robust: float | None = None
+    hold_level: float = HOLD_LEVEL  # PASS needs P(a new seed holds) >= this (space.hold)
+    max_seeds: int = MAX_SEEDS  # verify seeds at most per candidate while the rule is undecided
+    rejudge: bool = False  # judge stored test runs again at another target / K / level (a recorded use)
 
     def __post_init__(self):
-        check_counts(seeds=self.seeds, top=self.top)
+        check_counts(seeds=self.seeds, top=self.top, max_seeds=self.max_seeds)
+        try:
+            check_hold_settings(level=self.hold_level, min_seeds=self.seeds, max_seeds=self.max_seeds)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         for flag, v in (("--target", self.target), ("--min-robust", self.min_robust)):
             if v is not None and (isinstance(v, bool) or not 0 <= v <= 100):  # NaN fails the range too
                 raise ConfigError(f"{flag} must be a percentage in [0, 100], got {v!r}")
@@ -183,57 +192,136 @@ def _weights_path(config: FindConfig, trial: int, seed: int) -> Path:
 
 
 def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]) -> dict | None:
-    """The first candidate that holds the target on every seed, or None."""
+    """The first candidate the hold rule (space.hold) passes, or None. A candidate's seeds run until
+    the rule decides: --seeds first, then one at a time while undecided, up to --max-seeds; every
+    seed is a test-set use. A row stored at another target or K is not judged again unless
+    --rejudge says so (a recorded test-set use): the target is fixed before the test set is met."""
     s = config.search
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    seeds = list(range(1, config.seeds + 1))
-    met = list(study.user_attrs.get("find:tests_used", []))
+    met = list(study.user_attrs.get(records.TESTS_USED, []))
     for row in candidates:
         t = trials[row["trial"]]
-        key = f"find:verify:{t.number}"
+        key = records.VERIFY + str(t.number)
         stored = study.user_attrs.get(key)
         if stored is None and config.min_robust is not None and row["robust"] < config.min_robust:
             print(f"verify: trial {t.number} not verified: robust {row['robust']:.2f} is below --min-robust "
                   f"{config.min_robust:.2f} (the test set is not used)", flush=True)
             continue
-        same = stored and all(stored.get(f) == v for f, v in
-                              (("epochs", s.epochs), ("k", s.k), ("target", config.target), ("seeds", config.seeds)))
-        if not same:
+        if stored and stored.get("epochs") != s.epochs:
+            stored = None  # another protocol's runs: this one's are made afresh
+        moved = _moved(config, stored)
+        if moved and not config.rejudge:
+            raise _moved_error(t.number, moved)
+        if moved:
+            stored = _rejudged(study, stored, moved)
+        results, spent, devices = _verify_runs(config, study, t.number, stored)
+        settings = {"epochs": s.epochs, "k": s.k, "target": config.target, "seeds": config.seeds}
+        cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
+        keep = _keep_seed(study, records.PARTIAL_VERIFY + str(t.number), settings, results, spent, devices)
+        trained: list[int] = []
+
+        def run(todo: list[int], t=t, cfg=cfg, keep=keep) -> None:
             if t.number not in met:
                 met.append(t.number)
-                study.set_user_attr("find:tests_used", met)  # counted before the test set is scored
-            settings = {"epochs": s.epochs, "k": s.k, "target": config.target, "seeds": config.seeds}
-            partial = study.user_attrs.get(f"find:partial:verify:{t.number}", {})
-            results, spent, devices = _resumed(partial, all(partial.get(f) == v for f, v in settings.items()),
-                                               keep=lambda seed: _weights_path(config, t.number, seed).is_file())
-            todo = [seed for seed in seeds if seed not in results]
+                study.set_user_attr(records.TESTS_USED, met)  # counted before the test set is scored
             print(f"verify: trial {t.number} ({t.user_attrs['params']:,} params, robust {row['robust']:.2f}): "
-                  f"seeds {', '.join(map(str, todo))} of {config.seeds} on all training images, test set every "
+                  f"seed{'s' if len(todo) > 1 else ''} {', '.join(map(str, todo))} on "
+                  f"{describe_training(final=True, train_limit=s.train_limit, epochs=s.epochs)}, test set every "
                   f"epoch" + (f" (seeds {', '.join(map(str, sorted(results)))} done before)" if results else ""),
                   flush=True)
-            cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
-            results.update(retrain_seeds(
-                t.user_attrs["spec"], cfg, todo, final=True, data_dir=s.data_dir, train_limit=s.train_limit,
-                processes=s.workers,
-                weights_path=lambda seed, n=t.number: str(_weights_path(config, n, seed)),
-                on_seed=_keep_seed(study, f"find:partial:verify:{t.number}", settings, results, spent, devices)))
-            stored = {"trial": t.number, "epochs": s.epochs, "k": s.k, "target": config.target,
-                      "seeds": config.seeds, "results": {str(k): v for k, v in results.items()},
-                      "passed": all(held(a, s.k, config.target) for a in results.values()),
-                      "core_seconds": sum(spent.values()), "devices": devices, "finished": _now()}
+            trained.extend(todo)
+            retrain_seeds(t.user_attrs["spec"], cfg, todo, final=True, data_dir=s.data_dir, train_limit=s.train_limit,
+                          processes=s.workers, weights_path=lambda seed, n=t.number: str(_weights_path(config, n, seed)),
+                          on_seed=keep)
+
+        decision = until_decided(results, run, k=s.k, target=config.target, level=config.hold_level,
+                                 min_seeds=config.seeds, max_seeds=config.max_seeds)
+        hold = decision.to_dict()
+        if trained or moved or stored is None or stored.get("hold") != hold:
+            stored = {**(stored or {}), "trial": t.number, "epochs": s.epochs, "k": s.k, "target": config.target,
+                      "seeds": config.seeds, "max_seeds": config.max_seeds,
+                      "results": {str(k): v for k, v in sorted(results.items())},
+                      "passed": decision.verdict == "PASS", "hold": hold,
+                      "trained_on": describe_training(final=True, train_limit=s.train_limit, epochs=s.epochs,
+                                                      seeds=sorted(results)),
+                      "core_seconds": sum(spent.values()), "devices": devices}
+            if trained or "finished" not in stored:
+                stored["finished"] = _now()
             study.set_user_attr(key, stored)
             notes.add_section(study, t.number, notes.VERIFY_HEADING, notes.verify_markdown(
-                stored["results"], s.k, config.target, passed=stored["passed"],
-                title=f"`find` retrained it on all 60,000 training images with seeds 1..{config.seeds}, "
-                      f"{s.epochs} epochs, the official test set scored every epoch."))
+                stored["results"], s.k, config.target, passed=stored["passed"], hold=hold,
+                title=f"`find` retrained it on {stored['trained_on']}, the official test set scored every epoch."))
         else:
             print(f"verify: trial {t.number} verified before")
         print_table({int(k): v for k, v in stored["results"].items()}, s.k, config.target)
-        print(f"trial {t.number}: {'PASS' if stored['passed'] else 'FAIL'}", flush=True)
+        print(f"trial {t.number}: {records.describe_hold(stored)}", flush=True)
         if stored["passed"]:
-            study.set_user_attr("find:winner", t.number)
+            study.set_user_attr(records.WINNER, t.number)
             return stored
     return None
+
+
+_FLAG = {"target": "--target", "k": "--last-k", "level": "--hold-level"}
+
+
+def _moved(config: FindConfig, stored: dict | None) -> dict:
+    """{setting: (stored, asked)} where this run would judge a stored verify row by another rule."""
+    if not stored or stored.get("epochs") != config.search.epochs:
+        return {}
+    asked = {"target": config.target, "k": config.search.k}
+    have = {"target": stored.get("target"), "k": stored.get("k")}
+    if "hold" in stored:
+        asked["level"], have["level"] = config.hold_level, stored["hold"]["level"]
+    return {f: (have[f], asked[f]) for f in asked if have[f] != asked[f]}
+
+
+def _moved_error(trial: int, moved: dict) -> StudyError:
+    was = ", ".join(f"{_FLAG[f]} {a}" for f, (a, _) in moved.items())
+    now = ", ".join(f"{_FLAG[f]} {b}" for f, (_, b) in moved.items())
+    return StudyError(f"trial {trial} met the test set judged at {was}; judging its test runs again at {now} "
+                      f"moves the target after the test set was seen; rerun with the original settings, or add "
+                      f"--rejudge to judge them again as a recorded test-set use")
+
+
+def check_target_fixed(config: FindConfig) -> None:
+    """Before any stage writes: refuse a run that would judge stored test runs by another rule
+    (unless --rejudge), so a refused run changes nothing stored."""
+    if config.rejudge:
+        return
+    from storage.studies import load_study
+    try:
+        study = load_study(study_name=config.search.study_name, storage=config.search.storage)
+    except StudyError:
+        return  # no study yet: nothing has met the test set
+    for key, row in study.user_attrs.items():
+        if key.startswith(records.VERIFY) and isinstance(row, dict):
+            moved = _moved(config, row)
+            if moved:
+                raise _moved_error(row.get("trial", key[len(records.VERIFY):]), moved)
+
+
+def _rejudged(study: optuna.Study, stored: dict, moved: dict) -> dict:
+    """The row, its verdict history extended: judged again at this run's target / K / level (asked
+    with --rejudge). Each re-judgement is recorded as a test-set use of the study."""
+    event = {"trial": stored["trial"], "from": {f: a for f, (a, _) in moved.items()},
+             "to": {f: b for f, (_, b) in moved.items()}, "verdict_before": records.verify_verdict(stored),
+             "at": _now()}
+    study.set_user_attr(records.REJUDGED, list(study.user_attrs.get(records.REJUDGED, [])) + [event])
+    print(f"verify: trial {stored['trial']}: its test runs judged again at "
+          f"{', '.join(f'{_FLAG[f]} {b}' for f, (_, b) in moved.items())} (--rejudge; recorded as a test-set use)")
+    history = list(stored.get("rejudged", [])) + [{"target": stored["target"], "k": stored["k"],
+                                                   "verdict": records.verify_verdict(stored), "at": event["at"]}]
+    return {**stored, "rejudged": history}
+
+
+def _verify_runs(config: FindConfig, study: optuna.Study, trial: int, stored: dict | None):
+    """(results, spent, devices) already on the test set for this trial under this run's epochs:
+    the stored row's seeds, else those an interrupted run left (whose weights are on disk)."""
+    if stored:
+        return _resumed(stored, True)
+    partial = study.user_attrs.get(records.PARTIAL_VERIFY + str(trial), {})
+    return _resumed(partial, partial.get("epochs") == config.search.epochs,
+                    keep=lambda seed: _weights_path(config, trial, seed).is_file())
 
 
 def export_winner(config: FindConfig, study: optuna.Study, verified: dict) -> Path:
@@ -250,19 +338,21 @@ def find(config: FindConfig) -> int:
     install_stop_signals()
     quiet_optuna()
     ensure_files(config.search.data_dir)
+    check_target_fixed(config)
     _stage(f"1/3 search under {config.search.max_params:,} parameters")
     study = search_stage(config)
     _stage(f"2/3 confirm the top {config.top} on validation with {config.seeds} seeds each")
     candidates = confirm_stage(config, study)
     _stage(f"3/3 verify on the test set: >= {config.target} in each of the last {config.search.k} epochs, "
-           f"{config.seeds} seeds")
+           f"{config.seeds} seeds, more while undecided (up to {config.max_seeds}), PASS when P(a new seed holds) "
+           f">= {config.hold_level:.0%}")
     verified = verify_stage(config, study, candidates)
     notes.refresh_study_note(study)
     used = len(study.user_attrs.get("find:tests_used", []))
     print(f"candidates that met the test set: {used}")
     if verified is None:
         tried = [r for r in candidates if f"find:verify:{r['trial']}" in study.user_attrs]
-        print(f"FAIL: none of the {len(tried)} verified candidates held the target on every seed"
+        print(f"FAIL: none of the {len(tried)} verified candidates held the target"
               + (f"; {len(candidates) - len(tried)} below --min-robust were not verified"
                  if len(tried) < len(candidates) else ""))
         return 1

@@ -17,7 +17,9 @@ import torch
 from space.model import Normalised, build_model
 from space.rf import receptive_field
 from space.spec import ArchSpec, count_params
+from storage import records
 from storage.archive import UnsafeModelFile, check_model_archive
+from storage.provenance import describe_training
 from storage.studies import ArtifactSink, StudyError, get_trial, load_study, storage_url, verified_weights_path
 
 META_NAME = "mnist_nas.json"
@@ -140,11 +142,11 @@ def export_verified(*, study_name: str, storage: str | None = None, trial: str =
     attrs = study.user_attrs
     if trial != "best":  # a number: get_trial parses it and refuses a trial the study lacks
         number = get_trial(study, trial).number
-    elif "find:winner" in attrs:  # 'best' here is find's winner, not get_trial's best score
-        number = attrs["find:winner"]
+    elif records.WINNER in attrs:  # 'best' here is find's winner, not get_trial's best score
+        number = attrs[records.WINNER]
     else:
         raise StudyError(f"study {study.study_name!r} has no model that passed `find`'s verify stage")
-    verified = attrs.get(f"find:verify:{number}")
+    verified = attrs.get(records.VERIFY + str(number))
     if not isinstance(verified, dict) or "results" not in verified:
         raise StudyError(f"trial {number} of study {study.study_name!r} was not verified by `find`")
     if not verified.get("passed"):
@@ -163,19 +165,38 @@ def export_verified(*, study_name: str, storage: str | None = None, trial: str =
     seed1 = verified["results"]["1"]
     meta = save_model_file(module, spec, {
         "study": study.study_name, "trial": number, "config": weights["config"],
-        "trained_on": "all 60,000 training images, seed 1 of the verify stage"
-                      + (f", on {verified['devices']['1']}" if verified.get("devices", {}).get("1") else ""),
+        "trained_on": describe_training(final=True, train_limit=_train_limit(study), epochs=verified["epochs"],
+                                        seeds=[1], device=verified.get("devices", {}).get("1"))
+                      + " (seed 1 of the verify stage)",
         "test_acc_per_epoch": seed1, "test_acc": seed1[-1],
-        "verify": verified, "confirm": attrs.get(f"find:confirm:{number}") or {},
-        "tests_used": attrs.get("find:tests_used", []),
-        "protocol": f">= {verified['target']} % on the official test set in each of the last {verified['k']} of "
-                    f"{verified['epochs']} epochs, for each of seeds 1..{verified['seeds']}",
+        "verify": verified, "confirm": attrs.get(records.CONFIRM + str(number)) or {},
+        "tests_used": attrs.get(records.TESTS_USED, []), "test_set_uses": records.test_set_uses(attrs),
+        "protocol": _protocol(verified),
     }, out, onnx)
     spec_json, card = write_model_card(out, meta)
     if not quiet:
         print(f"wrote {out}, {onnx}, {spec_json} and {card} (trial {number}, {meta['params']:,} params, "
               f"test {seed1[-1]:.2f} % at the last epoch of seed 1)")
     return {**meta, "onnx": str(onnx), "spec_json": str(spec_json), "card": str(card)}
+
+
+def _train_limit(study) -> int | None:
+    """The study's stored --train-limit (verify trains on that many images too)."""
+    v = study.user_attrs.get("train_limit")
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def _protocol(verified: dict) -> str:
+    """The rule the verdict was made by, from the row itself."""
+    base = (f">= {verified['target']} % on the official test set in each of the last {verified['k']} of "
+            f"{verified['epochs']} epochs")
+    hold = records.hold_of(verified)
+    if hold is None:
+        return base + f", for each of seeds 1..{verified['seeds']}"
+    return (base + f"; no seed below it, and P(a new seed holds) >= {hold['level']:.0%} by {hold['method']}, "
+            f"from {hold['seeds']} seeds (at least {verified['seeds']}, at most {verified.get('max_seeds', '?')})"
+            + (f"; re-judged after the test set was seen (from target {verified['rejudged'][-1]['target']})"
+               if verified.get("rejudged") else ""))
 
 
 def score_loaded(module, path, images, labels) -> float:
@@ -215,9 +236,13 @@ def write_model_card(path: Path, meta: dict) -> list[Path]:
         f"**Architecture:** {notes.describe_arch(spec)}",
         "",
         f"**Protocol:** {meta['protocol']}; candidates that met the test set in this study: "
-        f"{len(meta.get('tests_used', []))}.",
+        f"{len(meta.get('tests_used', []))}"
+        + (f" (test-set uses: {meta['test_set_uses']['total']}, every verify seed and re-judgement counted)"
+           if meta.get("test_set_uses") and records.hold_of(verify) is not None else "") + ".",
         "",
+        *([f"**Held:** {records.describe_hold(verify)}.", ""] if records.hold_of(verify) is not None else []),
         notes.verify_markdown(verify["results"], verify["k"], verify["target"], passed=verify["passed"],
+                              hold=records.hold_of(verify),
                               title="Verify: retrained on all 60,000 training images per seed, the official "
                                     "test set scored after every epoch."),
         "",

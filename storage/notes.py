@@ -16,6 +16,8 @@ from pathlib import Path
 
 import optuna
 
+from space.hold import seed_held
+from space.ops import OPS
 from space.rf import format_rf_table
 from space.spec import ArchSpec
 from space.target import EPOCH_LIMIT, TARGET_ACC
@@ -25,14 +27,17 @@ VERIFY_HEADING = "## Verification"
 
 def describe_arch(spec: ArchSpec) -> str:
     """'3 blocks: [8 8 8, pad 1] -> pool -> [...]; Conv-BN-ReLU; GAP, 1x1 head'. A depthwise 3x3
-    followed by a 1x1 (a separable pair) reads as one 3x3 of the 1x1's width."""
-    blocks, current = [], []
+    followed by a 1x1 (a separable pair) reads as one 3x3 of the 1x1's width; other ops read as
+    their registry word (space.ops: "12f" factorized, "12/2" strided, which ends its block)."""
+    blocks, current, handovers = [], [], []
     for layer in spec.layers:
-        if layer.op == "conv":
+        op = OPS[layer.op]
+        if op.convolves and layer.op != "head":
             current.append(layer)
-        elif layer.op in ("maxpool", "gap"):
+        if op.downsamples:
             blocks.append(current)
             current = []
+            handovers.append("stride 2" if op.convolves else "max-pool")
     parts, separable, linear = [], False, set()
     for convs in blocks:
         wide, pads, squeeze, i = [], set(), None, 0
@@ -46,7 +51,7 @@ def describe_arch(spec: ArchSpec) -> str:
                 linear.add(l.linear)
                 continue
             if l.kernel == 3:
-                wide.append(str(l.out) + (f" (groups {l.groups})" if l.groups > 1 else ""))
+                wide.append(OPS[l.op].word(l))
                 pads.add(l.padding)
             else:
                 squeeze = l
@@ -60,7 +65,13 @@ def describe_arch(spec: ArchSpec) -> str:
                  else "a depthwise 3x3 (some linear)" if True in linear else "a depthwise 3x3")
     kind = "3x3 convolutions" + (f" (depthwise-separable after the first: {depthwise}, then a 1x1 to "
                                  "the width shown)" if separable else "")
-    return f"{len(blocks)} blocks of {kind} {' → max-pool → '.join(parts)}; {order}; GAP, 1x1 head"
+    if any(l.op == "fconv" for l in spec.layers):
+        kind += " (12f: factorized, a 3x1 then a 1x3)"
+    if "stride 2" in handovers:
+        kind += " (12/2: stride 2, in place of a max-pool)"
+    joined = parts[0] + "".join(f" → {h} → {p}" if h == "max-pool" else f" → {p}"
+                                for h, p in zip(handovers, parts[1:]))
+    return f"{len(blocks)} blocks of {kind} {joined}; {order}; GAP, 1x1 head"
 
 
 def torchinfo_summary(spec: ArchSpec) -> str:
@@ -153,15 +164,23 @@ def add_section(study: optuna.Study, number: int, heading: str, body: str) -> No
     save_note(handle, note.rstrip() + f"\n\n{heading}\n\n{body.strip()}\n")
 
 
-def verify_markdown(results: dict, k: int, target: float, *, title: str, passed: bool | None) -> str:
+def verify_markdown(results: dict, k: int, target: float, *, title: str, passed: bool | None,
+                    hold: dict | None = None) -> str:
+    """A seed table. With a target: each seed held or below it; `passed` the verdict, by the hold
+    rule (space.hold) when `hold` is given, else by the every-seed rule it was judged under."""
     rows = [f"{title}", "", f"| seed | best | last {k} | min | result |", "|---|---|---|---|---|"]
     for seed, accs in sorted(results.items(), key=lambda kv: (kv[0].isdigit(), int(kv[0]) if kv[0].isdigit() else 0)):
         last = accs[-k:]
-        verdict = "" if target is None else ("PASS" if min(last) >= target else "FAIL")
+        words = ("held", "below") if hold is not None else ("PASS", "FAIL")  # old rows' cards read as written
+        verdict = "" if target is None else words[0 if seed_held(accs, k, target) else 1]
         rows.append(f"| {seed} | {max(accs):.2f} | {' '.join(f'{a:.2f}' for a in last)} | {min(last):.2f} | {verdict} |")
-    if passed is not None:
+    if passed is not None and hold is not None:
+        rows += ["", f"**{'PASS' if passed else 'FAIL'}**: target ≥ {target} % in each of the last {k} epochs; "
+                     f"P(a new seed holds) = {hold['hold_probability']:.1%} from {hold['seeds']} seeds "
+                     f"(PASS needs ≥ {hold['level']:.0%}; {hold['method']})"]
+    elif passed is not None:
         rows += ["", f"**{'PASS' if passed else 'FAIL'}**: target ≥ {target} % in each of the last {k} epochs "
-                     "on every seed"]
+                     "on every seed (judged before the hold estimate existed)"]
     return "\n".join(rows)
 
 

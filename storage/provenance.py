@@ -2,11 +2,11 @@
 the run's own settings (never a sentence spelled by hand at the call site).
 
 >>> describe_training(final=True, train_limit=None, epochs=15, seeds=[1, 2, 3])
-'all 60,000 training images, 15 epochs, seeds 1, 2, 3'
+'all training images (60,000 in MNIST), 15 epochs, seeds 1, 2, 3'
 >>> describe_training(final=True, train_limit=2000, epochs=3, seeds=[1])
 'the first 2,000 training images, 3 epochs, seed 1'
 >>> describe_training(final=False, train_limit=None, epochs=15)
-'the search split (50,000 training images, scored on the other 10,000), 15 epochs'
+'the search split (5/6 of the training images, 50,000 in MNIST; scored on the rest), 15 epochs'
 """
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ SEARCH_TRAIN = 50_000
 
 def describe_training(*, final: bool, train_limit: int | None, epochs: int, seeds: list[int] | None = None,
                       device: str | None = None) -> str:
-    """'all 60,000 training images, 15 epochs, seeds 1, 2, 3' from a run's settings. final: the
-    whole training set (scored on test); else the search's 50,000 / 10,000 split."""
+    """'all training images (60,000 in MNIST), 15 epochs, seeds 1, 2, 3' from a run's settings.
+    final: the whole training set (scored on test); else the search's 5/6 : 1/6 split. The counts
+    named are MNIST's: a run's own data root may hold fewer (the tests' tiny files)."""
     if final:
         images = (f"the first {train_limit:,} training images" if train_limit
-                  else f"all {TRAIN_IMAGES:,} training images")
+                  else f"all training images ({TRAIN_IMAGES:,} in MNIST)")
     else:
-        images = (f"the first {train_limit:,} images of the search split" if train_limit
-                  else f"the search split ({SEARCH_TRAIN:,} training images, scored on the other "
-                       f"{TRAIN_IMAGES - SEARCH_TRAIN:,})")
+        images = (f"the first {train_limit:,} images of the search split's training part" if train_limit
+                  else f"the search split (5/6 of the training images, {SEARCH_TRAIN:,} in MNIST; scored on the rest)")
     parts = [images, f"{epochs} epochs"]
     if seeds:
         parts.append(("seeds " if len(seeds) > 1 else "seed ") + ", ".join(map(str, seeds)))

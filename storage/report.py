@@ -7,6 +7,8 @@ from pathlib import Path
 
 import optuna
 
+from storage import records
+
 from space.target import TARGET_ACC
 from storage.studies import StudyError, load_study, ranked_trials
 
@@ -163,16 +165,19 @@ def find_section(study) -> None:
     print("\nfind: confirmed on validation (consistency score per seed; robust = the minimum):")
     print(f"{'trial':>5} {'params':>7}  {'per seed':<28} {'robust':>7}  verified on test")
     for c in sorted(confirmed, key=lambda r: (-r["robust"], r["params"], r["trial"])):
-        v = attrs.get(f"find:verify:{c['trial']}")
+        v = attrs.get(records.VERIFY + str(c['trial']))
         verdict = "not yet" if v is None else (
-            f"{'PASS' if v['passed'] else 'FAIL'}: last-{v['k']} minima "
-            + " ".join(f"{min(a[-v['k']:]):.2f}" for _, a in sorted(v["results"].items()))
+            f"{records.verify_verdict(v)}: last-{v['k']} minima "
+            + " ".join(f"{m:.2f}" for m in records.verify_minima(v))
+            + (f", P(a new seed holds) {v['hold']['hold_probability']:.1%}" if records.hold_of(v) else "")
             + (f" ({v['finished'][:16].replace('T', ' ')} UTC)" if "finished" in v else ""))
         print(f"{c['trial']:>5} {c['params']:>7,}  {' '.join(f'{x:.2f}' for x in c['scores']):<28} "
               f"{c['robust']:>7.2f}  {verdict}")
-    used = attrs.get("find:tests_used", [])
-    print(f"candidates that met the test set: {len(used)}"
-          + (f"; winner: trial {attrs['find:winner']}" if "find:winner" in attrs else ""))
+    used = records.test_set_uses(attrs)
+    print(f"candidates that met the test set: {used['candidates']}"
+          + (f"; winner: trial {attrs[records.WINNER]}" if records.WINNER in attrs else "")
+          + f"; test-set uses: {used['seeds']} verify seeds"
+          + (f" and {used['rejudged']} re-judgement(s)" if used["rejudged"] else ""))
 
 
 def write_plots(study, order, front, out: Path, top: int) -> list[Path]:

@@ -2,16 +2,19 @@
 import json
 
 import optuna
+import pytest
 
 from storage.modelfile import load_model_file
-from tests.conftest import make_tiny_mnist
-from tests.test_study import cli, load
+from tests.conftest import make_tiny_mnist, read_lines_until
+from tests.test_study import load
+
+pytestmark = pytest.mark.slow  # every test runs the CLI
 
 TINY = ["--data-dir", "data", "--epochs", "2", "--last-k", "1", "--seeds", "2", "--top", "2", "--workers", "1",
         "--max-params", "6000", "--n-trials", "3", "--no-enqueue"]
 
 
-def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating(tmp_path):
+def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating(cli, tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
     r = cli("find", "--study-name", "f", "--target", "0", "-o", "models/win.pt2", *TINY, cwd=tmp_path)
     out = r.stdout
@@ -39,7 +42,7 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     # shipped with its spec JSON and a card: architecture, verify table, recipe
     assert json.loads((tmp_path / "models" / "win.spec.json").read_text()) == meta["spec"]
     card = (tmp_path / "models" / "win.md").read_text()
-    assert "Where each verify seed trained: 1: cpu, 2: cpu" in card and "seed 1 of the verify stage, on cpu" in card
+    assert "Where each verify seed trained: 1: cpu, 2: cpu" in card and "seed 1, on cpu (seed 1 of the verify stage)" in card
     assert f"trial {winner}" in card and "| seed | best |" in card and "**PASS**" in card and "| batch_size |" in card
     # export --verified writes the same model and card from the study alone, under any name
     exp = cli("export", "--study-name", "f", "--verified", "-o", "again.pt2", cwd=tmp_path)
@@ -87,7 +90,7 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
                    (f"find:verify:{winner}", f"find:confirm:{other}", "find:winner"))
     resumed = cli("find", "--study-name", "f", "--target", "0", "-o", "models/win.pt2", *TINY, cwd=tmp_path).stdout
     assert f"confirm: trial {other}" in resumed and "retraining with seeds 10001 on" in resumed
-    assert f"seeds 2 of 2 on all training images" in resumed and "(seeds 1 done before)" in resumed
+    assert "seed 2 on all training images (60,000 in MNIST), 2 epochs" in resumed and "(seeds 1 done before)" in resumed
     assert "seed 1 epoch" not in resumed and "seed 2 epoch  2: test" in resumed
     after = load(tmp_path, "f").user_attrs
     assert after[f"find:verify:{winner}"]["results"]["1"] == verified["results"]["1"]
@@ -102,7 +105,7 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     assert load(tmp_path, "f").user_attrs[f"find:confirm:{other}"]["results"] == kept
 
 
-def test_find_fails_honestly_when_no_candidate_holds_the_target(tmp_path):
+def test_find_fails_honestly_when_no_candidate_holds_the_target(cli, tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
     r = cli("find", "--study-name", "g", "--target", "100", "--train-limit", "20", "-o", "m.pt2", *TINY,
             cwd=tmp_path, check=False)
@@ -118,7 +121,7 @@ def test_find_fails_honestly_when_no_candidate_holds_the_target(tmp_path):
         assert b.returncode == 2 and says in b.stderr and not (tmp_path / "m.pt2").exists(), b.stderr
 
 
-def test_min_robust_keeps_weak_candidates_away_from_the_test_set(tmp_path):
+def test_min_robust_keeps_weak_candidates_away_from_the_test_set(cli, tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
     r = cli("find", "--study-name", "h", "--target", "0", "--min-robust", "100", "-o", "m.pt2", *TINY,
             cwd=tmp_path, check=False)
@@ -137,7 +140,7 @@ def test_min_robust_keeps_weak_candidates_away_from_the_test_set(tmp_path):
         assert b.returncode == 2 and b.stderr.startswith("error: --min-robust must be a percentage"), b.stderr
 
 
-def test_front_across_studies_marks_verified_trials_and_refuses_bad_pairs(tmp_path):
+def test_front_across_studies_marks_verified_trials_and_refuses_bad_pairs(cli, tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
     cli("find", "--study-name", "a", "--target", "0", "-o", "a.pt2", *TINY, cwd=tmp_path)
     cli("search", "--study-name", "b", "--data-dir", "data", "--epochs", "2", "--n-trials", "2", "--no-enqueue",
@@ -164,26 +167,18 @@ def test_front_across_studies_marks_verified_trials_and_refuses_bad_pairs(tmp_pa
     assert bad.returncode == 2 and bad.stderr.startswith("error: --study takes NAME=STORAGE_URL")
 
 
-def test_sigterm_to_find_alone_during_confirm_stops_its_seed_processes_cleanly(tmp_path):
+def test_sigterm_to_find_alone_during_confirm_stops_its_seed_processes_cleanly(cli, tmp_path):
     """A `find` retraining seeds in 2 processes, SIGTERM to the parent only (as `kill PID` does):
     it stops in seconds with exit 130 and no traceback, and its seed processes are gone (they
     share its stdout: communicate() returns only once every one has closed it)."""
     import signal
-    import subprocess
-    import sys
     import time
-    from tests.conftest import ROOT
     make_tiny_mnist(tmp_path / "data", n_train=3000, n_test=40)
     args = ["--data-dir", "data", "--epochs", "15", "--seeds", "3", "--top", "1", "--workers", "2",
             "--max-params", "6000", "--n-trials", "1", "--no-enqueue"]
-    p = subprocess.Popen([sys.executable, str(ROOT / "study.py"), "find", "--study-name", "f", "-o", "m.pt2", *args],
-                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    deadline = time.time() + 300
-    line = "-"
-    while time.time() < deadline and line and "seed 10001 epoch  2:" not in line:  # confirm's seed processes
-        line = p.stdout.readline()
-    assert line, "find ended before its confirm stage"
+    p = cli.popen("find", "--study-name", "f", "-o", "m.pt2", *args, cwd=tmp_path, start_new_session=True)
+    read_lines_until(p, lambda lines: "seed 10001 epoch  2:" in lines[-1],  # confirm's seed processes
+                     timeout=300, what="epoch 2 of confirm's seed processes")
     t0 = time.time()
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=60)
@@ -191,7 +186,7 @@ def test_sigterm_to_find_alone_during_confirm_stops_its_seed_processes_cleanly(t
     assert "Traceback" not in err and "interrupted" in err
 
 
-def test_find_under_a_smaller_budget_than_its_search_hands_back_only_a_model_under_it(tmp_path):
+def test_find_under_a_smaller_budget_than_its_search_hands_back_only_a_model_under_it(cli, tmp_path):
     """A study searched under 6,000 asked for its best under a smaller budget: only trials under that
     budget are confirmed, verified and exported; a budget no trial is under is one line, exit 2."""
     make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)

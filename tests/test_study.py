@@ -19,21 +19,13 @@ from search.objective import make_objective
 from space.searchspace import MODEL6_POINT
 from search.data import load_mnist, make_split
 from storage.studies import open_storage
-from tests.conftest import ROOT, make_tiny_mnist
+from tests.conftest import ROOT, make_tiny_mnist, read_lines_until, wait_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def cli(*args, cwd, check=True, timeout=600):
-    r = subprocess.run([sys.executable, str(ROOT / "study.py"), *map(str, args)], cwd=cwd,
-                       capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{args} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
-    return r
-
-
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(cli, tmp_path_factory):
     """One tiny study, run twice (resume), shared by the tests below."""
     d = tmp_path_factory.mktemp("study")
     make_tiny_mnist(d / "data", n_train=300, n_test=60)
@@ -73,7 +65,7 @@ def test_trials_complete_are_refused_over_budget_and_resume_adds(work):
     assert (d / "studies" / "tiny.artifacts").is_dir()
 
 
-def test_report_counts_and_plots(work):
+def test_report_counts_and_plots(cli, work):
     d, _, _ = work
     r = cli("report", "--study-name", "tiny", "--plots", "plots", cwd=d)
     assert f"{len(load(d).trials)} trials" in r.stdout and "over budget" in r.stdout and "Pareto front" in r.stdout
@@ -81,7 +73,7 @@ def test_report_counts_and_plots(work):
         assert (d / "plots" / name).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_export_evaluate_and_plain_torch_agree(work):
+def test_export_evaluate_and_plain_torch_agree(cli, work):
     d, _, _ = work
     cli("export", "--study-name", "tiny", "--trial", "best", "-o", "best.pt2", "--onnx", "best.onnx", cwd=d)
     ev = cli("evaluate", "best.pt2", "--data-dir", "data", cwd=d)
@@ -159,7 +151,7 @@ def digest(path: Path) -> str:
     (["evaluate", "missing.pt2"], "no such model file"),
     (["search", "--study-name", "x", "--data-dir", "nodata"], "MNIST data unusable"),
 ])
-def test_bad_input_is_one_line_exit_2_and_leaves_the_study_unchanged(work, args, needle):
+def test_bad_input_is_one_line_exit_2_and_leaves_the_study_unchanged(cli, work, args, needle):
     d, _, _ = work
     db = d / "studies" / "tiny.db"
     before = digest(db)
@@ -206,19 +198,13 @@ def test_a_dead_workers_trial_is_failed_and_retried(tmp_path):
     assert study.trials[1].system_attrs["failed_trial"] == 0
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_completed_trials(tmp_path):
+def test_ctrl_c_stops_cleanly_and_keeps_completed_trials(cli, tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=300, n_test=60)
-    p = subprocess.Popen([sys.executable, str(ROOT / "study.py"), "search", "--study-name", "c",
-                          "--data-dir", "data", "--epochs", "15", "--workers", "1", "--n-trials", "50",
-                          "--pruner", "none", "--no-enqueue"],
-                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
-    deadline = time.time() + 240
-    while time.time() < deadline:  # wait for one complete trial, then a few epochs of the next
-        line = p.stdout.readline()
-        lines.append(line)
-        if sum("done, consistency score" in l for l in lines) >= 1 and " epoch  2:" in line:
-            break
+    p = cli.popen("search", "--study-name", "c", "--data-dir", "data", "--epochs", "15", "--workers", "1",
+                  "--n-trials", "50", "--pruner", "none", "--no-enqueue", cwd=tmp_path)
+    # one complete trial, then a few epochs of the next
+    read_lines_until(p, lambda lines: " epoch  2:" in lines[-1] and any("done, consistency score" in l for l in lines),
+                     timeout=240, what="a complete trial and epoch 2 of the next")
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, (out, err)
@@ -241,26 +227,25 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def test_dashboard_serves_the_study_to_a_real_browser(work):
+def test_dashboard_serves_the_study_to_a_real_browser(cli, work):
     """A real page in a real browser: Playwright drives Debian's chromium through the study page
     and a trial page, and checks what a person sees there."""
     d, _, _ = work
     port = _free_port()
-    p = subprocess.Popen([sys.executable, str(ROOT / "study.py"), "dashboard", "--study-name", "tiny",
-                          "--port", str(port)], cwd=d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = cli.popen("dashboard", "--study-name", "tiny", "--port", port, cwd=d)
     try:
-        first = p.stdout.readline()
-        assert f"http://127.0.0.1:{port}/" in first, (first, p.stderr.read() if p.poll() is not None else "")
+        first = read_lines_until(p, lambda lines: True, timeout=120, what="the dashboard's first line")[0]
+        assert f"http://127.0.0.1:{port}/" in first, first
         import json
         import urllib.request
-        body = None
-        for _ in range(60):  # the server starts listening just after it prints the URL
+
+        def studies_page():
             try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5).read()
-                break
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5).read()
             except OSError:
-                time.sleep(0.5)
-        assert body is not None
+                return None
+        # the server starts listening just after it prints the URL
+        body = wait_for(studies_page, timeout=60, proc=p, interval=0.5, what="the dashboard's /api/studies")
         studies = json.loads(body)["study_summaries"]
         assert [s["study_name"] for s in studies] == ["tiny"]
         browser = _chromium()
@@ -304,7 +289,7 @@ def test_dashboard_serves_the_study_to_a_real_browser(work):
         p.wait(timeout=30)
 
 
-def test_pareto_objective_has_two_directions_and_report_shows_the_front(tmp_path):
+def test_pareto_objective_has_two_directions_and_report_shows_the_front(cli, tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=120, n_test=30)
     cli("search", "--study-name", "pp", "--objective", "pareto", "--data-dir", "data", "--epochs", "1",
         "--last-k", "1", "--workers", "1", "--n-trials", "3", cwd=tmp_path)  # model6 goes first: one complete at least
@@ -318,20 +303,21 @@ def test_pareto_objective_has_two_directions_and_report_shows_the_front(tmp_path
     assert f"{best.number:>5} " in front
 
 
-def test_verify_retrains_each_seed_on_the_full_set_and_exits_by_the_target(work):
+def test_verify_retrains_each_seed_on_the_full_set_and_exits_by_the_target(cli, work):
     d, _, _ = work
     ok = cli("verify", "--study-name", "tiny", "--seeds", "2", "--epochs", "1", "--last-k", "1",
              "--target", "0", "--data-dir", "data", cwd=d, check=False)
     assert ok.returncode == 0, ok.stderr
     assert "seed 1 epoch  1: test" in ok.stdout and "seed 2 epoch  1: test" in ok.stdout
     rows = [l for l in ok.stdout.splitlines() if l.strip().startswith(("1 ", "2 "))]
-    assert len(rows) == 2 and all(r.endswith("PASS") for r in rows)
+    assert len(rows) == 2 and all(r.endswith("held") for r in rows)
+    assert "PASS: P(a new seed holds)" in ok.stdout
     no = cli("verify", "--study-name", "tiny", "--seeds", "1", "--epochs", "1", "--last-k", "1",
              "--target", "100", "--train-limit", "10", "--data-dir", "data", cwd=d, check=False)
-    assert no.returncode == 1 and "FAIL: not every seed held the target" in no.stdout
+    assert no.returncode == 1 and "FAIL: a seed fell below the target" in no.stdout
 
 
-def test_postgresql_storage_two_workers_then_report_and_export(tmp_path):
+def test_postgresql_storage_two_workers_then_report_and_export(cli, tmp_path):
     """Many machines share one PostgreSQL study; here two worker processes stand in for them."""
     url = os.environ.get("MNIST_NAS_PG_URL")
     if not url:
@@ -353,7 +339,7 @@ def test_postgresql_storage_two_workers_then_report_and_export(tmp_path):
     optuna.delete_study(study_name=name, storage=url)
 
 
-def test_the_best_trial_is_the_same_in_search_report_and_export(work):
+def test_the_best_trial_is_the_same_in_search_report_and_export(cli, work):
     d, _, second = work
     from_search = int(second.stdout.split("best so far: trial ")[1].split(",")[0])
     r = cli("report", "--study-name", "tiny", cwd=d)
@@ -365,13 +351,13 @@ def test_the_best_trial_is_the_same_in_search_report_and_export(work):
     assert from_search == from_report == meta["trial"]
 
 
-def test_report_shows_the_stored_space(work):
+def test_report_shows_the_stored_space(cli, work):
     d, _, _ = work
     r = cli("report", "--study-name", "tiny", cwd=d)
     assert "search space (as stored in the study):" in r.stdout and '"blocks":{"int":[2,3]}' in r.stdout
 
 
-def test_resuming_with_another_space_is_refused_and_changes_nothing(work):
+def test_resuming_with_another_space_is_refused_and_changes_nothing(cli, work):
     d, _, _ = work
     import json as _json
     from space.searchspace import SearchSpace
@@ -391,7 +377,7 @@ def test_resuming_with_another_space_is_refused_and_changes_nothing(work):
     ("{not json", "not valid JSON"), ('{"arch": {"blocks": {"int": [3, 2]}}}', "bad int range"),
     ('{"recipe": {"dropout": 2}}', "recipe.dropout"), (None, "no such space file"),
 ])
-def test_a_bad_space_file_is_one_line_exit_2(tmp_path, content, needle):
+def test_a_bad_space_file_is_one_line_exit_2(cli, tmp_path, content, needle):
     if content is not None:
         (tmp_path / "s.json").write_text(content)
     for cmd in (["space"], ["search", "--data-dir", "nodata"]):
@@ -400,7 +386,7 @@ def test_a_bad_space_file_is_one_line_exit_2(tmp_path, content, needle):
     assert not (tmp_path / "studies").exists()
 
 
-def test_space_command_prints_the_default_space_and_round_trips_an_edit(tmp_path):
+def test_space_command_prints_the_default_space_and_round_trips_an_edit(cli, tmp_path):
     from space.searchspace import SearchSpace
     printed = cli("space", cwd=tmp_path).stdout
     assert SearchSpace.from_json(printed) == SearchSpace.default()
@@ -409,7 +395,7 @@ def test_space_command_prints_the_default_space_and_round_trips_an_edit(tmp_path
     assert '"bias": {"choice": [false, true]}' in again
 
 
-def test_epochs_1_works_with_the_default_last_k(tmp_path):
+def test_epochs_1_works_with_the_default_last_k(cli, tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=120, n_test=30)
     r = cli("search", "--study-name", "e1", "--data-dir", "data", "--epochs", "1", "--workers", "1",
             "--n-trials", "1", cwd=tmp_path)
@@ -463,7 +449,7 @@ def test_a_resumed_study_does_not_repeat_its_earlier_proposals(tmp_path):
     assert len(params) == 4 and len(set(params)) == 4
 
 
-def test_notes_command_rewrites_notes_and_keeps_verification_sections(work):
+def test_notes_command_rewrites_notes_and_keeps_verification_sections(cli, work):
     d, _, _ = work
     from optuna_dashboard import get_note
     from storage.notes import VERIFY_HEADING, add_section
@@ -482,7 +468,7 @@ def test_notes_command_rewrites_notes_and_keeps_verification_sections(work):
     assert "# Study tiny" in get_note(load(d))
 
 
-def test_json_outputs_for_scripts(work):
+def test_json_outputs_for_scripts(cli, work):
     d, _, _ = work
     import json as _json
     rep = _json.loads(cli("report", "--study-name", "tiny", "--json", cwd=d).stdout)
@@ -499,7 +485,7 @@ def test_json_outputs_for_scripts(work):
     assert out["devices"] == {"1": "cpu"}  # where each seed trained, as find's rows record it
 
 
-def _run_on_a_terminal(args, cwd, cols=120, rows=30, timeout=300) -> str:
+def _run_on_a_terminal(cli, args, cwd, cols=120, rows=30, timeout=300) -> str:
     """Run study.py with stdout and stderr on a pseudo-terminal of the given size; its output."""
     import fcntl
     import pty
@@ -507,8 +493,7 @@ def _run_on_a_terminal(args, cwd, cols=120, rows=30, timeout=300) -> str:
     import termios
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    p = subprocess.Popen([sys.executable, str(ROOT / "study.py"), *args], cwd=cwd, stdin=subprocess.DEVNULL,
-                         stdout=slave, stderr=slave)
+    p = cli.popen(*args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
     os.close(slave)
     chunks, deadline = [], time.time() + timeout
     while time.time() < deadline:
@@ -525,11 +510,11 @@ def _run_on_a_terminal(args, cwd, cols=120, rows=30, timeout=300) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def test_search_on_a_terminal_shows_a_bar_per_worker_and_plain_lines_otherwise(tmp_path):
+def test_search_on_a_terminal_shows_a_bar_per_worker_and_plain_lines_otherwise(cli, tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=1000, n_test=60)  # epochs long enough for a bar to draw
     args = ["search", "--data-dir", "data", "--epochs", "2", "--workers", "2", "--n-trials", "2",
             "--pruner", "none", "--no-enqueue", "--max-params", "3000"]
-    out = _run_on_a_terminal([*args, "--study-name", "tty"], tmp_path)
+    out = _run_on_a_terminal(cli, [*args, "--study-name", "tty"], tmp_path)
     for w in (0, 1):  # each worker's own bar: trial, epoch, batches, and the last val accuracy
         assert re.search(rf"\[w{w}\] trial \d+ epoch [12]/2: +\d+%\|.*\| *\d+/\d+ \[.*batch/s", out), out[-3000:]
     assert re.search(r"epoch 2/2:.*val \d+\.\d\d\]", out)
@@ -611,7 +596,7 @@ def test_enqueued_points_run_first_and_a_resume_does_not_run_them_again(tmp_path
     (json.dumps([{**MODEL6_POINT, "extra": 1}]), "extra: not a parameter"),
     (json.dumps([MODEL6_POINT]), "point 1 has 7,416 parameters: not under --max-params 7,416"),
 ])
-def test_a_bad_points_file_is_one_line_exit_2_before_any_study_exists(tmp_path, content, needle):
+def test_a_bad_points_file_is_one_line_exit_2_before_any_study_exists(cli, tmp_path, content, needle):
     make_tiny_mnist(tmp_path / "data", n_train=20, n_test=10)
     if content is not None:
         (tmp_path / "p.json").write_text(content)
