@@ -1,8 +1,6 @@
 import dataclasses
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,7 +8,6 @@ import torch
 from search.data import load_mnist, make_split
 from search.train import TrainConfig, ConfigError, affine_batch, train, rotate_batch, EPOCH_LIMIT
 from space.baselines import BASELINES
-from tests.conftest import ROOT
 
 SPEC = BASELINES["model6"].spec
 
@@ -116,11 +113,10 @@ def test_bad_recipes_are_refused_up_front(bad, needle):
         TrainConfig(**bad)
 
 
-def test_train_cli_writes_metrics_json_and_png(tiny_root, tmp_path):
+def test_train_cli_writes_metrics_json_and_png(cli, tiny_root, tmp_path):
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, str(ROOT / "study.py"), "train", "model6", "--epochs", "2",
-                        "--final", "--seed", "5", "--out", str(out), "--data-dir", str(tiny_root)],
-                       capture_output=True, text=True)
+    r = cli("train", "model6", "--epochs", "2", "--final", "--seed", "5", "--out", out, "--data-dir", tiny_root,
+            check=False)
     assert r.returncode == 0, r.stderr
     assert "test_acc" in r.stdout  # the epoch table header
     m = json.loads((out / "metrics.json").read_text())
@@ -132,12 +128,10 @@ def test_train_cli_writes_metrics_json_and_png(tiny_root, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-def test_train_cli_refuses_over_budget_and_too_many_epochs(tiny_root):
-    r = subprocess.run([sys.executable, str(ROOT / "study.py"), "train", "model1", "--epochs", "1",
-                        "--data-dir", str(tiny_root)], capture_output=True, text=True)
+def test_train_cli_refuses_over_budget_and_too_many_epochs(cli, tiny_root):
+    r = cli("train", "model1", "--epochs", "1", "--data-dir", tiny_root, check=False)
     assert r.returncode == 2 and "over the budget" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, str(ROOT / "study.py"), "train", "--epochs", "16",
-                        "--data-dir", str(tiny_root)], capture_output=True, text=True)
+    r = cli("train", "--epochs", "16", "--data-dir", tiny_root, check=False)
     assert r.returncode == 2 and "over the limit" in r.stderr
 
 
@@ -150,9 +144,8 @@ def test_one_epoch_on_a_real_mnist_subset_learns(real_mnist):
     assert 0 < h["train_loss"] < 1.5  # measured 1.03; ln(10) = 2.30 at chance
 
 
-def test_bench_runs_both_pipelines_and_reports_json(tiny_root):
-    r = subprocess.run([sys.executable, str(ROOT / "study.py"), "bench", "--steps", "1", "--json",
-                        "--data-dir", str(tiny_root)], capture_output=True, text=True, timeout=300)
+def test_bench_runs_both_pipelines_and_reports_json(cli, tiny_root):
+    r = cli("bench", "--steps", "1", "--json", "--data-dir", tiny_root, check=False, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     for key in ("conventional_img_s", "engine_img_s", "engine_1thread_img_s", "engine_1thread_nn_dropout_img_s",
@@ -162,9 +155,8 @@ def test_bench_runs_both_pipelines_and_reports_json(tiny_root):
     assert out["dataset_in_memory_mb"] < 1  # tiny data; the real MNIST is ~55 MB
 
 
-def test_bench_families_costs_a_model_of_each_family(tiny_root):
-    r = subprocess.run([sys.executable, str(ROOT / "study.py"), "bench", "--families", "--steps", "1", "--json",
-                        "--data-dir", str(tiny_root)], capture_output=True, text=True, timeout=300)
+def test_bench_families_costs_a_model_of_each_family(cli, tiny_root):
+    r = cli("bench", "--families", "--steps", "1", "--json", "--data-dir", tiny_root, check=False, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert [row["model"] for row in rows] == ["model6", "public3k7"]
@@ -181,6 +173,7 @@ def test_onecycle_survives_runs_of_a_few_steps(tiny_root, n_images, epochs, batc
         assert len(res.history) == epochs
 
 
+@pytest.mark.slow  # the engine's process pools really run
 def test_bench_compare_picks_the_conventional_best_and_reports_the_spread(tiny_root, monkeypatch):
     from search import bench
     speeds = {(1, 0): 300.0, (1, 2): 500.0, (2, 0): 450.0}
@@ -199,7 +192,7 @@ def test_bench_compare_picks_the_conventional_best_and_reports_the_spread(tiny_r
         assert trial["model"] == "model6" and trial["precision"] == precision and trial["trial_15_epochs_s"] > 0
 
 
-def test_study_scale_builds_real_looking_studies_and_times_their_readers(tmp_path):
+def test_study_scale_builds_real_looking_studies_and_times_their_readers(cli, tmp_path):
     import optuna
     from storage.scale import build
     url = f"sqlite:///{tmp_path}/s.db"
@@ -210,16 +203,14 @@ def test_study_scale_builds_real_looking_studies_and_times_their_readers(tmp_pat
     from optuna_dashboard._note import get_note_from_system_attrs
     attrs = study._storage.get_study_system_attrs(study._study_id)
     assert all("Receptive field" in get_note_from_system_attrs(attrs, t._trial_id)["body"] for t in study.trials)
-    r = subprocess.run([sys.executable, str(ROOT / "study.py"), "bench", "--study-scale", "12", "--json"],
-                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    r = cli("bench", "--study-scale", "12", "--json", cwd=tmp_path, check=False)
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)["study_scale"][0]
     assert row["trials"] == 12 and row["report_s"] > 0 and row["dashboard_api_s"] > 0
     # the page is timed twice (as stored, and a copy without intermediate values) or not at all
     page, bare = row["dashboard_page_s"], row["dashboard_page_without_intermediate_values_s"]
     assert (page is None) == (bare is None) and (page is None or (page > 0 and bare > 0))
-    bad = subprocess.run([sys.executable, str(ROOT / "study.py"), "bench", "--study-scale", "2k"],
-                         capture_output=True, text=True, timeout=60)
+    bad = cli("bench", "--study-scale", "2k", check=False, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --study-scale")
 
 
