@@ -13,6 +13,7 @@ import optuna
 from space.rf import head_receptive_field
 from space.searchspace import SpaceError
 from space.spec import count_params
+from search import stopping
 from search.config import SearchConfig
 from search.device import describe, resolve
 from storage import notes
@@ -76,7 +77,16 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
         if progress is not None:
             progress.trial = trial.number
         trial.set_user_attr("device", device)  # pruned trials too: where its epochs ran
-        result = train(spec, cfg, split, on_epoch=on_epoch, quiet=True, progress=progress)
+        try:
+            result = train(spec, cfg, split, on_epoch=on_epoch, quiet=True, progress=progress)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at a batch boundary (search.stopping): no write is open
+            why = (f"stopped by {stopping.cause()} after {len(history)} of {cfg.epochs} epochs; "
+                   f"retried with the same parameters on the next resume")
+            trial.set_user_attr("stopped", stopping.cause())
+            trial.set_user_attr("ended", why)
+            log(f"trial {trial.number}: {why}")
+            raise  # Optuna marks the trial FAIL; the next search or find on the study enqueues its retry
+
         k = min(config.k, len(history))
         score = result.last_k_min(k)
         trial.set_user_attr("last_k", [h["val_acc"] for h in history[-k:]])

@@ -21,7 +21,7 @@ from search import stopping
 from search.config import SearchConfig, check_protocol, make_pruner, make_sampler
 from space.searchspace import MODEL6_POINT, SearchSpace, space_diff
 from space.spec import count_params
-from storage.studies import (ArtifactSink, StudyError, best_trial, creation_lock, storage_outage,
+from storage.studies import (ArtifactSink, StudyError, best_trial, creation_lock, heartbeat_grace, storage_outage,
                              open_storage, safe_url, storage_url)
 
 
@@ -107,6 +107,10 @@ def _create_or_resume(config: SearchConfig) -> optuna.Study:
         study.enqueue_trial(point, skip_if_exists=True)
     for key, value in config.stored_settings().items():
         study.set_user_attr(key, value)
+    stopped = retry_stopped_trials(study)
+    if stopped:
+        print(f"retrying {len(stopped)} trial(s) stopped by Ctrl-C or SIGTERM before, with the same parameters: "
+              f"trial(s) {', '.join(map(str, stopped))}", flush=True)
     from storage.notes import refresh_study_note
     refresh_study_note(study)
     return study
@@ -119,23 +123,64 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def budget_counts(study: optuna.Study) -> tuple[int, int, int]:
-    """(finished, running, pending retries) from one read of the study. Pending retries are dead
-    trials' retries still WAITING (Optuna marks them with system attr failed_trial). One read, not
-    one per state: between the count and a trial's creation two workers can both see room, and
-    every query in that window widens it (CI saw 11 trials of 10)."""
-    finished = running = retries = 0
+def budget_counts(study: optuna.Study, run: str | None = None) -> tuple[int, int, int, int]:
+    """(finished, running, pending retries, running elsewhere) from one read of the study. Pending
+    retries are dead or stopped trials' retries still WAITING (marked with system attr
+    failed_trial). Running elsewhere: RUNNING trials not started by this run's workers (`run`, see
+    RUN_KEY). One read, not one per state: between the count and a trial's creation two workers can
+    both see room, and every query in that window widens it (CI saw 11 trials of 10)."""
+    finished = running = retries = elsewhere = 0
     for t in study.get_trials(deepcopy=False):
         finished += t.state in FINISHED
         running += t.state == optuna.trial.TrialState.RUNNING
+        elsewhere += t.state == optuna.trial.TrialState.RUNNING and t.system_attrs.get(RUN_KEY) != run
         retries += t.state == optuna.trial.TrialState.WAITING and "failed_trial" in t.system_attrs
-    return finished, running, retries
+    return finished, running, retries, elsewhere
+
+
+RUN_KEY = "mnist_nas:run"  # trial system attribute: the search (or worker) run whose process runs it
+
+
+def new_run_id() -> str:
+    """One search invocation's id, shared by its worker processes (a `worker` has its own)."""
+    import uuid
+    return uuid.uuid4().hex[:12]
+
+
+def tagged(objective, run: str):
+    """The objective, first marking its trial as this run's, so a worker waiting for the budget's
+    last trials can tell its siblings' trials (which end with this run) from trials run elsewhere."""
+    def run_trial(trial: optuna.Trial):
+        trial.storage.set_trial_system_attr(trial._trial_id, RUN_KEY, run)
+        return objective(trial)
+    return run_trial
+
+
+def retry_stopped_trials(study: optuna.Study) -> list[int]:
+    """Enqueue, with the same parameters, every trial stopped by Ctrl-C or SIGTERM (FAIL, user attr
+    "stopped") that has no retry yet, as Optuna's heartbeat callback does for a killed worker's
+    trial: WAITING, system attrs failed_trial (the first trial of the chain) and retry_history. A
+    retry runs even when the budget is full (budget_counts counts it). Returns the numbers of the
+    trials retried. Called when a study is resumed, under the creation lock."""
+    trials = study.get_trials(deepcopy=False)
+    have_retry = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    retried = []
+    for t in trials:
+        if t.state != optuna.trial.TrialState.FAIL or "stopped" not in t.user_attrs or t.number in have_retry:
+            continue
+        history = list(t.system_attrs.get("retry_history", [])) + [t.number]
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING, params=t.params, distributions=t.distributions,
+            system_attrs={"failed_trial": t.system_attrs.get("failed_trial", t.number), "retry_history": history}))
+        retried.append(t.number)
+    return retried
 
 
 STORAGE_OUTAGE_LIMIT = 600  # seconds a worker waits for its database server to come back
 
 
-def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll: float = 2.0) -> None:
+def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll: float = 2.0,
+                      run: str | None = None, log=print) -> None:
     """Start one trial at a time while the study's finished plus running trials are under its
     budget: workers anywhere share one count. Two workers that check at the same moment can both
     start, so a study can overshoot by (workers - 1) trials, and by as many again when dead
@@ -143,10 +188,12 @@ def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll
 
     While the budget is covered only because trials are RUNNING, wait rather than leave: they are
     live workers' (that finish them), or dead ones' (a killed search: their heartbeats stop, they
-    are failed after the grace period and their retries wait here to be run)."""
+    are failed after the grace period and their retries wait here to be run). Waiting for this
+    run's own sibling workers' last trials is the normal end of a run and says nothing; waiting for
+    trials running elsewhere is said once, in plain words."""
     from optuna.storages import fail_stale_trials
     deadline = time.time() + config.timeout if config.timeout else None
-    said = False
+    said = seen_elsewhere = False
     away_since = None
     while True:
         stopping.check()  # between trials: nothing is being written
@@ -156,19 +203,25 @@ def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll
             # stale trial and enqueues its retry in two steps, and a worker counting in between saw
             # room and started a fresh trial (CI: a SIGKILLed search resumed with a retry left
             # WAITING for ever). Enqueued start points are not retries: they wait for a budget.
-            finished, running, retries = budget_counts(study)
+            finished, running, retries, elsewhere = budget_counts(study, run)
             if finished >= config.n_trials and not retries:
                 return
             if deadline is not None and time.time() >= deadline:
                 return
             if not retries and finished + running >= config.n_trials:
-                if not said:
-                    print(f"waiting for {running} running trial(s) to end (other workers', or a killed "
-                          f"search's, failed and retried after the heartbeat grace period)", flush=True)
+                # a sibling's trial is tagged a moment after it is created: say so only when trials
+                # elsewhere are seen on two checks in a row
+                if elsewhere and seen_elsewhere and not said:
+                    log(f"the budget of {config.n_trials} trial{'s' * (config.n_trials != 1)} is covered; "
+                        f"waiting for {elsewhere} trial(s) "
+                        f"running elsewhere to end (another search or worker on this study; if one's process "
+                        f"was killed, it is marked failed after {heartbeat_grace()} s without a heartbeat and "
+                        f"retried here)")
                     said = True
+                seen_elsewhere = elsewhere > 0
                 stopping.sleep(poll)
                 continue
-            said = False
+            said = seen_elsewhere = False
             study.optimize(objective, n_trials=1, catch=())
             away_since = None
         except Exception as e:
@@ -214,8 +267,9 @@ class TrialBar:
         self.bar.close()
 
 
-def _worker(config: SearchConfig, worker: int, seed: int) -> bool:
-    """Run trials until the study's budget is met; True when stopped by Ctrl-C or SIGTERM."""
+def _worker(config: SearchConfig, worker: int, seed: int, run: str | None = None) -> bool:
+    """Run trials until the study's budget is met; True when stopped by Ctrl-C or SIGTERM. run: the
+    id of the search this worker belongs to (RUN_KEY)."""
     import torch
     install_stop_signals()
     quiet_optuna()
@@ -230,11 +284,12 @@ def _worker(config: SearchConfig, worker: int, seed: int) -> bool:
     tag = f"[w{worker}] " if config.workers > 1 else ""
     # a bar per worker on a terminal; piped or logged output keeps plain per-epoch lines
     bar = TrialBar(worker, tag) if sys.stderr.isatty() else None
-    objective = make_objective(config, split, ArtifactSink(url, config.study_name), progress=bar,
-                               log=(lambda line: bar.write(tag + line)) if bar else
-                               (lambda line: print(tag + line, flush=True)))
+    log = (lambda line: bar.write(tag + line)) if bar else (lambda line: print(tag + line, flush=True))
+    run = run or new_run_id()
+    objective = tagged(make_objective(config, split, ArtifactSink(url, config.study_name), progress=bar, log=log),
+                       run)
     try:
-        _run_until_budget(study, objective, config)
+        _run_until_budget(study, objective, config, run=run, log=log)
     except KeyboardInterrupt:
         return True  # Optuna has already marked the running trial FAILED; completed trials are stored
     finally:
@@ -243,8 +298,8 @@ def _worker(config: SearchConfig, worker: int, seed: int) -> bool:
     return False
 
 
-def _worker_process(config: SearchConfig, worker: int, seed: int) -> None:
-    sys.exit(130 if _worker(config, worker, seed) else 0)
+def _worker_process(config: SearchConfig, worker: int, seed: int, run: str) -> None:
+    sys.exit(130 if _worker(config, worker, seed, run) else 0)
 
 
 def _state_counts(study) -> str:
@@ -262,6 +317,11 @@ def run_worker(config: SearchConfig) -> optuna.Study:
     ensure_files(config.data_dir)
     storage = open_storage(_url(config))  # read-only check first: never creates a schema
     study = optuna.load_study(study_name=config.study_name, storage=storage)
+    with creation_lock(_url(config)):
+        stopped = retry_stopped_trials(study)
+    if stopped:
+        print(f"retrying {len(stopped)} trial(s) stopped by Ctrl-C or SIGTERM before, with the same parameters: "
+              f"trial(s) {', '.join(map(str, stopped))}", flush=True)
     before = len(study.trials)
     seed = config.seed + 7919 * before + os.getpid()
     print(f"worker joins study {config.study_name!r} in {safe_url(_url(config))}: {finished_count(study)} "
@@ -284,7 +344,7 @@ def run_search(config: SearchConfig) -> optuna.Study:
     ensure_files(config.data_dir)  # bad data: one line now, before any worker starts
     study = create_or_resume(config)
     before = sum(t.state != optuna.trial.TrialState.WAITING for t in study.trials)
-    done, _, retries = budget_counts(study)
+    done, _, retries, _ = budget_counts(study)
     remaining = max(config.n_trials - done, retries)  # a dead trial's retry still runs
     if remaining <= 0:
         print(f"study {config.study_name!r} already has {done} finished trials, its budget is "
@@ -299,14 +359,15 @@ def run_search(config: SearchConfig) -> optuna.Study:
           + config.header(), flush=True)
     t0 = time.time()
     interrupted = False
+    run = new_run_id()
     if workers == 1:
         try:
-            interrupted = _worker(config, 0, seeds[0])
+            interrupted = _worker(config, 0, seeds[0], run)
         except KeyboardInterrupt:  # between trials
             interrupted = True
     else:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker_process, args=(config, i, s)) for i, s in enumerate(seeds)]
+        procs = [ctx.Process(target=_worker_process, args=(config, i, s, run)) for i, s in enumerate(seeds)]
         for p in procs:
             p.start()
         while any(p.is_alive() for p in procs):

@@ -255,3 +255,66 @@ def test_resolve_takes_what_was_left_out_from_the_study_and_defaults_for_a_new_o
     # find reading a finished search may ask for a smaller budget (it filters the candidates)
     assert SearchConfig.resolve({**none, "max_params": 4000}, stored, defaults=defaults, study_name="s",
                                 budget_may_differ=True).max_params == 4000
+
+
+# Stopped trials -----------------------------------------------------------------------------------
+
+def test_a_trial_stopped_by_sigterm_is_retried_with_the_same_parameters_on_the_next_resume(cli, tmp_path):
+    import optuna
+    import signal
+    from tests.conftest import read_lines_until
+    make_tiny_mnist(tmp_path / "data", n_train=300, n_test=60)
+    p = cli.popen("search", "--study-name", "c", "--data-dir", "data", "--epochs", "15", "--workers", "1",
+                  "--n-trials", "2", "--pruner", "none", "--no-enqueue", "--max-params", "6000", cwd=tmp_path)
+    try:  # one complete trial, then a few epochs of the next
+        read_lines_until(p, lambda ls: any("done, consistency score" in l for l in ls) and " epoch  2:" in ls[-1],
+                         timeout=300, what="the second trial's epoch 2")
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130 and "Traceback" not in err, (out, err)
+    assert "stopped by SIGTERM" in out and "; retried with the same parameters on the next resume" in out
+    url = f"sqlite:///{tmp_path}/studies/c.db"
+    stopped = optuna.load_study(study_name="c", storage=url).trials[-1]
+    assert stopped.state.name == "FAIL" and stopped.user_attrs["stopped"] == "SIGTERM"
+    assert stopped.user_attrs["ended"].startswith("stopped by SIGTERM after ")
+    # the next resume (flags left out: the study's own) runs it again, first, with the same parameters
+    r = cli("search", "--study-name", "c", "--data-dir", "data", cwd=tmp_path)
+    assert (f"retrying 1 trial(s) stopped by Ctrl-C or SIGTERM before, with the same parameters: "
+            f"trial(s) {stopped.number}") in r.stdout
+    assert "waiting" not in r.stdout
+    trials = optuna.load_study(study_name="c", storage=url).trials
+    retry = trials[stopped.number + 1]
+    assert len(trials) == stopped.number + 2  # the budget of 2 is met by the retry: no new draw
+    assert retry.state.name == "COMPLETE" and retry.params == stopped.params
+    assert retry.system_attrs["failed_trial"] == stopped.number and len(retry.user_attrs["epochs"]) == 15
+    again = cli("search", "--study-name", "c", "--data-dir", "data", cwd=tmp_path)
+    assert "retrying" not in again.stdout and "nothing to run" in again.stdout
+
+
+def test_the_waiting_line_is_said_only_for_trials_running_elsewhere(cli, tmp_path):
+    """Two workers of one search wait for each other's last trial in silence (the normal end of a
+    run); a second search on a study whose budget is covered by another's running trial says, in
+    plain words, what it waits for."""
+    from tests.conftest import read_lines_until
+    make_tiny_mnist(tmp_path / "data", n_train=1200, n_test=60)
+    two = cli("search", "--study-name", "two", "--data-dir", "data", "--epochs", "2", "--workers", "2",
+              "--n-trials", "3", "--pruner", "none", "--no-enqueue", "--max-params", "6000", cwd=tmp_path)
+    assert "waiting" not in two.stdout + two.stderr and "done after" in two.stdout
+    a = cli.popen("search", "--study-name", "w", "--data-dir", "data", "--epochs", "15", "--workers", "1",
+                  "--n-trials", "1", "--pruner", "none", "--no-enqueue", "--max-params", "6000", cwd=tmp_path)
+    try:
+        read_lines_until(a, lambda ls: " epoch  1:" in ls[-1], timeout=300, what="the first search's first epoch")
+        b = cli("search", "--study-name", "w", "--data-dir", "data", "--workers", "1", cwd=tmp_path, timeout=600)
+        a.communicate(timeout=600)
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait()
+    assert ("the budget of 1 trial is covered; waiting for 1 trial(s) running elsewhere to end (another search "
+            "or worker on this study; if one's process was killed, it is marked failed after 90 s without a "
+            "heartbeat and retried here)") in b.stdout, b.stdout
+    assert b.stdout.count("waiting for") == 1 and "0 new trials" in b.stdout
