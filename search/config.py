@@ -105,6 +105,11 @@ class SearchConfig:
     train_limit: int | None = None
     enqueue: bool = True  # a new study's first trial is the seed's model6, if the space holds it
     start_points: tuple[dict, ...] = ()  # points (parameter -> value) run first, unless already in the study
+    # A new study starts from the service's prior (search/prior.py: the shipped models' designs and
+    # recipes scaled to the budget) and from the best trials of these earlier studies (storage URLs,
+    # 'URL' for every study in it or 'URL#name'); warm_start False runs cold
+    warm_start: bool = True
+    warm_from: tuple[str, ...] = ()
     data_dir: str | None = None
     # settings this run took from the existing study because its command line left them out (for
     # the header line; see resolve)

@@ -92,6 +92,8 @@ def _create_or_resume(config: SearchConfig) -> optuna.Study:
     if config.max_params <= smallest:
         raise StudyError(f"--max-params {config.max_params:,} admits no model: the smallest this space "
                          f"can build has {smallest:,} parameters")
+    # earlier studies are opened before anything is written: a bad --warm-start changes nothing
+    warm = load_warm_studies(config.warm_from) if config.warm_start else []
     storage = open_storage(_url(config), create=True)
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if config.study_name in existing:
@@ -101,10 +103,13 @@ def _create_or_resume(config: SearchConfig) -> optuna.Study:
                                 load_if_exists=True)
     if "space" not in study.user_attrs:
         study.set_user_attr("space", config.space.to_dict())
-    if not study.trials and config.enqueue and not config.space.outside(MODEL6_POINT):
+    new = not study.trials
+    if new and config.enqueue and not config.space.outside(MODEL6_POINT):
         study.enqueue_trial(MODEL6_POINT)  # start from the seed's known-good point
     for point in config.start_points:  # the user's known-good points; a point already there is not run twice
         study.enqueue_trial(point, skip_if_exists=True)
+    if new and config.warm_start:
+        enqueue_prior(study, config, warm)
     for key, value in config.stored_settings().items():
         study.set_user_attr(key, value)
     stopped = retry_stopped_trials(study)
@@ -114,6 +119,38 @@ def _create_or_resume(config: SearchConfig) -> optuna.Study:
     from storage.notes import refresh_study_note
     refresh_study_note(study)
     return study
+
+
+def enqueue_prior(study: optuna.Study, config: SearchConfig, warm: list) -> list:
+    """A new study's first trials: the service's prior and --warm-start's studies, scaled to the
+    budget (search/prior.py). Where they came from is stored ("prior") for report and the note."""
+    from search.prior import prior_points, warm_points
+    points = prior_points(config.space, config.max_params)
+    points += warm_points(config.space, config.max_params, warm)
+    # at most half the trial budget (at least one): the sampler keeps room to find its own way
+    points = points[:max(1, config.n_trials // 2)]
+    for p in points:
+        study.enqueue_trial(p.point, user_attrs={"start_point": p.describe()}, skip_if_exists=True)
+    study.set_user_attr("prior", {"warm_from": list(config.warm_from), "points": [p.to_dict() for p in points]})
+    if points:
+        print(f"start points: {len(points)} from what earlier studies learnt ("
+              + "; ".join(p.describe() for p in points) + ")", flush=True)
+    return points
+
+
+def load_warm_studies(urls) -> list[optuna.Study]:
+    """The studies --warm-start names: 'URL' (every study in it) or 'URL#name'."""
+    from storage.studies import open_storage
+    studies = []
+    for item in urls:
+        url, _, name = item.partition("#")
+        try:
+            storage = open_storage(url)
+            names = [name] if name else [s.study_name for s in storage.get_all_studies()]
+            studies += [optuna.load_study(study_name=n, storage=storage) for n in names]
+        except Exception as e:  # a bad URL or name: one line, before anything is written
+            raise StudyError(f"--warm-start {item}: cannot open ({type(e).__name__}: {str(e)[:120]})") from None
+    return studies
 
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

@@ -52,6 +52,9 @@ class Fixed:
     value: Any
 
     def suggest(self, trial, name: str, low=None, high=None):
+        fixed = getattr(trial, "fixed", None)  # a recording trial (SearchSpace.complete) hears fixed values too
+        if fixed is not None:
+            fixed(name, self.value)
         return self.value
 
     def contains(self, v) -> bool:
@@ -230,6 +233,9 @@ def _default_recipe() -> dict:
         "fill": Fixed(0.0),
         "dropout": FloatRange(0.0, 0.1, step=0.01),  # 0-0.01 is what works below 5K (public notes)
         "label_smoothing": Fixed(0.0),
+        # A weight average (with its warm-up, search/train.py): every shipped linear-depthwise model
+        # trained with 0.999
+        "ema": Choice((0.0, 0.999)),
     }
 
 
@@ -239,27 +245,31 @@ class SearchSpace:
     blocks: Dim = IntRange(2, 3)
     convs: Dim = IntRange(1, 4)  # 3x3 convolutions per block, drawn per block
     padding: Dim = IntRange(0, 1)  # per block: 1 keeps the resolution, 0 shrinks it by 2 per conv
-    widths: tuple = (IntRange(4, 16), IntRange(4, 20), IntRange(4, 24))  # per block; its length caps blocks
+    # per block; its length caps blocks. Wide enough for the shipped linear-depthwise designs (under8k:
+    # 19-24 / 24-38 / 22-29); the budget caps every draw's widths anyway.
+    widths: tuple = (IntRange(4, 24), IntRange(4, 40), IntRange(4, 40))
     squeeze: Dim = Choice((False, True))  # a 1x1 convolution before each max-pool
     squeeze_width: Dim = IntRange(4, 16)
     order: Dim = Choice(ORDERS)
     bias: Dim = Fixed(False)
     # True: every 3x3 convolution after the network's first is a depthwise 3x3 (groups = its input
     # channels) and a 1x1 to the drawn width, each with its ReLU/BN: 9*C + C*W weights, not 9*C*W.
-    # Off in the default space (experiments/separable-check: 3,636 parameters held 99.07/99.13 on
-    # validation where the plain 3.6K designs reached 99.00 and the 4,736 under5k 99.12/99.21).
-    separable: Dim = Fixed(False)
+    # Drawn in the default space: the linear-depthwise separable family produced under3762, under4k
+    # and under8k (docs/results.md); a first plain-ReLU trial of it had held only 99.07/99.13 on
+    # validation (experiments/separable-check).
+    separable: Dim = Choice((False, True))
     # With separable: True makes each depthwise 3x3 linear (no ReLU/BN of its own; the 1x1's follow),
     # as in Xception, which found that better than a nonlinearity between the two (Chollet 2017, Xception,
-    # "Effect of an intermediate activation"); it also saves the depthwise BN's 2*C parameters. Drawn only when separable is.
-    linear_depthwise: Dim = Fixed(False)
+    # "Effect of an intermediate activation"); it also saves the depthwise BN's 2*C parameters. Drawn only
+    # when separable is; every shipped separable model has it.
+    linear_depthwise: Dim = Choice((True, False))
     # True (drawn only where separable is not): every 3x3 convolution after the network's first is
     # factorized, a 3x1 then a 1x3 (op "fconv"): 3*C*W + 3*W*W weights instead of 9*C*W, as in the
     # smallest public design under 3,200 parameters.
-    factorized: Dim = Fixed(False)
+    factorized: Dim = Choice((False, True))
     # How a block hands over to the next: "maxpool" (a 2x2 max-pool) or "stride" (the block's last
     # 3x3 convolution has stride 2, op "sconv": a learnt pool in place of the max-pool).
-    downsample: Dim = Fixed("maxpool")
+    downsample: Dim = Choice(DOWNSAMPLES)
     recipe: dict = field(default_factory=_default_recipe)
 
     def __post_init__(self):
@@ -310,7 +320,8 @@ class SearchSpace:
                  "linear_depthwise", "factorized", "downsample")
     # A stored space written before a dimension existed sampled without it: absent means this
     # (not today's default, which may draw it), so old studies read back as what they searched.
-    ABSENT_MEANS = {"factorized": False, "downsample": "maxpool"}
+    ABSENT_MEANS = {"separable": False, "linear_depthwise": False, "factorized": False, "downsample": "maxpool"}
+    RECIPE_ABSENT_MEANS = {"ema": 0.0}  # no weight average: what a recipe without the setting trained
 
     @classmethod
     def default(cls) -> "SearchSpace":
@@ -332,7 +343,8 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, d) -> "SearchSpace":
-        """Missing settings take the default space's value; unknown ones are refused."""
+        """Missing settings take the default space's value, except a dimension added after the file was
+        written (ABSENT_MEANS): absent, it is off, as the file's searches drew it. Unknown ones are refused."""
         if not isinstance(d, dict) or set(d) - {"arch", "recipe"}:
             raise SpaceError("a search space is a JSON object with 'arch' and 'recipe' objects")
         arch, recipe = d.get("arch", {}), d.get("recipe", {})
@@ -343,6 +355,7 @@ class SearchSpace:
             raise SpaceError(f"arch: unknown settings {', '.join(sorted(unknown))} "
                              f"(known: {', '.join(cls.ARCH_KEYS)})")
         arch = {**cls.ABSENT_MEANS, **arch}
+        recipe = {**cls.RECIPE_ABSENT_MEANS, **recipe}
         kw = {k: dim_from_json(v, f"arch.{k}") for k, v in arch.items() if k != "widths"}
         if "widths" in arch:
             if not isinstance(arch["widths"], list) or not arch["widths"]:
@@ -481,6 +494,21 @@ class SearchSpace:
         extra = set(params) - trial.asked
         return trial.problems + [f"{p}: not a parameter of this space" for p in sorted(extra)]
 
+    def complete(self, params: dict) -> tuple[dict, list[str]]:
+        """(point, problems): every value a draw of `params` takes in this space, the fixed ones
+        included (a stored trial's params omit them), and why `params` is not a point of it ([] if
+        it is). A parameter this space fixes to another value is a problem: the draw would
+        silently build something else."""
+        trial = _Recorder(params)
+        try:
+            self.sample(trial)
+        except (SpaceError, ConfigError, SpecError) as e:
+            trial.problems.append(str(e))
+        for name, value in trial.fixed_values.items():
+            if name in params and params[name] != value:
+                trial.problems.append(f"{name}: this space fixes it to {value!r}, not {params[name]!r}")
+        return {**trial.values, **trial.fixed_values}, trial.problems
+
     def describe(self) -> str:
         """One line per part, for report and the study's note."""
         return "\n".join(f"{part}: {json.dumps(d, separators=(',', ':'))}" for part, d in self.to_dict().items())
@@ -530,6 +558,10 @@ class _Recorder:
 
     def __init__(self, params: dict):
         self.params, self.asked, self.problems = params, set(), []
+        self.values, self.fixed_values = {}, {}
+
+    def fixed(self, name, value) -> None:
+        self.fixed_values[name] = value
 
     def _get(self, name, ok: bool | None, desc: str):
         self.asked.add(name)
@@ -538,6 +570,7 @@ class _Recorder:
         v = self.params[name]
         if not ok(v):
             self.problems.append(f"{name}: {v!r} is outside {desc}")
+        self.values[name] = v
         return v
 
     def suggest_int(self, name, low, high, step=1, log=False):
@@ -560,4 +593,5 @@ MODEL6_POINT = {
     "b1_w0": 8, "b1_w1": 15, "b1_sq_w": 10, "b2_w0": 10, "b2_w1": 12, "b2_w2": 14, "b2_w3": 18,
     "lr": 0.05, "momentum": 0.9, "batch_size": 64, "scheduler": "step", "step_size": 6, "gamma": 0.1,
     "rotation": 7.0, "shift": 0.0, "scale": 0.0, "dropout": 0.05,
+    "separable": False, "factorized": False, "downsample": "maxpool", "ema": 0.0,
 }

@@ -36,13 +36,18 @@ def test_hundreds_of_random_draws_are_valid_fit_the_budget_and_cover_the_space(d
     counts = [count_params(spec) for spec, _, _ in draws]
     fit = sum(c < MAX_PARAMS for c in counts) / len(counts)
     assert fit >= 0.95, fit
-    blocks = {sum(l.op == "maxpool" for l in spec.layers) + 1 for spec, _, _ in draws}
-    paddings = {l.padding for spec, _, _ in draws for l in spec.layers if l.op == "conv" and l.kernel == 3}
+    blocks = {sum(l.op in ("maxpool", "sconv") for l in spec.layers) + 1 for spec, _, _ in draws}
+    paddings = {l.padding for spec, _, _ in draws for l in spec.layers if l.kernel == 3 and l.op != "head"}
     orders = {spec.order for spec, _, _ in draws}
     schedulers = {recipe.scheduler for _, recipe, _ in draws}
-    squeezes = {any(l.op == "conv" and l.kernel == 1 for l in spec.layers) for spec, _, _ in draws}
+    squeezes = {any(params.get(f"b{b}_squeeze") for b in (1, 2)) for _, _, params in draws}
+    ops = {l.op for spec, _, _ in draws for l in spec.layers}
     assert blocks == {2, 3} and paddings == {0, 1} and orders == {"relu-bn", "bn-relu"}
     assert schedulers == {"step", "onecycle"} and squeezes == {False, True}
+    # the default space draws every family that produced a shipped model, and the new ops
+    assert {"conv", "fconv", "sconv", "maxpool"} <= ops
+    assert any(l.groups > 1 and l.linear for spec, _, _ in draws for l in spec.layers)  # linear depthwise
+    assert {recipe.ema for _, recipe, _ in draws} == {0.0, 0.999}
     for spec, recipe, params in draws:  # the recipe's conditional settings follow the scheduler
         assert ("step_size" in params) == (recipe.scheduler == "step") == ("gamma" in params)
         assert ("max_lr" in params) == (recipe.scheduler == "onecycle") == ("pct_start" in params)
@@ -87,8 +92,9 @@ def test_smallest_is_minimal(draws):
     space = SearchSpace.default()
     smallest = count_params(space.smallest())
     assert smallest <= min(count_params(spec) for spec, _, _ in draws)
-    # and it is what the ranges say: 2 blocks, 1 conv of width 4 each, no squeeze, head 4 -> 10
-    assert smallest == (9 * 1 * 4 + 8) + (9 * 4 * 4 + 8) + 4 * 10
+    # and it is what the ranges say: 2 blocks, 1 conv of width 4 each, no squeeze, head 4 -> 10; the
+    # second block's conv a linear-depthwise separable pair (the default space draws that family)
+    assert smallest == (9 * 1 * 4 + 8) + (9 * 4 + 4 * 4 + 8) + 4 * 10
     narrow = SearchSpace(blocks=Fixed(3), convs=IntRange(2, 3), widths=(IntRange(5, 9),) * 3, squeeze=Fixed(True))
     s = narrow.smallest()
     assert sum(l.op == "maxpool" for l in s.layers) == 2 and count_params(s) <= min(
@@ -114,8 +120,12 @@ def test_weight_averaging_is_a_recipe_dimension_a_space_may_draw_and_old_spaces_
     space = SearchSpace.from_dict({"recipe": {"ema": {"choice": [0.0, 0.999]}}})
     drawn = {space.sample(optuna.trial.FixedTrial({**MODEL6_POINT, "ema": e}))[1].ema for e in (0.0, 0.999)}
     assert drawn == {0.0, 0.999}
-    # a stored space from before the setting existed is the same space as before: studies resume
-    assert "ema" not in SearchSpace.default().to_dict()["recipe"]
+    # the default space draws it now; a stored space from before the setting existed reads as no
+    # average, as its trials trained: studies resume unchanged
+    assert SearchSpace.default().recipe["ema"] == Choice((0.0, 0.999))
+    old = SearchSpace.default().to_dict()
+    del old["recipe"]["ema"]
+    assert SearchSpace.from_dict(old).recipe["ema"] == Fixed(0.0)
 
 
 def test_separable_draws_are_depthwise_pairs_fit_the_budget_and_old_spaces_lack_them():
@@ -140,11 +150,11 @@ def test_separable_draws_are_depthwise_pairs_fit_the_budget_and_old_spaces_lack_
         assert all(spec.layers[i + 1].op == "conv" and spec.layers[i + 1].kernel == 1 for i in threes)
     # the smallest model of such a space is separable, and no draw is below it
     assert count_params(space.smallest()) <= min(count_params(spec) for spec, _, _ in draws)
-    assert count_params(space.smallest()) < count_params(SearchSpace.default().smallest())
+    assert count_params(space.smallest()) < count_params(SearchSpace.from_dict({"arch": {"separable": False}}).smallest())
     # a stored space from before the setting existed reads as separable off: studies resume unchanged
     old = SearchSpace.default().to_dict()
     del old["arch"]["separable"]
-    assert SearchSpace.from_dict(old) == SearchSpace.default()
+    assert SearchSpace.from_dict(old).separable == Fixed(False)
 
 
 def test_every_kind_of_draw_is_built_under_its_budget_and_counted_by_the_ops_registry():
@@ -198,7 +208,10 @@ def test_a_separable_draw_is_described_as_its_widths():
 
 def test_a_partial_space_file_takes_the_defaults_for_the_rest():
     space = SearchSpace.from_dict({"arch": {"blocks": 3}})
-    assert space.blocks == Fixed(3) and space.recipe == SearchSpace.default().recipe
+    assert space.blocks == Fixed(3)
+    # ... except the dimensions added after older files were written, which such a file leaves off
+    assert space.recipe == {**SearchSpace.default().recipe, "ema": Fixed(0.0)}
+    assert (space.separable, space.factorized, space.downsample) == (Fixed(False), Fixed(False), Fixed("maxpool"))
 
 
 @pytest.mark.parametrize("doc, needle", [
@@ -231,7 +244,7 @@ def test_bad_space_files_are_refused_with_a_reason(doc, needle):
 def test_a_space_that_cannot_build_a_draw_says_why():
     space = SearchSpace(padding=Fixed(0), convs=Fixed(4), blocks=Fixed(3))
     with pytest.raises(SpaceError, match="block 3: 4 unpadded"):
-        space.sample(optuna.trial.FixedTrial({"b1_convs": 4, "b1_squeeze": False, "b2_convs": 4,
+        space.sample(optuna.trial.FixedTrial({"downsample": "maxpool", "b1_convs": 4, "b1_squeeze": False, "b2_convs": 4,
                                               "b2_squeeze": False, "b3_convs": 4}))
 
 

@@ -408,7 +408,7 @@ def _one_trial_study(tmp_path, name, space=None, n_trials=2, **kw):
     from search.runner import run_search
     from space.searchspace import SearchSpace
     config = SearchConfig(study_name=name, storage=f"sqlite:///{tmp_path}/{name}.db", data_dir=str(tmp_path / "data"),
-                          epochs=2, workers=1, n_trials=n_trials, enqueue=False,
+                          epochs=2, workers=1, n_trials=n_trials, enqueue=False, warm_start=False,
                           space=space or SearchSpace.default(), **kw)
     return run_search(config)
 

@@ -1,0 +1,86 @@
+"""The service's prior (search/prior.py): the shipped designs scaled to a study's budget, earlier
+studies' best trials (--warm-start), and where a study's start points came from."""
+import optuna
+import pytest
+
+from search.prior import load_prior, prior_points, scale_to_budget, warm_points
+from space.searchspace import Fixed, SearchSpace
+from space.spec import count_params
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _count(space, point):
+    return count_params(space.sample(optuna.trial.FixedTrial(point))[0])
+
+
+@pytest.mark.parametrize("budget", [2500, 3000, 3600, 5000, 8000])
+def test_every_shipped_design_is_scaled_to_fit_the_budget_with_its_recipe_kept(budget):
+    space = SearchSpace.default()
+    entries = {e["name"]: e for e in load_prior()}
+    points = prior_points(space, budget)
+    assert {p.source for p in points} == set(entries)  # the default space builds every shipped family
+    for p in points:
+        assert space.outside(p.point) == [] and p.params == _count(space, p.point) < budget
+        entry = entries[p.source]["point"]
+        for key in ("max_lr", "ema", "batch_size", "rotation", "separable", "blocks", "order"):
+            if key in p.point:
+                assert p.point[key] == entry[key], key  # widths scale, the recipe and the shape stay
+        # grown or shrunk "until the count fits": the next width step up would not fit
+        if p.scale < 3.9:
+            bigger = scale_to_budget(space, entry, budget + 400)
+            assert bigger is None or bigger[1] >= p.params
+    assert points == sorted(points, key=lambda p: abs(1 - p.scale))  # the least-scaled first
+
+
+def test_below_every_shipped_model_the_prior_scales_down_and_a_space_that_cannot_build_a_family_skips_it():
+    points = prior_points(SearchSpace.default(), 3600)  # 3,600 is below every shipped model
+    assert all(p.scale < 1 for p in points if p.source in ("under3762", "under4k", "under5k", "under8k"))
+    plain = SearchSpace.from_dict({"arch": {"separable": False}})
+    names = {p.source for p in prior_points(plain, 3600)}
+    assert names == {"under5k", "under8k-plain"}  # the separable designs are not in that space
+
+
+def test_warm_start_takes_an_earlier_studys_best_trials_scaled_to_the_budget(tmp_path):
+    from space.searchspace import MODEL6_POINT
+    space = SearchSpace.default()
+    study = optuna.create_study(study_name="old", storage=f"sqlite:///{tmp_path}/old.db", direction="maximize")
+    study.set_user_attr("space", space.to_dict())
+    for score, w in ((98.0, 8), (99.0, 10), (97.0, 6)):
+        params = {**MODEL6_POINT, "b1_w0": w}
+        dists = {k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()}
+        dists["b1_w0"] = optuna.distributions.IntDistribution(4, 24)
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=score,
+            user_attrs={"params": _count(space, params)}))
+    pts = warm_points(space, 4000, [study])
+    assert [p.source for p in pts] == ["study old trial 1", "study old trial 0", "study old trial 2"]
+    assert all(p.params < 4000 and p.scale < 1 for p in pts)
+
+
+def _config(tmp_path, **kw):
+    from search.config import SearchConfig
+    return SearchConfig(study_name="p", storage=f"sqlite:///{tmp_path}/p.db", data_dir=str(tmp_path),
+                        max_params=3600, n_trials=10, enqueue=False, **kw)
+
+
+def test_a_new_study_starts_from_the_prior_and_says_so(tmp_path, capsys):
+    from search.runner import create_or_resume
+    from storage.notes import describe_prior
+    study = create_or_resume(_config(tmp_path))
+    waiting = study.get_trials(states=[optuna.trial.TrialState.WAITING])
+    prior = study.user_attrs["prior"]
+    assert len(waiting) == len(prior["points"]) == 5  # every shipped design, within half the budget of 10
+    assert all("scaled" in t.user_attrs["start_point"] for t in waiting)
+    assert "under3762 x0.97" in describe_prior(prior) and "start points: 5" in capsys.readouterr().out
+    (tmp_path / "cold").mkdir()
+    cold = create_or_resume(_config(tmp_path / "cold", warm_start=False))
+    assert not cold.trials and "prior" not in cold.user_attrs
+    assert "none from the prior" in describe_prior(cold.user_attrs.get("prior"))
+
+
+def test_a_bad_warm_start_is_refused_before_any_study_file_exists(tmp_path):
+    from search.runner import create_or_resume
+    from storage.studies import StudyError
+    with pytest.raises(StudyError, match="--warm-start sqlite:///nowhere/x.db"):
+        create_or_resume(_config(tmp_path, warm_from=("sqlite:///nowhere/x.db",)))
+    assert not (tmp_path / "p.db").exists()
