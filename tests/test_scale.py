@@ -1,19 +1,19 @@
 """Many workers on one study: the trial budget is the study's, and nothing is lost or repeated."""
 import os
 import subprocess
-import sys
 import time
 
 import optuna
 import pytest
 
-from tests.conftest import ROOT, make_tiny_mnist
-from tests.test_study import cli
+from tests.conftest import make_tiny_mnist, read_lines_until, session_alive, wait_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+PG = pytest.param("postgresql", marks=pytest.mark.slow)  # a PostgreSQL server: the slow tier
 
-def _search(tmp_path, url, name, n, workers=1, extra=()):
+
+def _search(cli, tmp_path, url, name, n, workers=1, extra=()):
     return cli("search", "--storage", url, "--study-name", name, "--data-dir", "data", "--epochs", "1",
                "--workers", str(workers), "--n-trials", str(n), "--train-limit", "40", "--no-enqueue",
                *extra, cwd=tmp_path)
@@ -40,25 +40,24 @@ def _check_study(url, name, n, workers):
     return study
 
 
-def test_the_trial_budget_is_the_studys_across_workers_and_invocations(tmp_path):
+def test_the_trial_budget_is_the_studys_across_workers_and_invocations(cli, tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
     url = f"sqlite:///{tmp_path}/b.db"
-    _search(tmp_path, url, "b", 4, workers=2)
+    _search(cli, tmp_path, url, "b", 4, workers=2)
     _check_study(url, "b", 4, 2)
-    again = _search(tmp_path, url, "b", 4, workers=2)  # the budget is met: nothing more runs
+    again = _search(cli, tmp_path, url, "b", 4, workers=2)  # the budget is met: nothing more runs
     assert "nothing to run" in again.stdout
     assert len(optuna.load_study(study_name="b", storage=url).trials) <= 5
 
 
-def test_worker_joins_a_study_from_its_stored_settings(tmp_path):
+def test_worker_joins_a_study_from_its_stored_settings(cli, tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
     url = f"sqlite:///{tmp_path}/w.db"
-    _search(tmp_path, url, "w", 2, extra=["--sampler", "random", "--max-params", "3000"])
+    _search(cli, tmp_path, url, "w", 2, extra=["--sampler", "random", "--max-params", "3000"])
     study = optuna.load_study(study_name="w", storage=url)
     study.set_user_attr("n_trials", 6)  # the study's budget raised, as a user of many machines would
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "study.py"), "worker", "--storage", url, "--study-name", "w",
-                               "--data-dir", "data"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+    procs = [cli.popen("worker", "--storage", url, "--study-name", "w", "--data-dir", "data", cwd=tmp_path)
+             for _ in range(2)]
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
@@ -68,20 +67,20 @@ def test_worker_joins_a_study_from_its_stored_settings(tmp_path):
     assert all(t.user_attrs["config"]["epochs"] == 1 for t in study.trials if "config" in t.user_attrs)
 
 
-def test_worker_refuses_what_is_not_a_study_of_ours(tmp_path):
+def test_worker_refuses_what_is_not_a_study_of_ours(cli, tmp_path):
     url = f"sqlite:///{tmp_path}/x.db"
     optuna.create_study(study_name="plain", storage=url)
     r = cli("worker", "--storage", url, "--study-name", "plain", cwd=tmp_path, check=False)
     assert r.returncode == 2 and "no mnist-nas settings" in r.stderr
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_load_4_workers_x_25_tiny_trials(tmp_path, backend):
+@pytest.mark.parametrize("backend", ["sqlite", PG])
+def test_load_4_workers_x_25_tiny_trials(cli, tmp_path, backend):
     url = _storage_for(backend, tmp_path, "load.db")
     make_tiny_mnist(tmp_path / "data", n_train=40, n_test=20)
     name = f"load-{os.getpid()}-{int(time.time())}"
     # the random sampler: storage under load is what is tested here (TPE made it twice as slow)
-    _search(tmp_path, url, name, 100, workers=4, extra=["--pruner", "none", "--max-params", "1500",
+    _search(cli, tmp_path, url, name, 100, workers=4, extra=["--pruner", "none", "--max-params", "1500",
                                                          "--sampler", "random"])
     study = _check_study(url, name, 100, 4)
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
@@ -90,17 +89,14 @@ def test_load_4_workers_x_25_tiny_trials(tmp_path, backend):
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
-def test_a_signal_to_the_parent_alone_stops_its_workers_and_records_the_running_trials(tmp_path, sig):
+def test_a_signal_to_the_parent_alone_stops_its_workers_and_records_the_running_trials(cli, tmp_path, sig):
     import signal
     make_tiny_mnist(tmp_path / "data", n_train=300, n_test=60)
     # start_new_session: the signal reaches the parent only, as `kill PID` does, not a terminal's Ctrl-C
-    p = subprocess.Popen([sys.executable, str(ROOT / "study.py"), "search", "--study-name", "s", "--data-dir", "data",
-                          "--epochs", "15", "--workers", "2", "--n-trials", "50", "--pruner", "none", "--no-enqueue"],
-                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    seen = 0
-    deadline = time.time() + 300
-    while time.time() < deadline and seen < 2:
-        seen += " epoch  2:" in p.stdout.readline()
+    p = cli.popen("search", "--study-name", "s", "--data-dir", "data", "--epochs", "15", "--workers", "2",
+                  "--n-trials", "50", "--pruner", "none", "--no-enqueue", cwd=tmp_path, start_new_session=True)
+    read_lines_until(p, lambda lines: sum(" epoch  2:" in l for l in lines) >= 2, timeout=300,
+                     what="epoch 2 of both workers' trials")
     p.send_signal(getattr(signal, sig))
     out, err = p.communicate(timeout=180)
     assert p.returncode == 130, (out, err)
@@ -108,16 +104,17 @@ def test_a_signal_to_the_parent_alone_stops_its_workers_and_records_the_running_
     url = f"sqlite:///{tmp_path}/studies/s.db"
     states = [t.state.name for t in optuna.load_study(study_name="s", storage=url).trials]
     assert "RUNNING" not in states and states.count("FAIL") >= 1
-    time.sleep(5)  # no orphaned worker goes on adding trials
+    # no orphaned worker goes on adding trials: every process of the search's session has ended
+    # (so none is left that could add one), and the study has what it had when the parent exited
+    wait_for(lambda: not session_alive(p.pid), timeout=30, what="every process of the search gone")
     assert len(optuna.load_study(study_name="s", storage=url).trials) == len(states)
 
 
-def test_two_searches_started_at_the_same_moment_on_a_new_sqlite_file_both_run(tmp_path):
+def test_two_searches_started_at_the_same_moment_on_a_new_sqlite_file_both_run(cli, tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=60, n_test=20)
-    cmd = [sys.executable, str(ROOT / "study.py"), "search", "--study-name", "race", "--data-dir", "data",
-           "--epochs", "1", "--workers", "1", "--n-trials", "2", "--train-limit", "40"]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    args = ["search", "--study-name", "race", "--data-dir", "data", "--epochs", "1", "--workers", "1",
+            "--n-trials", "2", "--train-limit", "40"]
+    procs = [cli.popen(*args, cwd=tmp_path) for _ in range(2)]
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
@@ -169,7 +166,8 @@ def claim_race(url, name, plain=False, procs=4, asks=6):
     return got, optuna.load_study(study_name=name, storage=url)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.slow  # spawns 4 processes
+@pytest.mark.parametrize("backend", ["sqlite", PG])
 def test_workers_starting_together_never_claim_the_same_waiting_trial(tmp_path, backend):
     # Seen on SQLite before the fix: two workers both ran heartbeat retry trial 21 of find-5k.
     url = _storage_for(backend, tmp_path, "claim.db")
@@ -181,7 +179,8 @@ def test_workers_starting_together_never_claim_the_same_waiting_trial(tmp_path, 
         optuna.delete_study(study_name=name, storage=url)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.slow  # spawns 4 processes
+@pytest.mark.parametrize("backend", ["sqlite", PG])
 def test_workers_failing_one_stale_trial_together_retry_it_once(tmp_path, backend):
     url = _storage_for(backend, tmp_path, "stale.db")
     name = f"stale-{os.getpid()}-{int(time.time())}"
@@ -192,13 +191,13 @@ def test_workers_failing_one_stale_trial_together_retry_it_once(tmp_path, backen
         optuna.delete_study(study_name=name, storage=url)
 
 
-def test_a_dead_trials_retry_runs_even_when_the_budget_filled_first(tmp_path):
+def test_a_dead_trials_retry_runs_even_when_the_budget_filled_first(cli, tmp_path):
     """Optuna fails a stale trial, then enqueues its retry: a worker counting in between can fill
     the budget with a fresh trial (CI saw it). The retry must still run, not wait for ever; an
     enqueued start point (not a retry) still waits for a budget."""
     make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
     url = f"sqlite:///{tmp_path}/r.db"
-    _search(tmp_path, url, "r", 2)
+    _search(cli, tmp_path, url, "r", 2)
     study = optuna.load_study(study_name="r", storage=url)
     first = study.trials[0]
     dead = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params=first.params,
@@ -209,7 +208,7 @@ def test_a_dead_trials_retry_runs_even_when_the_budget_filled_first(tmp_path):
                                               distributions=first.distributions,
                                               system_attrs={"failed_trial": dead_number}))
     study.enqueue_trial(first.params)  # a start point: no failed_trial
-    _search(tmp_path, url, "r", 2)  # the budget of 2 is already met
+    _search(cli, tmp_path, url, "r", 2)  # the budget of 2 is already met
     trials = optuna.load_study(study_name="r", storage=url).trials
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == dead_number)
     assert retry.state.name == "COMPLETE" and retry.params == first.params
@@ -217,27 +216,24 @@ def test_a_dead_trials_retry_runs_even_when_the_budget_filled_first(tmp_path):
     assert sum(t.state.name == "COMPLETE" for t in trials) == 3
 
 
-def test_a_search_killed_with_sigkill_mid_trial_resumes_and_reaches_its_count(tmp_path):
+def test_a_search_killed_with_sigkill_mid_trial_resumes_and_reaches_its_count(cli, tmp_path):
     import signal
     make_tiny_mnist(tmp_path / "data", n_train=300, n_test=60)
-    env = {**os.environ, "MNIST_NAS_HEARTBEAT_GRACE": "6"}  # dead trials noticed after 6 s, not 90
-    cmd = [sys.executable, str(ROOT / "study.py"), "search", "--study-name", "k", "--data-dir", "data",
-           "--epochs", "6", "--workers", "2", "--n-trials", "6", "--pruner", "none", "--no-enqueue"]
-    p = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True, env=env)
+    env = {"MNIST_NAS_HEARTBEAT_GRACE": "6"}  # dead trials noticed after 6 s, not 90
+    args = ["search", "--study-name", "k", "--data-dir", "data", "--epochs", "6", "--workers", "2",
+            "--n-trials", "6", "--pruner", "none", "--no-enqueue"]
+    p = cli.popen(*args, cwd=tmp_path, start_new_session=True, env=env)
     url = f"sqlite:///{tmp_path}/studies/k.db"
-    deadline = time.time() + 300
-    while time.time() < deadline:  # kill once 2 trials are complete and the next ones are mid-run
-        line = p.stdout.readline()
-        if " epoch  2:" in line and len([t for t in optuna.load_study(study_name="k", storage=url).trials
-                                         if t.state.name == "COMPLETE"]) >= 2:
-            break
+    complete = lambda: sum(t.state.name == "COMPLETE" for t in optuna.load_study(study_name="k", storage=url).trials)
+    # kill once 2 trials are complete and the next ones are mid-run
+    read_lines_until(p, lambda lines: " epoch  2:" in lines[-1] and complete() >= 2, timeout=300,
+                     what="2 complete trials and epoch 2 of a later one")
     os.killpg(p.pid, signal.SIGKILL)  # the parent and both workers, no clean-up at all
     p.wait(timeout=30)
     before = optuna.load_study(study_name="k", storage=url).trials
     assert "RUNNING" in [t.state.name for t in before]
     complete_before = {t.number: t.values for t in before if t.state.name == "COMPLETE"}
-    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    again = cli(*args, cwd=tmp_path, env=env, check=False)
     assert again.returncode == 0, again.stderr
     study = optuna.load_study(study_name="k", storage=url)
     states = {t.number: t.state.name for t in study.trials}
@@ -257,21 +253,18 @@ def test_a_search_killed_with_sigkill_mid_trial_resumes_and_reaches_its_count(tm
     assert 6 <= sum(s in ("COMPLETE", "PRUNED") for s in states.values()) <= 6 + 2 * (2 - 1)
 
 
-def test_the_postgresql_server_restarted_under_running_workers(tmp_path):
+def test_the_postgresql_server_restarted_under_running_workers(cli, tmp_path):
     url, restart = os.environ.get("MNIST_NAS_PG_URL"), os.environ.get("MNIST_NAS_PG_RESTART")
     if not (url and restart):
         pytest.skip("no PostgreSQL to restart given (CI sets MNIST_NAS_PG_URL and MNIST_NAS_PG_RESTART)")
     make_tiny_mnist(tmp_path / "data", n_train=300, n_test=60)
     name = f"restart-{os.getpid()}-{int(time.time())}"
-    env = {**os.environ, "MNIST_NAS_HEARTBEAT_GRACE": "6"}
-    p = subprocess.Popen([sys.executable, str(ROOT / "study.py"), "search", "--storage", url, "--study-name", name,
-                          "--data-dir", "data", "--epochs", "4", "--workers", "2", "--n-trials", "8",
-                          "--pruner", "none", "--no-enqueue"], cwd=tmp_path, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
-    seen = 0
-    deadline = time.time() + 300
-    while time.time() < deadline and seen < 3:  # restart with trials complete and others mid-run
-        seen += ": done, consistency" in p.stdout.readline()
+    p = cli.popen("search", "--storage", url, "--study-name", name, "--data-dir", "data", "--epochs", "4",
+                  "--workers", "2", "--n-trials", "8", "--pruner", "none", "--no-enqueue", cwd=tmp_path,
+                  env={"MNIST_NAS_HEARTBEAT_GRACE": "6"})
+    # restart with trials complete and others mid-run
+    read_lines_until(p, lambda lines: sum(": done, consistency" in l for l in lines) >= 3, timeout=300,
+                     what="3 complete trials")
     subprocess.run(restart, shell=True, check=True, capture_output=True, timeout=120)
     out, err = p.communicate(timeout=600)
     assert p.returncode == 0, (out[-2000:], err[-2000:])
@@ -287,7 +280,7 @@ def test_the_postgresql_server_restarted_under_running_workers(tmp_path):
     optuna.delete_study(study_name=name, storage=url)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", PG])
 def test_a_running_trial_that_never_beat_is_failed_and_retried_after_the_grace(tmp_path, backend):
     """A worker that lost the server between creating its trial and the trial's first heartbeat
     leaves a RUNNING trial with no heartbeat at all; Optuna's own rule never fails it, and every
