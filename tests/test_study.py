@@ -286,7 +286,12 @@ def test_dashboard_serves_the_study_to_a_real_browser(cli, work):
             assert (shots / name).read_bytes()[:4] == b"\x89PNG"
     finally:
         p.terminate()
-        p.wait(timeout=30)
+        try:
+            p.communicate(timeout=30)  # drains its pipes: a child blocked writing to one cannot outlive the test
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise
 
 
 def test_pareto_objective_has_two_directions_and_report_shows_the_front(cli, tmp_path):
