@@ -503,9 +503,11 @@ def dashboard(*, study_name: str, storage: str | None = None, host: str = "127.0
     server = _listen(host, port)  # a busy port is one error line, before any URL is printed
     stopped_by = {}
 
-    def stop(signum, frame):  # SIGTERM stops it like Ctrl-C: one line, exit 130
-        stopped_by["cause"] = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        raise KeyboardInterrupt
+    def stop(signum, frame):
+        # SIGTERM stops it like Ctrl-C: a flag, read between requests. Raising here instead could
+        # land inside wsgiref's request handling, whose bare except prints it and serves on (seen:
+        # a SIGTERM right after a request left the server running)
+        stopped_by.setdefault("cause", "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     # PED-ANOVA warns per parameter on a small study ("Some regimes ... have less than 2 trials"),
@@ -518,15 +520,16 @@ def dashboard(*, study_name: str, storage: str | None = None, host: str = "127.0
         app = wsgi(url, artifact_store=store)
         warm_dashboard(app, rdb, study_name)
         server.set_app(app if writable else read_only(app))
-        print(f"optuna-dashboard for {safe_url(url)}: http://{host}:{port}/  "
-              f"({'the page may change the study' if writable else 'read-only'}; Ctrl-C to stop)", flush=True)
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print(f"dashboard stopped by {stopped_by.get('cause', 'Ctrl-C')}", flush=True)
-        return 130
+        if not stopped_by:
+            print(f"optuna-dashboard for {safe_url(url)}: http://{host}:{port}/  "
+                  f"({'the page may change the study' if writable else 'read-only'}; Ctrl-C to stop)", flush=True)
+        server.timeout = 0.5  # handle_request returns at least this often, to see a stop
+        while not stopped_by:
+            server.handle_request()
     finally:
         server.server_close()
-    return 0
+    print(f"dashboard stopped by {stopped_by['cause']}", flush=True)
+    return 130
 
 
 def warm_dashboard(app, storage: RDBStorage, study_name: str) -> None:
