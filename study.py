@@ -182,7 +182,11 @@ def cmd_train(args):
                f"best_{split.eval_name}_acc": max(accs),
                f"last{k}_{split.eval_name}_acc": accs[-k:],
                "seconds_per_epoch": sum(h["seconds"] for h in result.history) / len(result.history)}
-    (out / "metrics.json").write_text(json.dumps({**result.to_json_dict(), "summary": summary}, indent=2))
+    from storage.provenance import training_record
+    run = training_record(final=args.final, train_limit=args.train_limit, epochs=cfg.epochs, seeds=[cfg.seed],
+                          devices=result.device, images=len(split.train_labels), available=split.available)
+    (out / "metrics.json").write_text(json.dumps({**result.to_json_dict(), "summary": summary, "provenance": run},
+                                                 indent=2))
     plot_curves(result.history, split.eval_name, out / "curves.png",
                 title=f"{name} ({result.params:,} params), seed {cfg.seed}")
     print(f"best {split.eval_name} {max(accs):.2f}, last {k}: "

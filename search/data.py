@@ -136,6 +136,24 @@ class Split:
     eval_images: torch.Tensor
     eval_labels: torch.Tensor
     eval_name: str  # "val" or "test"
+    available: int = 0  # training images the split offered before --train-limit (provenance records it)
+
+
+def split_sizes(n_train: int, final: bool, train_limit: int | None) -> tuple[int, int]:
+    """(images a run trains on, images its split offers) for a training set of n_train images:
+    all of them when final, else the search split's training part (n_train - n_train // 6), the
+    first train_limit of those when a limit is given. make_split and training_counts both use it."""
+    available = n_train if final else n_train - n_train // 6
+    return (min(train_limit, available) if train_limit else available), available
+
+
+def training_counts(root: str | Path | None = None, final: bool = False,
+                    train_limit: int | None = None) -> tuple[int, int]:
+    """split_sizes for the data under root, from the training images file's header alone (cheap:
+    a parent process records what its workers train on without loading the data)."""
+    raw = data_root(str(root) if root else None) / "MNIST" / "raw"
+    name = "train-images-idx3-ubyte"
+    return split_sizes(_read_header(raw / name, *FILES[name]), final, train_limit)
 
 
 def make_split(data: MNIST, final: bool = False, train_limit: int | None = None,
@@ -159,4 +177,6 @@ def make_split(data: MNIST, final: bool = False, train_limit: int | None = None,
         x, y = x[:train_limit], y[:train_limit]
     if eval_limit:
         ex, ey = ex[:eval_limit], ey[:eval_limit]
-    return Split(x, y, ex, ey, name)
+    images, available = split_sizes(len(data.train_labels), final, train_limit)
+    assert len(y) == images, "split_sizes must say what make_split does"
+    return Split(x, y, ex, ey, name, available=available)

@@ -26,12 +26,13 @@ import optuna
 
 from search.config import SearchConfig
 from search.config import check_counts
+from search.data import training_counts
 from search.verify import print_table, retrain_jobs, retrain_seeds, until_decided
 from space.hold import HOLD_LEVEL, MAX_SEEDS, check_hold_settings
 from space.recipe import ConfigError, TrainConfig
 from space.target import TARGET_ACC
 from storage import notes, records
-from storage.provenance import describe_training
+from storage.provenance import describe_training, training_record
 from storage.studies import StudyError, ranked_trials, storage_url, verified_weights_path
 
 CONFIRM_SEED_BASE = 10_000  # further seeds of the confirm stage: never a trial's own seed (its number)
@@ -133,7 +134,8 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
         print(f"confirm: only trials under --max-params {s.max_params:,} are candidates "
               f"({over} complete trial(s) at or over it)")
     further = [CONFIRM_SEED_BASE + i for i in range(1, config.seeds)]
-    kept, jobs, finished = {}, [], {}
+    kept, jobs, finished, made = {}, [], {}, {}
+    images, available = training_counts(s.data_dir, final=False, train_limit=s.train_limit)  # what they train on
     for t in ranked:
         # finished seeds: the stage's row, or the seeds an interrupted run stored one by one; only a
         # record made with this run's epochs and K counts (an old row must not hide a newer partial)
@@ -145,9 +147,12 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
         missing = [seed for seed in further if seed not in results]
         # a trial not retrained now keeps the time its row was made (none for rows older than that)
         finished[t.number] = stored.get("finished")
+        made[t.number] = stored.get("provenance")  # likewise what made it (none for rows older than records)
         if missing:
             print(f"confirm: trial {t.number} ({t.user_attrs['params']:,} params, score {t.values[0]:.2f}): "
-                  f"retraining with seeds {', '.join(map(str, missing))} on the search split", flush=True)
+                  f"retraining with seeds {', '.join(map(str, missing))} on "
+                  + describe_training(final=False, train_limit=s.train_limit, epochs=s.epochs, images=images,
+                                      available=available), flush=True)
             cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
             jobs += [(t.number, t.user_attrs["spec"], cfg, seed, None) for seed in missing]
     if jobs:  # one pool for every trial's seeds: as many run at once as there are --workers
@@ -165,11 +170,18 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
         when = _now() if t.number in retrained else finished[t.number]
         if when:
             row["finished"] = when
+        run = (training_record(final=False, train_limit=s.train_limit, epochs=s.epochs, seeds=further,
+                               devices=row["devices"], images=images, available=available)
+               if t.number in retrained else made[t.number])
+        if run:
+            row["provenance"] = run
         study.set_user_attr(f"find:confirm:{t.number}", row)
         notes.add_section(study, t.number, "## Confirmation (find, validation)", notes.verify_markdown(
             {"search": [t.values[0]], **{str(seed): results[seed][-s.k:] for seed in further}}, 1, None,
-            title=f"Retrained on the same 50,000 / 10,000 split with further seeds; consistency score "
-                  f"(min of the last {s.k}) per seed; seed-robust score **{row['robust']:.2f}**.",
+            title=f"Retrained with further seeds on "
+                  + (run["text"] if run else describe_training(final=False, train_limit=s.train_limit, epochs=s.epochs,
+                                                              images=images, available=available))
+                  + f"; consistency score (min of the last {s.k}) per seed; seed-robust score **{row['robust']:.2f}**.",
             passed=None))
         rows.append(row)
     rows.sort(key=lambda r: (-r["robust"], r["params"], r["trial"]))
@@ -199,6 +211,7 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
     s = config.search
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     met = list(study.user_attrs.get(records.TESTS_USED, []))
+    images, available = training_counts(s.data_dir, final=True, train_limit=s.train_limit)  # what they train on
     for row in candidates:
         t = trials[row["trial"]]
         key = records.VERIFY + str(t.number)
@@ -226,7 +239,8 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
                 study.set_user_attr(records.TESTS_USED, met)  # counted before the test set is scored
             print(f"verify: trial {t.number} ({t.user_attrs['params']:,} params, robust {row['robust']:.2f}): "
                   f"seed{'s' if len(todo) > 1 else ''} {', '.join(map(str, todo))} on "
-                  f"{describe_training(final=True, train_limit=s.train_limit, epochs=s.epochs)}, test set every "
+                  f"{describe_training(final=True, train_limit=s.train_limit, epochs=s.epochs, images=images, available=available)}"
+                  f", test set every "
                   f"epoch" + (f" (seeds {', '.join(map(str, sorted(results)))} done before)" if results else ""),
                   flush=True)
             trained.extend(todo)
@@ -243,10 +257,14 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
                       "results": {str(k): v for k, v in sorted(results.items())},
                       "passed": decision.verdict == "PASS", "hold": hold,
                       "trained_on": describe_training(final=True, train_limit=s.train_limit, epochs=s.epochs,
-                                                      seeds=sorted(results)),
+                                                      seeds=sorted(results), images=images, available=available),
                       "core_seconds": sum(spent.values()), "devices": devices}
             if trained or "finished" not in stored:
                 stored["finished"] = _now()
+            if trained:  # the facts and the versions that made these runs (storage.provenance)
+                stored["provenance"] = training_record(final=True, train_limit=s.train_limit, epochs=s.epochs,
+                                                       seeds=sorted(results), devices=devices, images=images,
+                                                       available=available)
             study.set_user_attr(key, stored)
             notes.add_section(study, t.number, notes.VERIFY_HEADING, notes.verify_markdown(
                 stored["results"], s.k, config.target, passed=stored["passed"], hold=hold,

@@ -17,6 +17,7 @@ from search import stopping
 from search.config import SearchConfig
 from search.device import describe, resolve
 from storage import notes
+from storage.provenance import training_record
 
 
 class BudgetRefused(optuna.TrialPruned):
@@ -77,6 +78,9 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
         if progress is not None:
             progress.trial = trial.number
         trial.set_user_attr("device", device)  # pruned trials too: where its epochs ran
+        run = training_record(final=False, train_limit=config.train_limit, epochs=config.epochs, seeds=[trial.number],
+                              devices=device, images=len(split.train_labels), available=split.available)
+        trial.set_user_attr("provenance", run)  # what it trains on and what made it, from the facts
         try:
             result = train(spec, cfg, split, on_epoch=on_epoch, quiet=True, progress=progress)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at a batch boundary (search.stopping): no write is open
@@ -98,7 +102,7 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
             curves = notes.upload_curves(trial, artifacts.store, history)
         notes.save_trial_note(trial, notes.trial_note(
             number=trial.number, spec=spec, params=params, max_params=config.max_params, recipe=cfg.to_dict(),
-            history=history, ended=ended, curves_url=curves))
+            history=history, ended=ended, curves_url=curves, trained_on=run["text"]))
         log(f"trial {trial.number}: done, consistency score {score:.2f} ({params:,} params)")
         return (score, params) if config.pareto else score
 

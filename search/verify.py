@@ -153,8 +153,13 @@ def _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_lim
     ensure_files(data_dir)  # one-line error before any worker starts
     cfg = TrainConfig.from_dict({**frozen.user_attrs["config"], "epochs": epochs})
     k = last_k_for(epochs, last_k)
+    from search.data import training_counts
+    from storage.provenance import describe_training, training_record
+    images, available = training_counts(data_dir, final=True, train_limit=train_limit)
     print(f"verifying trial {frozen.number} ({frozen.user_attrs['params']:,} params): {seeds} seeds (up to "
-          f"{max_seeds} while undecided) x {epochs} epochs on all training images, test set scored every epoch; "
+          f"{max_seeds} while undecided) on "
+          f"{describe_training(final=True, train_limit=train_limit, epochs=epochs, images=images, available=available)}"
+          f", test set scored every epoch; "
           f"target >= {target} in each of the last {k}, PASS when P(a new seed holds) >= {hold_level:.0%}",
           flush=True)
     earlier = study.user_attrs.get(f"find:verify:{frozen.number}")
@@ -172,12 +177,13 @@ def _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_lim
     ok_all = decision.verdict == "PASS"
     hold = decision.to_dict()
     from storage import notes
+    run = training_record(final=True, train_limit=train_limit, epochs=epochs, seeds=sorted(results), devices=devices,
+                          images=images, available=available)
     notes.add_section(study, frozen.number, notes.VERIFY_HEADING, notes.verify_markdown(
         {str(s): a for s, a in results.items()}, k, target, passed=ok_all, hold=hold,
-        title=f"`verify` retrained it on {'all 60,000' if not train_limit else f'the first {train_limit:,}'} "
-              f"training images with seeds 1..{len(results)}, {epochs} epochs, the official test set scored every epoch"
-              f" (trained on {', '.join(sorted(set(devices.values())))})."))
+        title=f"`verify` retrained it on {run['text']}; the official test set scored every epoch."))
     print(f"{decision.verdict}: {decision.why} ({len(results)} seeds, each a test-set use)")
     return (0 if ok_all else 1), {"trial": frozen.number, "params": frozen.user_attrs["params"], "epochs": epochs,
                                   "k": k, "target": target, "passed": ok_all, "hold": hold,
-                                  "results": {str(s): a for s, a in results.items()}, "devices": devices}
+                                  "results": {str(s): a for s, a in results.items()}, "devices": devices,
+                                  "provenance": run}

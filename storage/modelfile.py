@@ -19,7 +19,7 @@ from space.rf import receptive_field
 from space.spec import ArchSpec, count_params
 from storage import records
 from storage.archive import UnsafeModelFile, check_model_archive
-from storage.provenance import describe_training
+from storage.provenance import describe_training, describe_versions, made_by, training_record
 from storage.studies import ArtifactSink, StudyError, get_trial, load_study, storage_url, verified_weights_path
 
 META_NAME = "mnist_nas.json"
@@ -124,7 +124,10 @@ def export_trial(*, study_name: str, storage: str | None = None, trial: str = "b
     meta = save_model_file(module, spec, {
         "study": study.study_name, "trial": trial.number, "consistency_score": trial.values[0],
         "config": weights["config"], "epochs": trial.user_attrs.get("epochs", []),
-        "last_k": trial.user_attrs.get("last_k")}, out, onnx)
+        "last_k": trial.user_attrs.get("last_k"),
+        # what the trial trained on and what made it (trials run before records were kept: unknown)
+        "trained_on": (trial.user_attrs.get("provenance") or {}).get("trained_on"),
+        "provenance": trial.user_attrs.get("provenance"), "exported_by": made_by()}, out, onnx)
     if not quiet:
         print(f"wrote {out} (trial {trial.number}, {meta['params']:,} params, consistency score "
               f"{trial.values[0]:.2f}){f' and {onnx}' if onnx else ''}")
@@ -163,11 +166,18 @@ def export_verified(*, study_name: str, storage: str | None = None, trial: str =
     except Exception as e:
         raise StudyError(f"the verified weights {path} do not load ({type(e).__name__}); the file is damaged") from None
     seed1 = verified["results"]["1"]
+    run = verified.get("provenance")  # the verify runs' record; rows made before records: None
+    if run:  # the record of the seed this file holds, from the facts of the verify runs
+        run = training_record(final=True, train_limit=run["train_limit"], epochs=verified["epochs"], seeds=[1],
+                              devices=verified.get("devices", {}).get("1"), images=run["images"],
+                              available=run["available"], made=run["made_by"])
+        trained_on = run["trained_on"]
+    else:  # an older row: what the study's settings say
+        trained_on = describe_training(final=True, train_limit=_train_limit(study), epochs=verified["epochs"],
+                                       seeds=[1], device=verified.get("devices", {}).get("1"))
     meta = save_model_file(module, spec, {
         "study": study.study_name, "trial": number, "config": weights["config"],
-        "trained_on": describe_training(final=True, train_limit=_train_limit(study), epochs=verified["epochs"],
-                                        seeds=[1], device=verified.get("devices", {}).get("1"))
-                      + " (seed 1 of the verify stage)",
+        "trained_on": trained_on + " (seed 1 of the verify stage)", "provenance": run, "exported_by": made_by(),
         "test_acc_per_epoch": seed1, "test_acc": seed1[-1],
         "verify": verified, "confirm": attrs.get(records.CONFIRM + str(number)) or {},
         "tests_used": attrs.get(records.TESTS_USED, []), "test_set_uses": records.test_set_uses(attrs),
@@ -231,7 +241,11 @@ def write_model_card(path: Path, meta: dict) -> list[Path]:
     card = "\n".join([
         f"# {path.stem}: {meta['params']:,} parameters, verified",
         "",
-        f"From study `{meta['study']}`, trial {meta['trial']}. The file holds {meta['trained_on']}.",
+        f"From study `{meta['study']}`, trial {meta['trial']}. The file holds the model trained on "
+        f"{meta['trained_on']}.",
+        "",
+        "**Made by:** " + (f"{describe_versions(meta['provenance']['made_by'])}; " if meta.get("provenance") else "")
+        + (f"exported by {describe_versions(meta['exported_by'])}." if meta.get("exported_by") else ""),
         "",
         f"**Architecture:** {notes.describe_arch(spec)}",
         "",
@@ -243,8 +257,9 @@ def write_model_card(path: Path, meta: dict) -> list[Path]:
         *([f"**Held:** {records.describe_hold(verify)}.", ""] if records.hold_of(verify) is not None else []),
         notes.verify_markdown(verify["results"], verify["k"], verify["target"], passed=verify["passed"],
                               hold=records.hold_of(verify),
-                              title="Verify: retrained on all 60,000 training images per seed, the official "
-                                    "test set scored after every epoch."),
+                              title=f"Verify: retrained on "
+                                    f"{(verify.get('provenance') or {}).get('trained_on') or verify.get('trained_on') or 'all training images'}"
+                                    f", the official test set scored after every epoch."),
         "",
         (f"Where each verify seed trained: "
          f"{', '.join(f'{k}: {v}' for k, v in sorted(verify['devices'].items(), key=lambda kv: int(kv[0])))}"

@@ -91,7 +91,8 @@ def epochs_table(history: list[dict], eval_name: str = "val") -> str:
 
 
 def trial_note(*, number: int, spec: ArchSpec, params: int, max_params: int, recipe: dict, history: list[dict],
-               ended: str, curves_url: str | None = None, eval_name: str = "val") -> str:
+               ended: str, curves_url: str | None = None, eval_name: str = "val", trained_on: str | None = None) -> str:
+    """trained_on: the run's provenance sentence (storage.provenance.training_record's "text")."""
     from space.searchspace import SCHEDULER_OF
     shown = {k: v for k, v in recipe.items() if k not in ("threads", "allow_long", "pooled_dropout", "fill")
              and recipe.get("scheduler") in SCHEDULER_OF.get(k, (recipe.get("scheduler"),))}
@@ -101,6 +102,8 @@ def trial_note(*, number: int, spec: ArchSpec, params: int, max_params: int, rec
              f"**Ended:** {ended}",
              f"**Architecture:** {describe_arch(spec)}",
              f"**Recipe:** {recipe_lines}"]
+    if trained_on:
+        parts.append(f"**Trained on:** {trained_on}")
     if curves_url:
         parts.append(f"![accuracy and loss per epoch]({curves_url})")
     if history:
@@ -194,8 +197,9 @@ def study_note(study: optuna.Study, *, best: optuna.trial.FrozenTrial | None, co
              f"**Budget:** fewer than {attrs.get('max_params', '?'):,} parameters; "
              f"{attrs.get('epochs', EPOCH_LIMIT)} epochs per trial."
              if isinstance(attrs.get("max_params"), int) else "**Budget:** not recorded",
-             "**Protocol:** every trial trains on a fixed 50,000-image part of the MNIST training set "
-             "and is scored on the other 10,000 after each epoch. Its value is the consistency score: "
+             "**Protocol:** every trial trains on a fixed 5/6 of the MNIST training set (50,000 images"
+             + (f"; the first {attrs['train_limit']:,} of them in this study" if attrs.get("train_limit") else "")
+             + ") and is scored on the other 1/6 (10,000) after each epoch. Its value is the consistency score: "
              f"the minimum validation accuracy over its last {attrs.get('last_k', 3)} epochs. The test "
              f"set is used only by `verify` and `find`'s last stage (target ≥ {TARGET_ACC} % held).",
              f"**Trials:** {counts}",
@@ -250,7 +254,8 @@ def rewrite_trial_notes(study: optuna.Study, store=None) -> int:
                     url = get_artifact_path(study, art)
                 score = f"; consistency score {t.values[0]:.2f}" if t.values else ""
                 body = trial_note(number=t.number, spec=spec, params=params, max_params=max_params,
-                                  recipe=ua.get("config", {}), history=history, ended=ended + score, curves_url=url)
+                                  recipe=ua.get("config", {}), history=history, ended=ended + score, curves_url=url,
+                                  trained_on=(ua.get("provenance") or {}).get("text"))
             else:
                 body = pruned_note(number=t.number, params=params, max_params=max_params, ended=ended, spec=spec,
                                    history=history)

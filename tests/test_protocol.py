@@ -318,3 +318,82 @@ def test_the_waiting_line_is_said_only_for_trials_running_elsewhere(cli, tmp_pat
             "or worker on this study; if one's process was killed, it is marked failed after 90 s without a "
             "heartbeat and retried here)") in b.stdout, b.stdout
     assert b.stdout.count("waiting for") == 1 and "0 new trials" in b.stdout
+
+
+# Provenance from facts ----------------------------------------------------------------------------
+
+def _versions() -> dict:
+    import subprocess
+    from importlib import metadata
+    import optuna
+    import torch
+    from tests.conftest import ROOT
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return {"mnist-nas": metadata.version("mnist-nas"), "torch": torch.__version__, "optuna": optuna.__version__,
+            "commit": head.stdout.strip() if head.returncode == 0 else None}
+
+
+def _check_run(run: dict, *, images: int, available: int, final: bool, epochs: int, seeds: list[int]):
+    assert (run["images"], run["available"], run["final"], run["epochs"], run["seeds"]) == (
+        images, available, final, epochs, seeds), run
+    assert set(run["devices"]) == {str(s) for s in seeds} and set(run["devices"].values()) == {"cpu"}
+    made = run["made_by"]
+    assert {k: made[k] for k in ("mnist-nas", "torch", "optuna", "commit")} == _versions()
+    assert run["text"].startswith(run["trained_on"] + "; made by mnist-nas ") and "torch " in run["text"]
+
+
+def test_every_record_of_a_limited_run_says_what_it_trained_on_and_what_made_it(cli, tmp_path):
+    """A tiny find with --train-limit 60 and --epochs 2 on 200 training images: trials, confirm
+    seeds, verify seeds, the model file, its card and the notes all say 60 of 200 (verify) or of
+    the search split's 167 (search, confirm), 2 epochs, their seeds, cpu and the versions; none
+    says 'all' or MNIST's 60,000."""
+    import json
+    import optuna
+    from optuna_dashboard import get_note
+    from storage.modelfile import load_model_file
+    make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
+    r = cli("find", "--study-name", "lim", "--data-dir", "data", "--train-limit", "60", "--epochs", "2", "--last-k", "1",
+            "--seeds", "2", "--top", "2", "--workers", "1", "--max-params", "6000", "--n-trials", "3", "--no-enqueue",
+            "--target", "0", "-o", "lim.pt2", cwd=tmp_path)
+    assert "all training images" not in r.stdout and "60,000" not in r.stdout
+    assert "on the first 60 of the search split's 167 training images (scored on its validation part), 2 epochs" in r.stdout
+    assert "on the first 60 of the 200 training images, 2 epochs, test set every epoch" in r.stdout
+    study = optuna.load_study(study_name="lim", storage=f"sqlite:///{tmp_path}/studies/lim.db")
+    trained = [t for t in study.trials if "epochs" in t.user_attrs]
+    assert trained
+    for t in trained:
+        _check_run(t.user_attrs["provenance"], images=60, available=167, final=False, epochs=2, seeds=[t.number])
+        note = get_note(optuna.trial.Trial(study, t._trial_id))
+        assert f"**Trained on:** the first 60 of the search split's 167 training images (scored on its validation " \
+               f"part), 2 epochs, seed {t.number}, on cpu; made by mnist-nas" in note
+    winner = study.user_attrs["find:winner"]
+    for number in study.user_attrs["find:candidates"]:
+        _check_run(study.user_attrs[f"find:confirm:{number}"]["provenance"], images=60, available=167, final=False,
+                   epochs=2, seeds=[10001])
+    verified = study.user_attrs[f"find:verify:{winner}"]
+    _check_run(verified["provenance"], images=60, available=200, final=True, epochs=2,
+               seeds=sorted(map(int, verified["results"])))
+    note = get_note(optuna.trial.Trial(study, study.trials[winner]._trial_id))
+    assert "Retrained with further seeds on the first 60 of the search split's 167 training images" in note
+    assert "`find` retrained it on the first 60 of the 200 training images, 2 epochs, seeds 1, 2" in note
+    _, meta = load_model_file(tmp_path / "lim.pt2")
+    assert meta["trained_on"] == "the first 60 of the 200 training images, 2 epochs, seed 1, on cpu (seed 1 of the verify stage)"
+    _check_run(meta["provenance"], images=60, available=200, final=True, epochs=2, seeds=[1])
+    assert meta["exported_by"]["mnist-nas"] == _versions()["mnist-nas"]
+    card = (tmp_path / "lim.md").read_text()
+    assert "The file holds the model trained on the first 60 of the 200 training images, 2 epochs, seed 1, on cpu" in card
+    assert "Verify: retrained on the first 60 of the 200 training images, 2 epochs, seeds 1, 2, on cpu" in card
+    assert "**Made by:** mnist-nas " in card and "60,000" not in card and "all training images" not in card
+    # a trial's own weights exported: its record travels with the file
+    cli("export", "--study-name", "lim", "--trial", str(winner), "-o", "trial.pt2", cwd=tmp_path)
+    _, meta = load_model_file(tmp_path / "trial.pt2")
+    assert meta["provenance"] == study.trials[winner].user_attrs["provenance"]
+    # verify and train record their own runs the same way
+    v = json.loads(cli("verify", "--study-name", "lim", "--trial", str(winner), "--seeds", "1", "--max-seeds", "1",
+                       "--epochs", "1", "--train-limit", "30", "--target", "0", "--json", "--data-dir", "data",
+                       cwd=tmp_path).stdout)
+    _check_run(v["provenance"], images=30, available=200, final=True, epochs=1, seeds=[1])
+    assert v["provenance"]["trained_on"] == "the first 30 of the 200 training images, 1 epoch, seed 1, on cpu"
+    cli("train", "model6", "--epochs", "1", "--train-limit", "30", "--data-dir", "data", "--out", "run", cwd=tmp_path)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    _check_run(metrics["provenance"], images=30, available=167, final=False, epochs=1, seeds=[1])
