@@ -263,7 +263,8 @@ def search_config(args, budget_may_differ: bool = False):
         given, stored, defaults=search_defaults(args.n_trials_default), budget_may_differ=budget_may_differ,
         study_name=args.study_name, storage=args.storage, timeout=args.timeout,
         workers=args.workers or os.cpu_count() or 1, enqueue=not args.no_enqueue,
-        start_points=read_points(args.enqueue), data_dir=args.data_dir)
+        start_points=read_points(args.enqueue), data_dir=args.data_dir,
+        warm_start=not args.no_warm_start, warm_from=tuple(u for u in (args.warm_start or "").split(",") if u))
 
 
 def search_defaults(n_trials: int) -> dict:
@@ -411,6 +412,12 @@ def add_search_args(p, n_trials: int = 20):
     p.add_argument("--enqueue", metavar="FILE.json",
                    help="run these points first: a JSON list of {parameter: value} objects, each in the space "
                         "and under the budget (points already in the study are not run again)")
+    p.add_argument("--warm-start", metavar="URL[,URL]",
+                   help="a new study also starts from the best trials of these earlier studies (storage URLs; "
+                        "'URL#name' for one study of several), scaled to the budget")
+    p.add_argument("--no-warm-start", action="store_true",
+                   help="run cold: a new study does not start from the shipped models' designs scaled to the "
+                        "budget (the default) nor from --warm-start")
     add_data_arg(p)
     add_device_arg(p)
 

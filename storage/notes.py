@@ -187,6 +187,19 @@ def verify_markdown(results: dict, k: int, target: float, *, title: str, passed:
     return "\n".join(rows)
 
 
+def describe_prior(prior: dict | None) -> str:
+    """Where a study's first trials came from (the 'prior' attribute search/runner.py stores)."""
+    if prior is None:
+        return "none from the prior (a study made before it existed, or with --no-warm-start)"
+    points = prior.get("points", [])
+    text = (f"{len(points)} from what earlier studies learnt, scaled to the budget: "
+            + "; ".join(f"{p['source']} x{p['scale']:.2f} -> {p['params']:,} params" for p in points)
+            if points else "the prior had no design this space and budget can build")
+    if prior.get("warm_from"):
+        text += f" (--warm-start {', '.join(prior['warm_from'])})"
+    return text
+
+
 def study_note(study: optuna.Study, *, best: optuna.trial.FrozenTrial | None, counts: str) -> str:
     attrs = study.user_attrs
     space = attrs.get("space", {})
@@ -204,6 +217,7 @@ def study_note(study: optuna.Study, *, best: optuna.trial.FrozenTrial | None, co
              f"set is used only by `verify` and `find`'s last stage (target ≥ {TARGET_ACC} % held).",
              f"**Trials:** {counts}",
              f"**Best so far:** {best_line}",
+             f"**Start points:** {describe_prior(attrs.get('prior'))}",
              "## Search space\n\n```json\n" + json.dumps(space, indent=1) + "\n```"]
     return "\n\n".join(lines) + "\n"
 

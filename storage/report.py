@@ -81,6 +81,9 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
         print("search space (as stored in the study):")
         for part, d in space.items():
             print(f"  {part}: {json.dumps(d, separators=(',', ':'))}")
+    if "prior" in study.user_attrs:
+        from storage.notes import describe_prior
+        print(f"start points: {describe_prior(study.user_attrs['prior'])}")
     header = f"{'trial':>5} {'params':>7} {'score':>8}  {'last-K val acc':<20} {'epochs':>6} {'seconds':>8}  {'RF':>4}"
     print(f"\ntop {min(top, len(order))} by consistency score (min val acc over the last K epochs):")
     print(header)

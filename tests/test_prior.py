@@ -84,3 +84,20 @@ def test_a_bad_warm_start_is_refused_before_any_study_file_exists(tmp_path):
     with pytest.raises(StudyError, match="--warm-start sqlite:///nowhere/x.db"):
         create_or_resume(_config(tmp_path, warm_from=("sqlite:///nowhere/x.db",)))
     assert not (tmp_path / "p.db").exists()
+
+
+def test_the_cli_starts_warm_cold_or_refuses_a_bad_warm_start_in_one_line(cli, tmp_path):
+    from tests.conftest import make_tiny_mnist
+    make_tiny_mnist(tmp_path / "data")
+    bad = cli("search", "--study-name", "w", "--warm-start", "sqlite:///nowhere/x.db", "--data-dir", "data",
+              cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --warm-start sqlite:///nowhere/x.db")
+    assert "Traceback" not in bad.stderr and not (tmp_path / "studies" / "w.db").exists()
+    args = ["--data-dir", "data", "--epochs", "1", "--n-trials", "2", "--workers", "1", "--train-limit", "40",
+            "--max-params", "3600", "--no-enqueue"]
+    warm = cli("search", "--study-name", "warm", *args, cwd=tmp_path)
+    assert "start points: 1 from what earlier studies learnt" in warm.stdout  # half the budget of 2
+    report = cli("report", "--study-name", "warm", cwd=tmp_path).stdout
+    assert "start points: 1 from what earlier studies learnt, scaled to the budget: under3762 x0.97" in report
+    cold = cli("search", "--study-name", "cold", "--no-warm-start", *args, cwd=tmp_path)
+    assert "start points" not in cold.stdout
