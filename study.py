@@ -255,7 +255,7 @@ def search_config(args, budget_may_differ: bool = False):
     a left-out flag takes the study's stored value (as `worker` does) and a protocol flag given
     another value is refused (SearchConfig.resolve); on a new study the defaults apply."""
     from search.config import FREE, PROTOCOL, SearchConfig
-    from storage.studies import stored_settings
+    from storage.db import stored_settings
     given = {name: getattr(args, name) for name in PROTOCOL + FREE}
     given["space"] = read_space(args.space) if args.space else None
     stored = stored_settings(study_name=args.study_name, storage=args.storage)
@@ -284,7 +284,7 @@ def cmd_find(args):
 def cmd_worker(args):
     from search.config import SearchConfig
     from search.runner import run_worker
-    from storage.studies import load_study
+    from storage.db import load_study
     study = load_study(study_name=args.study_name, storage=args.storage)
     config = SearchConfig.from_study(study.user_attrs, study_name=args.study_name, storage=args.storage,
                                      timeout=args.timeout, data_dir=args.data_dir)
@@ -341,7 +341,8 @@ def cmd_evaluate(args):
 
 def cmd_notes(args):
     from storage.notes import rewrite_trial_notes
-    from storage.studies import ArtifactSink, load_study, storage_url
+    from storage.artifacts import ArtifactSink
+    from storage.db import load_study, storage_url
     study = load_study(study_name=args.study_name, storage=args.storage)
     sink = ArtifactSink(storage_url(study_name=args.study_name, storage=args.storage), args.study_name)
     n = rewrite_trial_notes(study, sink.store)
@@ -349,7 +350,7 @@ def cmd_notes(args):
 
 
 def cmd_dashboard(args):
-    from storage.studies import dashboard
+    from storage.dashboard import dashboard
     return dashboard(study_name=args.study_name, storage=args.storage, host=args.host, port=args.port,
                      writable=args.allow_writes)
 
@@ -653,7 +654,7 @@ def main(argv=None) -> int:
     from space.recipe import ConfigError
     from space.searchspace import SpaceError
     from space.spec import BudgetError, SpecError
-    from storage.studies import StudyError
+    from storage.db import StudyError
     from search import stopping
     try:
         from search.device import DEVICE_ENV, select

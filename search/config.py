@@ -69,7 +69,7 @@ def check_protocol(study_name: str, stored: dict, asked: dict, skip: tuple[str, 
     """Refuse, in one line naming every difference, a run whose protocol settings (`asked`, with
     last_k as the K in force) differ from those the study was made with (`stored`, its user
     attributes). Settings the study does not record (made by an older mnist-nas) are not compared."""
-    from storage.studies import StudyError
+    from storage.db import StudyError
     diffs = [name for name in PROTOCOL if name not in skip and name in stored and stored[name] != asked[name]]
     if diffs:
         was = ", ".join(f"{_flag(n)} {_shown(n, stored[n])}" for n in diffs)
@@ -130,7 +130,7 @@ class SearchConfig:
         for name, table in (("pruner", PRUNERS), ("sampler", SAMPLERS), ("objective", OBJECTIVES)):
             if getattr(self, name) not in table:
                 raise ConfigError(f"--{name} must be one of {', '.join(table)}, got {getattr(self, name)!r}")
-        from storage.studies import check_study_name
+        from storage.db import check_study_name
         check_study_name(self.study_name)  # the one check: a name never becomes a path outside studies/
         if self.storage is not None and not self.storage.strip():
             raise ConfigError("--storage must not be empty (leave it out for the default SQLite file)")

@@ -33,7 +33,9 @@ from space.recipe import ConfigError, TrainConfig
 from space.target import TARGET_ACC
 from storage import notes, records
 from storage.provenance import describe_training, training_record
-from storage.studies import StudyError, ranked_trials, storage_url, verified_weights_path
+from storage.artifacts import verified_weights_path
+from storage.db import StudyError, storage_url
+from storage.ranking import ranked_trials
 
 CONFIRM_SEED_BASE = 10_000  # further seeds of the confirm stage: never a trial's own seed (its number)
 
@@ -306,7 +308,7 @@ def check_target_fixed(config: FindConfig) -> None:
     (unless --rejudge), so a refused run changes nothing stored."""
     if config.rejudge:
         return
-    from storage.studies import load_study
+    from storage.db import load_study
     try:
         study = load_study(study_name=config.search.study_name, storage=config.search.storage)
     except StudyError:

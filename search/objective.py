@@ -29,7 +29,7 @@ class CannotBuild(optuna.TrialPruned):
 
 
 def make_objective(config: SearchConfig, split, artifacts=None, log=print, threads: int = 1, progress=None):
-    """Return objective(trial). artifacts: storage.studies.ArtifactSink or None; progress: a
+    """Return objective(trial). artifacts: storage.artifacts.ArtifactSink or None; progress: a
     TrialBar (a worker's bar on a terminal) or None."""
     from search.train import train
     device = describe(resolve())  # one worker, one device: what each trial records

@@ -104,7 +104,7 @@ def prior_points(space: SearchSpace, max_params: int, entries: list[dict] | None
 def warm_points(space: SearchSpace, max_params: int, studies: list) -> list[StartPoint]:
     """The best complete trials (by the study's ranking) of earlier studies, scaled to the budget
     where their family fits this space. `studies`: optuna.Study objects."""
-    from storage.studies import ranked_trials
+    from storage.ranking import ranked_trials
     out = []
     for study in studies:
         stored = study.user_attrs.get("space")

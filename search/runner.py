@@ -21,8 +21,10 @@ from search import stopping
 from search.config import SearchConfig, check_protocol, make_pruner, make_sampler
 from space.searchspace import MODEL6_POINT, SearchSpace, space_diff
 from space.spec import count_params
-from storage.studies import (ArtifactSink, StudyError, best_trial, creation_lock, heartbeat_grace, storage_outage,
-                             open_storage, safe_url, storage_url)
+from storage.artifacts import ArtifactSink
+from storage.db import (StudyError, creation_lock, heartbeat_grace, open_storage, safe_url, storage_outage,
+                        storage_url)
+from storage.ranking import best_trial
 
 
 def install_stop_signals() -> None:
@@ -140,7 +142,7 @@ def enqueue_prior(study: optuna.Study, config: SearchConfig, warm: list) -> list
 
 def load_warm_studies(urls) -> list[optuna.Study]:
     """The studies --warm-start names: 'URL' (every study in it) or 'URL#name'."""
-    from storage.studies import open_storage
+    from storage.db import open_storage
     studies = []
     for item in urls:
         url, _, name = item.partition("#")

@@ -13,7 +13,8 @@ from search.config import check_counts
 from space.recipe import ConfigError, TrainConfig
 from space.hold import HOLD_LEVEL, MAX_SEEDS, Decision, check_hold_settings, decide, last_k_minimum, seed_held
 from space.target import EPOCH_LIMIT, TARGET_ACC, last_k_for
-from storage.studies import get_trial, load_study
+from storage.db import load_study
+from storage.ranking import get_trial
 
 
 def _ignore_sigint() -> None:

@@ -20,7 +20,9 @@ from space.spec import ArchSpec, count_params
 from storage import records
 from storage.archive import UnsafeModelFile, check_model_archive
 from storage.provenance import describe_training, describe_versions, made_by, training_record
-from storage.studies import ArtifactSink, StudyError, get_trial, load_study, storage_url, verified_weights_path
+from storage.artifacts import ArtifactSink, verified_weights_path
+from storage.db import StudyError, load_study, storage_url
+from storage.ranking import get_trial
 
 META_NAME = "mnist_nas.json"
 FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"  # torch.load reads it on every call

@@ -285,7 +285,7 @@ def refresh_study_note(study: optuna.Study) -> None:
     from collections import Counter
     from optuna_dashboard import save_note
     from storage.report import trial_kind
-    from storage.studies import best_trial
+    from storage.ranking import best_trial
     c = Counter(trial_kind(t) for t in study.get_trials(deepcopy=False))
     counts = ", ".join(f"{v} {k}" for k, v in sorted(c.items())) or "none yet"
     save_note(study, study_note(study, best=best_trial(study), counts=counts))

@@ -10,7 +10,8 @@ import optuna
 from storage import records
 
 from space.target import TARGET_ACC
-from storage.studies import StudyError, load_study, ranked_trials
+from storage.db import StudyError, load_study
+from storage.ranking import ranked_trials
 
 TrialState = optuna.trial.TrialState
 
@@ -50,7 +51,7 @@ def trial_dict(t) -> dict:
 
 def report(*, study_name: str, storage: str | None = None, top: int = 10, plots: str | Path | None = None,
            as_json: bool = False) -> dict | None:
-    """Print counts by state, the space, the best trials (best first, by storage.studies.rank_key),
+    """Print counts by state, the space, the best trials (best first, by storage.ranking.rank_key),
     the Pareto front; write PNG plots to `plots` if given. as_json: print (and return) one JSON
     object instead, for scripts."""
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:

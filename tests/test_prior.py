@@ -80,7 +80,7 @@ def test_a_new_study_starts_from_the_prior_and_says_so(tmp_path, capsys):
 
 def test_a_bad_warm_start_is_refused_before_any_study_file_exists(tmp_path):
     from search.runner import create_or_resume
-    from storage.studies import StudyError
+    from storage.db import StudyError
     with pytest.raises(StudyError, match="--warm-start sqlite:///nowhere/x.db"):
         create_or_resume(_config(tmp_path, warm_from=("sqlite:///nowhere/x.db",)))
     assert not (tmp_path / "p.db").exists()

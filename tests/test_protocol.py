@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import study
-from storage.studies import StudyError, artifact_dir, check_study_name, default_url, storage_url
+from storage.artifacts import artifact_dir
+from storage.db import StudyError, check_study_name, default_url, storage_url
 from tests.conftest import make_tiny_mnist
 
 
@@ -116,7 +117,7 @@ def _small_study(d: Path, name: str = "dash", n: int = 6) -> str:
     """A study of n complete trials over a few parameters, made directly (no training): enough for
     the dashboard's parameter importances (PED-ANOVA) to warn about too few trials per regime."""
     import optuna
-    from storage.studies import open_storage
+    from storage.db import open_storage
     url = f"sqlite:///{d}/{name}.db"
     study = optuna.create_study(study_name=name, storage=open_storage(url, create=True), direction="maximize")
     dists = {"a": optuna.distributions.FloatDistribution(0, 1), "b": optuna.distributions.IntDistribution(1, 8),

@@ -126,7 +126,7 @@ def test_two_searches_started_at_the_same_moment_on_a_new_sqlite_file_both_run(c
 def _claim(url, name, start_at, asks, plain, out):
     """One process: wait for the common start instant, then take `asks` trials with study.ask()."""
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-    from storage.studies import open_storage
+    from storage.db import open_storage
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     import warnings
     warnings.simplefilter("ignore")  # "Heartbeat ... used with Study.optimize": ask() is what we test
@@ -149,7 +149,7 @@ def claim_race(url, name, plain=False, procs=4, asks=6):
     for i in range(procs * asks):
         study.enqueue_trial({"x": float(i)})
     if not asks:  # one trial that died: RUNNING with a heartbeat long past
-        from storage.studies import open_storage
+        from storage.db import open_storage
         rdb = open_storage(url, heartbeat=1, grace=1)
         stale = optuna.load_study(study_name=name, storage=rdb).ask()
         rdb.record_heartbeat(stale._trial_id)
@@ -286,7 +286,7 @@ def test_a_running_trial_that_never_beat_is_failed_and_retried_after_the_grace(t
     leaves a RUNNING trial with no heartbeat at all; Optuna's own rule never fails it, and every
     worker then waits for it for ever (CI: the server-restart test hung so)."""
     from optuna.storages import fail_stale_trials
-    from storage.studies import open_storage
+    from storage.db import open_storage
     url = _storage_for(backend, tmp_path, "orphan.db")
     name = f"orphan-{os.getpid()}-{int(time.time())}"
     optuna.create_study(study_name=name, storage=url, direction="maximize")

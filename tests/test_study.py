@@ -18,7 +18,7 @@ from search.config import SearchConfig, make_pruner
 from search.objective import make_objective
 from space.searchspace import MODEL6_POINT
 from search.data import load_mnist, make_split
-from storage.studies import open_storage
+from storage.db import open_storage
 from tests.conftest import ROOT, make_tiny_mnist, read_lines_until, wait_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -97,7 +97,7 @@ def test_export_evaluate_and_plain_torch_agree(cli, work):
     assert meta["params"] < 6000 and meta["spec"]["layers"] and meta["receptive_field"][-1]["N_out"] == 1
     # the stored weights, rebuilt with this project's code, predict the same
     from storage.modelfile import build_trained
-    from storage.studies import ArtifactSink
+    from storage.artifacts import ArtifactSink
     study = load(d)
     t = study.trials[meta["trial"]]
     _, module = build_trained(ArtifactSink(f"sqlite:///{d}/studies/tiny.db", "tiny").load_weights(t))
@@ -255,7 +255,7 @@ def test_dashboard_serves_the_study_to_a_real_browser(cli, work):
                 pytest.fail("MNIST_NAS_REQUIRE_BROWSER is set but no chromium is installed")
             pytest.skip("no chromium here; CI installs one")
         from playwright.sync_api import sync_playwright
-        from storage.studies import best_trial
+        from storage.ranking import best_trial
         best = best_trial(load(d)).number
         shots = Path(os.environ.get("MNIST_NAS_SCREENSHOTS") or d)
         shots.mkdir(parents=True, exist_ok=True)
@@ -537,7 +537,8 @@ def test_the_dashboards_study_api_is_the_same_with_indexed_lookups(work):
 import sys
 from wsgiref.util import setup_testing_defaults
 import optuna_dashboard
-from storage.studies import open_storage, faster_dashboard_pages
+from storage.dashboard import faster_dashboard_pages
+from storage.db import open_storage
 def call(app):
     env = {}; setup_testing_defaults(env); env["PATH_INFO"] = "/api/studies/1"; env["QUERY_STRING"] = "after=0"
     return b"".join(app(env, lambda status, headers, exc=None: None))
@@ -562,7 +563,8 @@ import sys
 from wsgiref.util import setup_testing_defaults
 import optuna_dashboard
 from optuna_dashboard import _importance
-from storage.studies import open_storage, warm_dashboard
+from storage.dashboard import warm_dashboard
+from storage.db import open_storage
 def call(app, path, query=""):
     env = {}; setup_testing_defaults(env); env["PATH_INFO"] = path; env["QUERY_STRING"] = query
     return b"".join(app(env, lambda status, headers, exc=None: None))

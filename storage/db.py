@@ -1,10 +1,9 @@
-"""Storage URLs, opening studies with clean errors, the artifact store beside the database."""
+"""Where a study lives and how it is opened: study names, storage URLs, read-only opening with clean
+errors, heartbeats, the creation lock and the claim-safe RDB storage."""
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -37,7 +36,7 @@ def check_study_name(study_name) -> str:
     >>> check_study_name("../../x")
     Traceback (most recent call last):
     ...
-    storage.studies.StudyError: --study-name must be a plain name, not a path or a special name: got '../../x' (letters, digits and - _ . are safe)
+    storage.db.StudyError: --study-name must be a plain name, not a path or a special name: got '../../x' (letters, digits and - _ . are safe)
     """
     if not isinstance(study_name, str) or not study_name.strip():
         raise StudyError("--study-name must not be empty")
@@ -72,7 +71,8 @@ def safe_url(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:/// URL; None for a server URL."""
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///"):])
     return None
@@ -108,7 +108,7 @@ def open_storage(url: str, create: bool = False, heartbeat: int | None = None,
     empty one, and a typo would look like an empty study)."""
     grace = grace or heartbeat_grace()
     heartbeat = heartbeat or max(1, grace // 3)
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     engine_kwargs = {}
     if path is not None:
         if create:
@@ -164,7 +164,7 @@ def creation_lock(url: str):
     new file would otherwise race to create the schema (the loser failed with exit 2). The lock is
     an flock on the database's folder, so no extra file is left behind. Other URLs: no-op (the
     server serialises)."""
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is None:
         yield
         return
@@ -238,7 +238,7 @@ class ClaimSafeRDBStorage(RDBStorage):
         return stale + [tid for (tid,) in never_beat if tid not in stale]
 
     def set_trial_state_values(self, trial_id, state, values=None):
-        path = _sqlite_path(self.url)
+        path = sqlite_path(self.url)
         if path is None:
             return super().set_trial_state_values(trial_id, state, values)
         with _folder_lock(path):
@@ -309,244 +309,3 @@ def stored_settings(*, study_name: str, storage: str | None = None) -> dict | No
         return rdb.get_study_user_attrs(rdb.get_study_id_from_name(study_name))
     except KeyError:
         return None
-
-
-def rank_key(t: optuna.trial.FrozenTrial) -> tuple:
-    """The one order of complete trials, best first: consistency score down (the first objective
-    under pareto too), then fewer parameters, then the earlier trial."""
-    return (-t.values[0], t.user_attrs.get("params", 0), t.number)
-
-
-def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return sorted(complete, key=rank_key)
-
-
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The study's best trial by rank_key: what search's summary, report and export all name."""
-    ranked = ranked_trials(study)
-    return ranked[0] if ranked else None
-
-
-def get_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
-    """'best' (see best_trial) or a trial number, which must be COMPLETE."""
-    if which == "best":
-        best = best_trial(study)
-        if best is None:
-            raise StudyError(f"study {study.study_name!r} has no complete trial yet")
-        return best
-    try:
-        number = int(which)
-    except ValueError:
-        raise StudyError(f"--trial must be a trial number or 'best', got {which!r}") from None
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    if number not in trials:
-        raise StudyError(f"study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
-    t = trials[number]
-    if t.state != optuna.trial.TrialState.COMPLETE:
-        why = t.user_attrs.get("ended", "")
-        raise StudyError(f"trial {number} is {t.state.name}, not COMPLETE{f' ({why})' if why else ''}")
-    return t
-
-
-def artifact_dir(url: str, study_name: str) -> Path:
-    """Beside a SQLite file: studies/x.db -> studies/x.artifacts/. Other URLs: ./studies/<name>.artifacts."""
-    path = _sqlite_path(url)
-    if path is not None:
-        return path.with_suffix(".artifacts")
-    return Path("studies") / f"{check_study_name(study_name)}.artifacts"
-
-
-def verified_weights_path(url: str, study_name: str, trial: int, seed: int) -> Path:
-    """Where `find` keeps the weights of a verify run (one trial, one seed, trained on all 60,000)."""
-    return artifact_dir(url, study_name) / "find" / f"trial{trial}-seed{seed}.pt"
-
-
-class ArtifactSink:
-    """Stores a trial's final weights (spec + config + state_dict) in Optuna's artifact store."""
-
-    def __init__(self, url: str, study_name: str):
-        from optuna.artifacts import FileSystemArtifactStore
-        self.dir = artifact_dir(url, study_name)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.store = FileSystemArtifactStore(str(self.dir))
-
-    def save_weights(self, trial: optuna.Trial, result) -> str:
-        import torch
-        from optuna.artifacts import upload_artifact
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"trial{trial.number}-weights.pt"
-            torch.save({"spec": result.spec.to_dict(), "config": result.config.to_dict(),
-                        "state_dict": result.model.state_dict()}, path)
-            artifact_id = upload_artifact(artifact_store=self.store, file_path=str(path),
-                                          study_or_trial=trial)
-        trial.set_user_attr("weights_artifact", artifact_id)
-        return artifact_id
-
-    def load_weights(self, trial: optuna.trial.FrozenTrial) -> dict:
-        import torch
-        artifact_id = trial.user_attrs.get("weights_artifact")
-        if not artifact_id:
-            raise StudyError(f"trial {trial.number} has no stored weights")
-        try:
-            with self.store.open_reader(artifact_id) as f:
-                return torch.load(io.BytesIO(f.read()), weights_only=True)
-        except Exception as e:
-            raise StudyError(f"cannot read weights of trial {trial.number} from {self.dir}: {type(e).__name__}") from None
-
-
-class _TrialKeyIndex:
-    """The study's system attributes grouped by trial id, built once per dict that optuna-dashboard
-    serialises. Its study page looks up each trial's note ("dashboard:<id>:note_...") and
-    dashboard-made artifacts ("dashboard:artifacts:<id>:...") by scanning *all* the study's system
-    attributes, once per trial: quadratic, 30 s for the study API of 2,000 noted trials
-    (`bench --study-scale`). The same functions run here on just that trial's keys."""
-
-    def __init__(self):
-        self._of, self._index = None, {}
-
-    def keys_of(self, system_attrs: dict, trial_id: int) -> dict:
-        if system_attrs is not self._of:
-            index: dict[int, dict] = {}
-            for key, value in system_attrs.items():
-                if not key.startswith("dashboard:"):
-                    continue
-                head = key[len("dashboard:artifacts:"):] if key.startswith("dashboard:artifacts:") else key[10:]
-                number = head.split(":", 1)[0]
-                if number.isdigit():
-                    index.setdefault(int(number), {})[key] = value
-            self._of, self._index = system_attrs, index
-        return self._index.get(trial_id, {})
-
-
-def faster_dashboard_pages() -> None:
-    """Make optuna-dashboard's study page linear in its trials (see _TrialKeyIndex); the results
-    are those of its own functions (tests/test_study.py compares them on a real study)."""
-    from optuna_dashboard import _serializer
-    if getattr(_serializer, "_mnist_nas_indexed", False):
-        return
-    import types
-    note_of, artifacts_of = _serializer.note.get_note_from_system_attrs, _serializer.list_trial_artifacts
-    index = _TrialKeyIndex()
-
-    def get_note_from_system_attrs(system_attrs, trial_id):
-        return note_of(system_attrs if trial_id is None else index.keys_of(system_attrs, trial_id), trial_id)
-
-    def list_trial_artifacts(study_system_attrs, trial_system_attrs, trial):
-        return artifacts_of(index.keys_of(study_system_attrs, trial._trial_id), trial_system_attrs, trial)
-
-    # the serializer calls note.get_note_from_system_attrs: give it a copy of the module with ours
-    note = types.ModuleType(_serializer.note.__name__)
-    note.__dict__.update(_serializer.note.__dict__)
-    note.get_note_from_system_attrs = get_note_from_system_attrs
-    _serializer.note = note
-    _serializer.list_trial_artifacts = list_trial_artifacts
-    _serializer._mnist_nas_indexed = True
-
-
-READ_METHODS = ("GET", "HEAD", "OPTIONS")  # what a read-only dashboard answers; the page's writes are POST/PUT/DELETE
-
-
-def read_only(app):
-    """The dashboard app, refusing every request that would change the storage or the artifact
-    store. optuna-dashboard 0.21 has no read-only mode: its page can delete or rename a study,
-    create one, write notes, tell or skip trials, set user attributes and upload or delete artifacts,
-    all through POST, PUT or DELETE (and its schema migration page through POST). Each of those gets
-    403 and a reason the page shows; reading is unchanged."""
-    import json
-
-    def guarded(environ, start_response):
-        if environ.get("REQUEST_METHOD", "GET").upper() in READ_METHODS:
-            return app(environ, start_response)
-        body = json.dumps({"reason": "this dashboard is read-only: mnist-nas dashboard changes nothing "
-                                     "(start it with --allow-writes to let the page change the study)"}).encode()
-        start_response("403 Forbidden", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        return [body]
-    return guarded
-
-
-def _listen(host: str, port: int):
-    """A WSGI server bound to host:port, or one StudyError line (port in use, not allowed, no such
-    host): bound before the URL is printed, so a URL is only ever printed for a server that is ours."""
-    import errno
-    import socket
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, *args):  # one line per request said nothing to a user
-            pass
-
-    class Server(WSGIServer):
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    try:
-        return make_server(host, port, None, server_class=Server, handler_class=Quiet)
-    except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            raise StudyError(f"port {port} on {host} is already in use (another dashboard?); "
-                             f"choose another with --port") from None
-        raise StudyError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
-
-
-def dashboard(*, study_name: str, storage: str | None = None, host: str = "127.0.0.1", port: int = 8080,
-              writable: bool = False) -> int:
-    """Serve optuna-dashboard on the storage, with the artifact store beside it (weights files),
-    read-only unless `writable`. Returns 130 when stopped by Ctrl-C or SIGTERM, after one line."""
-    import signal
-    url = storage_url(study_name=study_name, storage=storage)
-    rdb = open_storage(url)  # fail here, in one line, if it cannot be opened or holds no studies
-    art = artifact_dir(url, study_name)
-    store = None
-    if art.is_dir():
-        from optuna.artifacts import FileSystemArtifactStore
-        store = FileSystemArtifactStore(str(art))
-    server = _listen(host, port)  # a busy port is one error line, before any URL is printed
-    stopped_by = {}
-
-    def stop(signum, frame):
-        # SIGTERM stops it like Ctrl-C: a flag, read between requests. Raising here instead could
-        # land inside wsgiref's request handling, whose bare except prints it and serves on (seen:
-        # a SIGTERM right after a request left the server running)
-        stopped_by.setdefault("cause", "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    # PED-ANOVA warns per parameter on a small study ("Some regimes ... have less than 2 trials"),
-    # Optuna marks features experimental: none of it says anything to the person reading the page
-    warnings.simplefilter("ignore")
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        faster_dashboard_pages()
-        from optuna_dashboard import wsgi
-        app = wsgi(url, artifact_store=store)
-        warm_dashboard(app, rdb, study_name)
-        server.set_app(app if writable else read_only(app))
-        if not stopped_by:
-            print(f"optuna-dashboard for {safe_url(url)}: http://{host}:{port}/  "
-                  f"({'the page may change the study' if writable else 'read-only'}; Ctrl-C to stop)", flush=True)
-        server.timeout = 0.5  # handle_request returns at least this often, to see a stop
-        while not stopped_by:
-            server.handle_request()
-    finally:
-        server.server_close()
-    print(f"dashboard stopped by {stopped_by['cause']}", flush=True)
-    return 130
-
-
-def warm_dashboard(app, storage: RDBStorage, study_name: str) -> None:
-    """Fill the dashboard's caches (the study's trials, its parameter importances) before the URL is
-    printed. Its server answers one request at a time and the study page asks for the importances
-    first, so a cold first open waited for all trials to load and PED-ANOVA to run before the page's
-    own data came (2,000 trials: 6 of the page's 17.5 s; bench --study-scale). A study not in the
-    storage is left to the page to report."""
-    from wsgiref.util import setup_testing_defaults
-    try:
-        study_id = storage.get_study_id_from_name(study_name)
-    except KeyError:
-        return
-    # after=<huge>: the study's trials and summaries are loaded and cached, none is serialised
-    for path, query in ((f"/api/studies/{study_id}/param_importances", ""),
-                        (f"/api/studies/{study_id}", f"after={2**31}")):
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query}
-        setup_testing_defaults(environ)
-        for _ in app(environ, lambda status, headers, exc_info=None: None):
-            pass
