@@ -9,7 +9,6 @@ import optuna
 
 from storage import records
 
-from space.target import TARGET_ACC
 from storage.db import StudyError, load_study
 from storage.ranking import ranked_trials
 
@@ -70,7 +69,8 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
                "find": {k: v for k, v in study.user_attrs.items() if k.startswith("find:")},
                "cost": study_cost(study)}
         if plots:
-            write_plots(study, order, front, Path(plots), top)
+            from storage.plots import plot_study
+            plot_study(study, order, front, Path(plots), top)
         print(json.dumps(out, indent=1))
         return out
     print(f"study {study.study_name!r}: {n} trials — " +
@@ -99,7 +99,8 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
     cost_section(study)
     if plots:
         try:
-            out = write_plots(study, order, front, Path(plots), top)
+            from storage.plots import plot_study
+            out = plot_study(study, order, front, Path(plots), top)
         except OSError as e:
             raise StudyError(f"cannot write plots to {plots}: {e.strerror or type(e).__name__}") from None
         print(f"\nplots: {', '.join(str(p) for p in out)}")
@@ -184,57 +185,6 @@ def find_section(study) -> None:
           + (f" and {used['rejudged']} re-judgement(s)" if used["rejudged"] else ""))
 
 
-def write_plots(study, order, front, out: Path, top: int) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    out.mkdir(parents=True, exist_ok=True)
-    complete = sorted(order, key=lambda t: t.number)
-    paths = []
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    xs = [t.number for t in complete]
-    ys = [t.values[0] for t in complete]
-    ax.plot(xs, ys, "o", label="complete trial")
-    best, running = [], float("-inf")
-    for y in ys:
-        running = max(running, y)
-        best.append(running)
-    ax.step(xs, best, where="post", color="C3", label="best so far")
-    ax.axhline(TARGET_ACC, color="grey", ls="--", lw=0.8)
-    ax.set(xlabel="trial", ylabel="consistency score (val %)", title=f"{study.study_name}: optimisation history")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    paths.append(out / "history.png")
-    fig.tight_layout(); fig.savefig(paths[-1], dpi=110); plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.scatter([t.user_attrs.get("params", 0) for t in complete], ys, label="complete trial")
-    ax.plot([p for _, p, _ in front], [s for s, _, _ in front], "r-o", label="Pareto front")
-    if "max_params" in study.user_attrs:
-        ax.axvline(study.user_attrs["max_params"], color="grey", ls="--", lw=0.8, label="budget")
-    ax.set(xlabel="parameters", ylabel="consistency score (val %)", title="accuracy vs parameters")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    paths.append(out / "pareto.png")
-    fig.tight_layout(); fig.savefig(paths[-1], dpi=110); plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for t in order[:min(top, 8)]:
-        ep = t.user_attrs.get("epochs", [])
-        ax.plot([e["epoch"] for e in ep], [e["val_acc"] for e in ep], "o-", ms=3,
-                label=f"trial {t.number} ({t.user_attrs.get('params', 0):,})")
-    ax.axhline(TARGET_ACC, color="grey", ls="--", lw=0.8)
-    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="per-epoch curves of the top trials")
-    lo = min([e["val_acc"] for t in order[:8] for e in t.user_attrs.get("epochs", [])[1:]] or [98])
-    ax.set_ylim(max(lo - 0.2, 90), None)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    paths.append(out / "top_curves.png")
-    fig.tight_layout(); fig.savefig(paths[-1], dpi=110); plt.close(fig)
-    return paths
-
-
 def front(studies: list[tuple[str, str]], *, output: str | Path | None = None, as_json: bool = False) -> list[dict]:
     """The accuracy-vs-parameters front across studies: every complete trial of each (name, URL),
     one Pareto front over all of them (consistency score up, parameters down), verified trials
@@ -256,7 +206,8 @@ def front(studies: list[tuple[str, str]], *, output: str | Path | None = None, a
     best = [r for _, _, r in pareto_front(points)]
     if output:
         try:
-            _plot_front(per_study, best, Path(output))
+            from storage.plots import plot_front
+            plot_front(per_study, best, Path(output))
         except OSError as e:
             raise StudyError(f"cannot write {output}: {e.strerror or type(e).__name__}") from None
     if as_json:
@@ -276,31 +227,3 @@ def front(studies: list[tuple[str, str]], *, output: str | Path | None = None, a
     if output:
         print(f"wrote {output}")
     return best
-
-
-def _plot_front(per_study: dict, best: list[dict], out: Path) -> None:
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(7.5, 4.5))
-    ax = fig.subplots()
-    for name, rows in per_study.items():
-        ax.scatter([r["params"] for r in rows], [r["score"] for r in rows], s=18, label=name)
-    ax.plot([r["params"] for r in best], [r["score"] for r in best], "k--", lw=1, label="front (all studies)")
-    confirmed = [r for rows in per_study.values() for r in rows if r["robust"] is not None]
-    if confirmed:
-        # each confirmed trial: a grey stem from its search (seed-0) score down to its seed-robust one
-        for r in confirmed:
-            ax.plot([r["params"], r["params"]], [r["score"], r["robust"]], color="0.5", lw=0.8)
-        ax.scatter([r["params"] for r in confirmed], [r["robust"] for r in confirmed], s=26, facecolors="none",
-                   edgecolors="k", lw=0.9, label="seed-robust (find confirm)", zorder=3)
-    for r in (r for rows in per_study.values() for r in rows if r["verified"] is not None):
-        # every verified trial, on the front or not, at the score it was chosen by (robust if confirmed)
-        y = r["score"] if r["robust"] is None else r["robust"]
-        ax.annotate("test PASS" if r["verified"] else "test FAIL", (r["params"], y),
-                    textcoords="offset points", xytext=(4, -10), fontsize=7)
-    ax.set(xlabel="parameters", ylabel="consistency score (validation %)",
-           title="complete trials: validation accuracy vs parameters (seed 0; hollow: min over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.subplots_adjust(left=0.11, right=0.98, bottom=0.12, top=0.92)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
