@@ -27,7 +27,8 @@ import optuna
 from search.config import SearchConfig
 from search.config import check_counts
 from search.data import training_counts
-from search.verify import print_table, retrain_jobs, retrain_seeds, until_decided
+from search.retrain import retrain_jobs, retrain_seeds
+from search.verify import print_table, until_decided
 from space.hold import HOLD_LEVEL, MAX_SEEDS, check_hold_settings
 from space.recipe import ConfigError, TrainConfig
 from space.target import TARGET_ACC
