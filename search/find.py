@@ -27,7 +27,8 @@ import optuna
 from search.config import SearchConfig
 from search.config import check_counts
 from search.data import training_counts
-from search.retrain import retrain_jobs, retrain_seeds
+from search.race import Race, run_race
+from search.retrain import retrain_seeds
 from search.verify import print_table, until_decided
 from space.hold import HOLD_LEVEL, MAX_SEEDS, check_hold_settings
 from space.recipe import ConfigError, TrainConfig
@@ -137,7 +138,8 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
         print(f"confirm: only trials under --max-params {s.max_params:,} are candidates "
               f"({over} complete trial(s) at or over it)")
     further = [CONFIRM_SEED_BASE + i for i in range(1, config.seeds)]
-    kept, jobs, finished, made = {}, [], {}, {}
+    kept, finished, made, configs = {}, {}, {}, {}
+    race = Race(candidates=[t.number for t in ranked], seeds=further, bar=config.min_robust, first={})
     images, available = training_counts(s.data_dir, final=False, train_limit=s.train_limit)  # what they train on
     for t in ranked:
         # finished seeds: the stage's row, or the seeds an interrupted run stored one by one; only a
@@ -151,36 +153,58 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
         # a trial not retrained now keeps the time its row was made (none for rows older than that)
         finished[t.number] = stored.get("finished")
         made[t.number] = stored.get("provenance")  # likewise what made it (none for rows older than records)
-        if missing:
+        race.first[t.number] = t.values[0]
+        race.scores[t.number] = {seed: min(accs[-s.k:]) for seed, accs in results.items() if seed in further}
+        if missing and race.stopped(t.number):  # its own score (or a seed before) is below the bar already
+            print(f"confirm: trial {t.number} ({t.user_attrs['params']:,} params) not retrained: "
+                  f"{race.why_stopped(t.number)}", flush=True)
+        elif missing:
+            stops = (f"; stops once a seed puts its robust score below the bar {config.min_robust:.2f}"
+                     if config.min_robust is not None else "")
             print(f"confirm: trial {t.number} ({t.user_attrs['params']:,} params, score {t.values[0]:.2f}): "
                   f"retraining with seeds {', '.join(map(str, missing))} on "
                   + describe_training(final=False, train_limit=s.train_limit, epochs=s.epochs, images=images,
-                                      available=available), flush=True)
-            cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
-            jobs += [(t.number, t.user_attrs["spec"], cfg, seed, None) for seed in missing]
-    if jobs:  # one pool for every trial's seeds: as many run at once as there are --workers
-        retrain_jobs(jobs, final=False, data_dir=s.data_dir, train_limit=s.train_limit, processes=s.workers,
-                     on_done=lambda trial, seed, accs, secs, device: kept[trial][3](seed, accs, secs, device))
-    retrained = {job[0] for job in jobs}
+                                      available=available) + stops, flush=True)
+            configs[t.number] = (t.user_attrs["spec"],
+                                 TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict())
+    retrained = set()
+
+    def done(trial: int, seed: int, accs: list[float], secs: float, device: str) -> None:
+        was_in = not race.stopped(trial)
+        kept[trial][3](seed, accs, secs, device)
+        race.record(trial, seed, min(accs[-s.k:]))
+        retrained.add(trial)
+        if was_in and race.stopped(trial):
+            skipped = race.skipped(trial)
+            print(f"confirm: trial {trial} stopped: {race.why_stopped(trial)}"
+                  + (f" (seeds {', '.join(map(str, skipped))} not run)" if skipped else ""), flush=True)
+
+    # the race (search/race.py): a round of one seed across the candidates at a time, a candidate
+    # whose seeds so far put it below --min-robust stops, and a freed worker takes the next job
+    run_race(race, lambda trial, seed: (*configs[trial], None), processes=s.workers, on_done=done, final=False,
+             data_dir=s.data_dir, train_limit=s.train_limit)
     rows = []
     for t in ranked:
         results, spent, devices, _ = kept[t.number]
-        scores = [t.values[0]] + [min(results[seed][-s.k:]) for seed in further]
+        ran = [seed for seed in further if seed in results]  # all of them, unless the race stopped it
+        scores = [t.values[0]] + [min(results[seed][-s.k:]) for seed in ran]
         row = {"trial": t.number, "params": t.user_attrs["params"], "epochs": s.epochs, "k": s.k,
-               "results": {str(seed): results[seed] for seed in further},
+               "results": {str(seed): results[seed] for seed in ran},
                "scores": scores, "robust": min(scores), "core_seconds": sum(spent.values()),
-               "devices": {k: v for k, v in devices.items() if int(k) in further}}
+               "devices": {k: v for k, v in devices.items() if int(k) in ran}}
+        if race.stopped(t.number) and race.skipped(t.number):
+            row["stopped"] = {"why": race.why_stopped(t.number), "bar": race.bar, "seeds_not_run": race.skipped(t.number)}
         when = _now() if t.number in retrained else finished[t.number]
         if when:
             row["finished"] = when
-        run = (training_record(final=False, train_limit=s.train_limit, epochs=s.epochs, seeds=further,
+        run = (training_record(final=False, train_limit=s.train_limit, epochs=s.epochs, seeds=ran,
                                devices=row["devices"], images=images, available=available)
                if t.number in retrained else made[t.number])
         if run:
             row["provenance"] = run
         study.set_user_attr(f"find:confirm:{t.number}", row)
         notes.add_section(study, t.number, "## Confirmation (find, validation)", notes.verify_markdown(
-            {"search": [t.values[0]], **{str(seed): results[seed][-s.k:] for seed in further}}, 1, None,
+            {"search": [t.values[0]], **{str(seed): results[seed][-s.k:] for seed in ran}}, 1, None,
             title=f"Retrained with further seeds on "
                   + (run["text"] if run else describe_training(final=False, train_limit=s.train_limit, epochs=s.epochs,
                                                               images=images, available=available))
@@ -190,7 +214,8 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
     rows.sort(key=lambda r: (-r["robust"], r["params"], r["trial"]))
     print(f"{'trial':>5} {'params':>7}  {'consistency per seed':<28} {'robust':>7}")
     for r in rows:
-        print(f"{r['trial']:>5} {r['params']:>7,}  {' '.join(f'{x:.2f}' for x in r['scores']):<28} {r['robust']:>7.2f}")
+        print(f"{r['trial']:>5} {r['params']:>7,}  {' '.join(f'{x:.2f}' for x in r['scores']):<28} {r['robust']:>7.2f}"
+              + ("  stopped by the race (below --min-robust)" if "stopped" in r else ""))
     study.set_user_attr("find:candidates", [r["trial"] for r in rows])
     return rows
 
@@ -352,6 +377,16 @@ def export_winner(config: FindConfig, study: optuna.Study, verified: dict) -> Pa
     return Path(config.output)
 
 
+def print_cost(study: optuna.Study) -> None:
+    """The study's cost so far by stage, as `report` computes it from what was recorded (every
+    trial's epochs, pruned ones and those a race stopped included)."""
+    from storage.report import study_cost
+    c = study_cost(study)
+    print(f"cost so far: search {c['search_core_hours']:.2f} core-hours ({c['trials']} trials, "
+          f"{100 * c['pruned_share']:.0f} % on pruned ones), confirm {c['confirm']['core_hours']:.2f}, "
+          f"verify {c['verify']['core_hours']:.2f}; {c['total_core_hours']:.2f} in all", flush=True)
+
+
 def find(config: FindConfig) -> int:
     """0 when a model passed verify and was exported, 1 when no candidate passed."""
     from search.data import ensure_files
@@ -362,12 +397,15 @@ def find(config: FindConfig) -> int:
     check_target_fixed(config)
     _stage(f"1/3 search under {config.search.max_params:,} parameters")
     study = search_stage(config)
+    print_cost(study)
     _stage(f"2/3 confirm the top {config.top} on validation with {config.seeds} seeds each")
     candidates = confirm_stage(config, study)
+    print_cost(study)
     _stage(f"3/3 verify on the test set: >= {config.target} in each of the last {config.search.k} epochs, "
            f"{config.seeds} seeds, more while undecided (up to {config.max_seeds}), PASS when P(a new seed holds) "
            f">= {config.hold_level:.0%}")
     verified = verify_stage(config, study, candidates)
+    print_cost(study)
     notes.refresh_study_note(study)
     used = len(study.user_attrs.get("find:tests_used", []))
     print(f"candidates that met the test set: {used}")

@@ -20,6 +20,7 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     out = r.stdout
     for stage in ("1/3 search", "2/3 confirm", "3/3 verify"):
         assert stage in out
+    assert out.count("cost so far: search ") == 3  # after each stage, as it goes
     assert "candidates that met the test set: 1" in out and "wrote models/win.pt2" in out
     study = load(tmp_path, "f")
     assert len(study.trials) == 3
@@ -132,9 +133,15 @@ def test_min_robust_keeps_weak_candidates_away_from_the_test_set(cli, tmp_path):
     study = load(tmp_path, "h")
     assert study.user_attrs.get("find:tests_used", []) == []
     assert not any(k.startswith("find:verify") or k.startswith("find:partial:verify") for k in study.user_attrs)
-    # the same study with the bar lowered verifies the confirmed candidates without retraining confirm
+    # the race: a candidate whose search score is below the bar already runs no confirm seed at all
+    assert r.stdout.count("not retrained: its search score") == 2 and "retraining with seeds" not in r.stdout
+    assert all(not study.user_attrs[f"find:confirm:{t}"]["results"] for t in study.user_attrs["find:candidates"])
+    assert all("stopped" in study.user_attrs[f"find:confirm:{t}"] for t in study.user_attrs["find:candidates"])
+    # the same study with the bar lowered confirms them now, and verifies
     r = cli("find", "--study-name", "h", "--target", "0", "--min-robust", "0", "-o", "m.pt2", *TINY, cwd=tmp_path)
-    assert "candidates that met the test set: 1" in r.stdout and "retraining with seeds" not in r.stdout
+    assert "candidates that met the test set: 1" in r.stdout and "retraining with seeds" in r.stdout
+    again = cli("find", "--study-name", "h", "--target", "0", "--min-robust", "0", "-o", "m.pt2", *TINY, cwd=tmp_path)
+    assert "retraining with seeds" not in again.stdout  # confirmed rows are kept
     for bad in ("nan", "-1", "101"):
         b = cli("find", "--study-name", "h", "--min-robust", bad, "-o", "m.pt2", *TINY, cwd=tmp_path, check=False)
         assert b.returncode == 2 and b.stderr.startswith("error: --min-robust must be a percentage"), b.stderr

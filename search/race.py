@@ -1,0 +1,95 @@
+"""Confirm as a race: seeds run one round at a time across the candidates, and a candidate whose
+seeds so far cannot reach the bar stops, its place taken by the next job of another candidate.
+
+A candidate's seed-robust score is the minimum of its consistency scores over its seeds (its search
+trial's own score included), so once any score is below the bar (--min-robust, fixed before the
+race) its robust score is below it whatever the remaining seeds do: stopping it is exact, not a
+guess, and it would never have met the test set. Without a bar nothing stops early (every
+candidate runs every seed, as before).
+
+>>> r = Race(candidates=[7, 3], seeds=[10001, 10002], bar=99.2, first={7: 99.3, 3: 99.25})
+>>> r.next_job(running=set())
+(7, 10001)
+>>> r.record(7, 10001, 99.1)  # below the bar: trial 7 cannot reach it any more
+>>> r.stopped(7), r.next_job(running={(3, 10001)})
+(True, (3, 10002))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Race:
+    candidates: list[int]  # trial numbers, best first
+    seeds: list[int]  # the confirm seeds, in the order they run
+    bar: float | None  # --min-robust; None: no early stop
+    first: dict[int, float]  # each candidate's search score (its own seed)
+    scores: dict[int, dict[int, float]] = field(default_factory=dict)  # trial -> seed -> consistency score
+
+    def __post_init__(self):
+        for t in self.candidates:
+            self.scores.setdefault(t, {})
+
+    def record(self, trial: int, seed: int, score: float) -> None:
+        self.scores[trial][seed] = score
+
+    def robust_so_far(self, trial: int) -> float:
+        return min([self.first[trial], *self.scores[trial].values()])
+
+    def stopped(self, trial: int) -> bool:
+        """Its seeds so far put its robust score below the bar: no further seed can lift it."""
+        return self.bar is not None and self.robust_so_far(trial) < self.bar
+
+    def why_stopped(self, trial: int) -> str:
+        n = len(self.scores[trial])
+        return (f"robust {self.robust_so_far(trial):.2f} after {n} confirm seed(s) is below the bar {self.bar:.2f}" if n
+                else f"its search score {self.first[trial]:.2f} is below the bar {self.bar:.2f}")
+
+    def next_job(self, running: set) -> tuple[int, int] | None:
+        """The next (trial, seed): rounds of one seed across the candidates still in the race."""
+        for seed in self.seeds:
+            for t in self.candidates:
+                if not self.stopped(t) and seed not in self.scores[t] and (t, seed) not in running:
+                    return t, seed
+        return None
+
+    def skipped(self, trial: int) -> list[int]:
+        """The seeds a stopped candidate did not run (the compute the race saved)."""
+        return [s for s in self.seeds if s not in self.scores[trial]] if self.stopped(trial) else []
+
+
+def run_race(race: Race, job_of, *, processes: int, on_done, final: bool, data_dir=None,
+             train_limit: int | None = None) -> None:
+    """Run the race's jobs in a pool of `processes` one-thread processes, dispatching the next job
+    (race.next_job) whenever one ends, so a stopped candidate's seeds are never started and the
+    freed worker takes another candidate's. job_of(trial, seed) -> (spec, config, weights path or
+    None), as the retraining pool's jobs take them; on_done(trial, seed, accs, seconds, device) runs
+    here as each ends (it records the score into the race). A stop asked for (search.stopping) ends
+    the wait; leaving the pool ends its children."""
+    import multiprocessing as mp
+    import sys
+    import time
+
+    from search import stopping
+    from search.retrain import _ignore_sigint, _run_seed
+    running: dict[tuple[int, int], object] = {}
+    with mp.get_context("spawn").Pool(max(1, processes), initializer=_ignore_sigint) as pool:
+        while True:
+            while len(running) < max(1, processes):
+                job = race.next_job(set(running))
+                if job is None:
+                    break
+                spec, config, path = job_of(*job)
+                stream = "stderr" if sys.stdout is not sys.__stdout__ else "stdout"  # as retrain_jobs does
+                running[job] = pool.apply_async(_run_seed, ((job[0], spec, config, job[1], data_dir, train_limit,
+                                                             final, path, stream),))
+            if not running:
+                return
+            stopping.check()
+            ended = [j for j, r in running.items() if r.ready()]
+            if not ended:
+                time.sleep(0.2)
+                continue
+            for j in ended:
+                on_done(*running.pop(j).get())
