@@ -10,7 +10,9 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 
 class UserError(Exception):
@@ -81,20 +83,6 @@ def resolve_spec(args):
         raise UserError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)} or give --arch FILE.json")
     b = BASELINES[name]
     return b.spec, b.recipe
-
-
-def add_model_args(p, default_hint="model6"):
-    p.add_argument("model", nargs="?", help=f"a baseline name, model1..model6 (default {default_hint})")
-    p.add_argument("--arch", metavar="FILE.json", help="an architecture spec file instead of a baseline")
-
-
-def add_data_arg(p):
-    p.add_argument("--data-dir", help="MNIST root holding MNIST/raw/ (default: $MNIST_DATA_DIR or ./data)")
-
-
-def add_device_arg(p):
-    p.add_argument("--device", help="train on cpu, cuda or cuda:N; every worker process shares it "
-                                    "(default: $MNIST_NAS_DEVICE or cpu)")
 
 
 # Commands: the space ------------------------------------------------------------------------------
@@ -363,288 +351,360 @@ def cmd_verify(args):
                   hold_level=args.hold_level, max_seeds=args.max_seeds)
 
 
-def add_hold_args(p):
+# The commands: one table ---------------------------------------------------------------------------
+# Every command is one Command in commands(): its name, its line in `mnist-nas --help`, its
+# description, its example (the last line of its --help), its flags in --help order and the function
+# that runs it. parser() only reads the table.
+
+@dataclass(frozen=True)
+class Flag:
+    """One argparse argument: its names and add_argument's keyword arguments."""
+    names: tuple[str, ...]
+    options: dict
+
+    def add(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument(*self.names, **self.options)
+
+
+def flag(*names: str, **options) -> Flag:
+    return Flag(names, options)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Namespace values a command sets without a flag (argparse's set_defaults)."""
+    values: dict
+
+    def add(self, p: argparse.ArgumentParser) -> None:
+        p.set_defaults(**self.values)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str  # its line in `mnist-nas --help`
+    description: str
+    example: str
+    flags: tuple  # Flag, Defaults, or a group of them (a tuple), in --help order
+    run: Callable  # run(args) -> exit code (None: 0)
+
+
+def _items(flags):
+    for item in flags:
+        if isinstance(item, tuple):
+            yield from _items(item)
+        else:
+            yield item
+
+
+# Flag groups that several commands take -------------------------------------------------------------
+
+def study_flags() -> tuple:
+    return (flag("--study-name", default="mnist-nas", help="study name (default mnist-nas)"),
+            flag("--storage", help="SQLAlchemy URL (default sqlite:///studies/<study-name>.db)"))
+
+
+def model_flags() -> tuple:
+    return (flag("model", nargs="?", help="a baseline name, model1..model6 (default model6)"),
+            flag("--arch", metavar="FILE.json", help="an architecture spec file instead of a baseline"))
+
+
+def data_flag() -> Flag:
+    return flag("--data-dir", help="MNIST root holding MNIST/raw/ (default: $MNIST_DATA_DIR or ./data)")
+
+
+def device_flag() -> Flag:
+    return flag("--device", help="train on cpu, cuda or cuda:N; every worker process shares it "
+                                 "(default: $MNIST_NAS_DEVICE or cpu)")
+
+
+def trial_flag() -> Flag:
+    return flag("--trial", default="best", help="trial number, or 'best' (default)")
+
+
+def json_flag(what: str) -> Flag:
+    return flag("--json", action="store_true", help=what)
+
+
+def hold_flags() -> tuple:
     """The hold rule's settings (space.hold), shared by find and verify."""
     from space.hold import HOLD_LEVEL, MAX_SEEDS
-    p.add_argument("--hold-level", type=float, default=HOLD_LEVEL, metavar="P",
-                   help=f"PASS needs the estimated probability that a new seed holds the target to reach P "
-                        f"(default {HOLD_LEVEL})")
-    p.add_argument("--max-seeds", type=count, default=MAX_SEEDS,
-                   help=f"verify seeds at most per candidate while undecided, each a test-set use (default {MAX_SEEDS})")
+    return (flag("--hold-level", type=float, default=HOLD_LEVEL, metavar="P",
+                 help=f"PASS needs the estimated probability that a new seed holds the target to reach P "
+                      f"(default {HOLD_LEVEL})"),
+            flag("--max-seeds", type=count, default=MAX_SEEDS,
+                 help=f"verify seeds at most per candidate while undecided, each a test-set use (default {MAX_SEEDS})"))
 
 
-# Parser -------------------------------------------------------------------------------------------
-
-def add_study_args(p, storage=True):
-    p.add_argument("--study-name", default="mnist-nas", help="study name (default mnist-nas)")
-    if storage:
-        p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/<study-name>.db)")
-
-
-def add_search_args(p, n_trials: int = 20):
+def search_flags(n_trials: int = 20) -> tuple:
+    """search's and find's: the study, how it is searched, the data and device."""
     from search.config import OBJECTIVES, PRUNERS, SAMPLERS
     from space.target import EPOCH_LIMIT, LAST_K, MAX_PARAMS
-    add_study_args(p)
     # Defaults are None (a flag left out is not its default): on an existing study a left-out flag
     # takes the study's stored value; the defaults named here apply to a new study (search_config).
     fixed = " (fixed when the study is made; a resume that leaves it out uses the study's)"
     kept = " (a resume that leaves it out uses the study's)"
-    p.set_defaults(n_trials_default=n_trials)
-    p.add_argument("--space", metavar="FILE.json",
-                   help="search this space instead of the default" + fixed)
-    p.add_argument("--n-trials", type=count,
-                   help=f"the study's trial budget: finished trials across all workers and runs "
-                        f"(default {n_trials})" + kept)
-    p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds")
-    p.add_argument("--workers", type=count, help="worker processes, one thread each (default: one per core)")
-    p.add_argument("--max-params", type=count, help=f"budget: fewer than this (default {MAX_PARAMS})" + fixed)
-    p.add_argument("--epochs", type=count, help=f"epochs per trial (default {EPOCH_LIMIT})" + fixed)
-    p.add_argument("--pruner", choices=tuple(PRUNERS), help="default median" + kept)
-    p.add_argument("--sampler", choices=tuple(SAMPLERS), help="default tpe" + kept)
-    p.add_argument("--objective", choices=OBJECTIVES,
-                   help="consistency (default): min val acc over the last K epochs; pareto: that and params "
-                        "down" + fixed)
-    p.add_argument("--last-k", type=count,
-                   help=f"K for the consistency score (default {LAST_K}, or --epochs if fewer)" + fixed)
-    p.add_argument("--seed", type=whole, help="sampler seed (default 0)" + kept)
-    p.add_argument("--train-limit", type=count,
-                   help="train each trial on the first N training images (default: all)" + fixed)
-    p.add_argument("--no-enqueue", action="store_true", help="do not enqueue model6 as the first trial")
-    p.add_argument("--enqueue", metavar="FILE.json",
-                   help="run these points first: a JSON list of {parameter: value} objects, each in the space "
-                        "and under the budget (points already in the study are not run again)")
-    p.add_argument("--warm-start", metavar="URL[,URL]",
-                   help="a new study also starts from the best trials of these earlier studies (storage URLs; "
-                        "'URL#name' for one study of several), scaled to the budget")
-    p.add_argument("--no-warm-start", action="store_true",
-                   help="run cold: a new study does not start from the shipped models' designs scaled to the "
-                        "budget (the default) nor from --warm-start")
-    add_data_arg(p)
-    add_device_arg(p)
+    return (
+        study_flags(),
+        Defaults({"n_trials_default": n_trials}),
+        flag("--space", metavar="FILE.json", help="search this space instead of the default" + fixed),
+        flag("--n-trials", type=count,
+             help=f"the study's trial budget: finished trials across all workers and runs "
+                  f"(default {n_trials})" + kept),
+        flag("--timeout", type=float, help="stop starting trials after SEC seconds"),
+        flag("--workers", type=count, help="worker processes, one thread each (default: one per core)"),
+        flag("--max-params", type=count, help=f"budget: fewer than this (default {MAX_PARAMS})" + fixed),
+        flag("--epochs", type=count, help=f"epochs per trial (default {EPOCH_LIMIT})" + fixed),
+        flag("--pruner", choices=tuple(PRUNERS), help="default median" + kept),
+        flag("--sampler", choices=tuple(SAMPLERS), help="default tpe" + kept),
+        flag("--objective", choices=OBJECTIVES,
+             help="consistency (default): min val acc over the last K epochs; pareto: that and params "
+                  "down" + fixed),
+        flag("--last-k", type=count,
+             help=f"K for the consistency score (default {LAST_K}, or --epochs if fewer)" + fixed),
+        flag("--seed", type=whole, help="sampler seed (default 0)" + kept),
+        flag("--train-limit", type=count,
+             help="train each trial on the first N training images (default: all)" + fixed),
+        flag("--no-enqueue", action="store_true", help="do not enqueue model6 as the first trial"),
+        flag("--enqueue", metavar="FILE.json",
+             help="run these points first: a JSON list of {parameter: value} objects, each in the space "
+                  "and under the budget (points already in the study are not run again)"),
+        flag("--warm-start", metavar="URL[,URL]",
+             help="a new study also starts from the best trials of these earlier studies (storage URLs; "
+                  "'URL#name' for one study of several), scaled to the budget"),
+        flag("--no-warm-start", action="store_true",
+             help="run cold: a new study does not start from the shipped models' designs scaled to the "
+                  "budget (the default) nor from --warm-start"),
+        data_flag(),
+        device_flag(),
+    )
 
 
-def add_trial_arg(p):
-    p.add_argument("--trial", default="best", help="trial number, or 'best' (default)")
+def recipe_flags() -> tuple:
+    """train's flags that override one recipe setting each (RECIPE_FLAGS)."""
+    from space.recipe import PRECISIONS, SCHEDULERS
+    return tuple(flag(f"--{name.replace('_', '-')}", type=kind, metavar=kind.__name__.upper(),
+                      choices={"scheduler": SCHEDULERS, "precision": PRECISIONS}.get(name),
+                      help=f"override the recipe's {name} (space/recipe.py: TrainConfig)")
+                 for name, kind in RECIPE_FLAGS.items())
+
+
+def commands() -> list[Command]:
+    """Every command, in `mnist-nas --help` order."""
+    from space.target import EPOCH_LIMIT, LAST_K, MAX_PARAMS, TARGET_ACC
+    return [
+        Command("baselines", help="list the seed's six models with parameter counts",
+                description="List the seed write-up's six models, their parameter counts and recipes.",
+                example="mnist-nas baselines",
+                flags=(), run=cmd_baselines),
+        Command("rf", help="receptive-field table of a model",
+                description="Print the receptive-field table (seed's columns) of a baseline or spec file.",
+                example="mnist-nas rf model6   (or: mnist-nas rf --arch spec.json)",
+                flags=model_flags(), run=cmd_rf),
+        Command("summary", help="torchinfo summary of a model",
+                description="Print the torchinfo summary of a baseline or spec file.",
+                example="mnist-nas summary public3k7",
+                flags=model_flags(), run=cmd_summary),
+        Command("train", help="train one model and write metrics.json and curves.png",
+                description="Train a baseline (with its seed recipe) or a spec file. Without "
+                            "--final: 50,000 images, scored on the 10,000 validation images. "
+                            "With --final: all 60,000, scored on the official test set each epoch.",
+                example="mnist-nas train model6 --final --seed 2 --threads 1",
+                flags=(
+                    model_flags(),
+                    flag("--epochs", type=count, help="epochs (default 15, the limit)"),
+                    flag("--seed", type=whole, help="seed for weights, shuffling, augmentation (default 1)"),
+                    flag("--final", action="store_true", help="train on all 60,000, score the test set"),
+                    flag("--train-limit", type=count, help="use only the first N training images"),
+                    flag("--out", help="output folder (default runs/<model>-<val|final>-seed<S>)"),
+                    flag("--threads", type=whole, help="torch threads (default: torch's choice)"),
+                    flag("--allow-long", action="store_true", help="permit more than 15 epochs"),
+                    flag("--recipe", metavar="FILE.json",
+                         help="a recipe: TrainConfig fields as JSON (a trial's 'config' works as it is)"),
+                    recipe_flags(),
+                    flag("--max-params", type=count, default=MAX_PARAMS,
+                         help="refuse specs with this many parameters or more"),
+                    flag("--no-budget", action="store_true", help="skip the budget check (model1 needs it)"),
+                    data_flag(),
+                    device_flag(),
+                ), run=cmd_train),
+        Command("bench", help="images/s of this engine vs the conventional pipeline",
+                description="Train model6 for the same number of steps with this engine and with "
+                            "the conventional torchvision pipeline (per-sample transforms, "
+                            "DataLoader with 2 workers, nn.Dropout) and print images per second.",
+                example="mnist-nas bench --steps 150   (or: mnist-nas bench --families)",
+                flags=(
+                    flag("--steps", type=count, default=100, help="training steps per measurement (default 100)"),
+                    json_flag("print the figures as JSON"),
+                    flag("--profile", action="store_true", help="also print the torch profiler table of the engine"),
+                    flag("--families", action="store_true",
+                         help="instead: one core's images/s and 15-epoch trial cost for a model of each family "
+                              "(model6: 2 blocks, valid convs; public3k7: 3 padded blocks)"),
+                    flag("--compare", action="store_true",
+                         help="instead: the engine as studies run it (one 1-thread process per core) against the "
+                              "conventional pipeline at its best threads x DataLoader workers setting, --repeats "
+                              "times, and one 15-epoch trial's cost on one core"),
+                    flag("--repeats", type=count, default=3, help="repeats of --compare (default 3)"),
+                    flag("--study-scale", metavar="N,N",
+                         help="instead: build synthetic studies of these many finished trials (no training) "
+                              "and time report and the dashboard's study page on each"),
+                    data_flag(),
+                ), run=cmd_bench),
+        Command("space", help="print the search space as JSON (edit a copy, pass it to search --space)",
+                description="Print the default search space (or FILE's, normalised) as JSON. "
+                            "Example: mnist-nas space > my-space.json; edit; "
+                            "mnist-nas search --space my-space.json",
+                example="mnist-nas space > my-space.json",
+                flags=(flag("--space", metavar="FILE.json",
+                            help="print this space file instead, with defaults filled in"),),
+                run=cmd_space),
+        Command("search", help="run (or resume) an Optuna study",
+                description="Search the space (mnist-nas space shows it) under the parameter "
+                            "budget. Re-running with the same name and storage resumes the "
+                            "study; a different space is refused; Ctrl-C stops cleanly.",
+                example="mnist-nas search --space my-space.json --max-params 5000 --n-trials 40",
+                flags=search_flags(), run=cmd_search),
+        Command("find", help="search, confirm on validation, verify on test, export the winner",
+                description="From a budget to a verified model file: search under --max-params, "
+                            "retrain the top --top trials with --seeds seeds on validation, then "
+                            "verify the best on the test set (all 60,000 training images) until one "
+                            "holds --target in each of the last K epochs on every seed; export it "
+                            "(.pt2 and .onnx). Resumable: rerun the same command. Example: "
+                            "mnist-nas find --max-params 5000 -o under5k.pt2",
+                example="mnist-nas find --max-params 5000 -o under5k.pt2",
+                flags=(
+                    search_flags(n_trials=40),
+                    flag("--target", type=float, default=TARGET_ACC,
+                         help=f"test accuracy to hold (default {TARGET_ACC})"),
+                    flag("--seeds", type=count, default=3,
+                         help="seeds per candidate, in confirm and verify (default 3)"),
+                    flag("--top", type=count, default=3, help="trials to confirm (default 3)"),
+                    flag("--min-robust", type=float, default=None, metavar="SCORE",
+                         help="verify only candidates whose seed-robust validation score reaches SCORE; the "
+                              "others never meet the test set (default: verify every candidate)"),
+                    hold_flags(),
+                    flag("--rejudge", action="store_true",
+                         help="judge a candidate's stored test runs again at another --target / --last-k / "
+                              "--hold-level (refused without it: the target is fixed before the test set is "
+                              "met); recorded as a test-set use and marked in the file's metadata and card"),
+                    flag("-o", "--output", required=True, metavar="FILE.pt2"),
+                ), run=cmd_find),
+        Command("worker", help="join an existing study from any machine and run its trials",
+                description="Join a study created by search (its stored space and settings) and run "
+                            "trials, one at a time, until the study holds its trial budget, counted "
+                            "across all workers. Start as many as you like, on any machine that "
+                            "reaches the storage. Example: mnist-nas worker --study-name big "
+                            "--storage postgresql+psycopg://user@db-host/studies",
+                example="mnist-nas worker --study-name big --storage postgresql+psycopg://user:pw@db/studies",
+                flags=(
+                    study_flags(),
+                    flag("--timeout", type=float, help="stop starting trials after SEC seconds"),
+                    data_flag(),
+                    device_flag(),
+                ), run=cmd_worker),
+        Command("report", help="best trials, counts by state, plots",
+                description="Table of the best trials, counts by state and PNG plots of a study.",
+                example="mnist-nas report --plots plots   (or --json)",
+                flags=(
+                    study_flags(),
+                    flag("--top", type=count, default=10),
+                    flag("--plots", metavar="DIR", help="write PNG plots to DIR"),
+                    json_flag("print one JSON object instead of tables"),
+                ), run=cmd_report),
+        Command("front", help="accuracy vs parameters across studies: one front, a PNG",
+                description="Every complete trial of the given studies, the Pareto front over all of "
+                            "them (validation consistency score up, parameters down), find's verdicts.",
+                example="mnist-nas front --study find-5k=sqlite:///results/find-5k.db "
+                        "--study families=sqlite:///results/families.db -o front.png",
+                flags=(
+                    flag("--study", action="append", required=True, metavar="NAME=URL",
+                         help="a study and its storage URL (repeat for more studies)"),
+                    flag("-o", "--output", metavar="FILE.png", help="write the plot here"),
+                    json_flag("print the front as JSON"),
+                ), run=cmd_front),
+        Command("export", help="write a trial's trained model as a .pt2 (and .onnx) file",
+                description="Export a trial's stored weights as a torch.export program that "
+                            "takes float images in [0, 1], shape (N, 1, 28, 28), with the spec, "
+                            "metrics and receptive field as metadata. No retraining. With "
+                            "--verified: the model `find` verified (trained on all 60,000, verify "
+                            "seed 1) with its verify table, and FILE.onnx, FILE.spec.json and the card "
+                            "FILE.md beside it, as `find -o` writes them. Example: mnist-nas export "
+                            "--study-name find-8k-lin --storage sqlite:///results/find-8k-lin.db "
+                            "--verified -o under8k.pt2",
+                example="mnist-nas export --trial best -o best.pt2 --onnx best.onnx",
+                flags=(
+                    study_flags(),
+                    trial_flag(),
+                    flag("-o", "--output", required=True, metavar="FILE.pt2"),
+                    flag("--onnx", metavar="FILE.onnx",
+                         help="also write an ONNX file (with --verified: instead of FILE.onnx)"),
+                    flag("--verified", action="store_true",
+                         help="export the model `find` verified for --trial ('best': the study's find winner)"),
+                    json_flag("print the file's metadata as JSON"),
+                ), run=cmd_export),
+        Command("evaluate", help="accuracy of a .pt2 model file on the official test set",
+                description="Load a model file with plain torch.export.load and score the test set.",
+                example="mnist-nas evaluate best.pt2",
+                flags=(
+                    flag("file", metavar="FILE.pt2"),
+                    json_flag("print the result as JSON"),
+                    data_flag(),
+                ), run=cmd_evaluate),
+        Command("notes", help="(re)write the dashboard notes of a study's finished trials",
+                description="Write each finished trial's dashboard note (architecture, RF table, "
+                            "torchinfo, recipe, epochs, curves) from what it stored, and the study's "
+                            "note; for studies run before notes existed. Sections added by verify "
+                            "and find are kept. Example: mnist-nas notes --study-name mnist-nas",
+                example="mnist-nas notes --study-name mnist-nas",
+                flags=study_flags(), run=cmd_notes),
+        Command("dashboard", help="start optuna-dashboard on a study's storage",
+                description="Serve optuna-dashboard for the storage (127.0.0.1 unless --host), "
+                            "read-only: the page shows the studies, notes, plots and artifacts, and "
+                            "any change it asks for (delete or rename a study, edit a note, upload or "
+                            "delete an artifact, tell or skip a trial) is refused unless --allow-writes. "
+                            "A port in use is one error line; Ctrl-C or SIGTERM stop it (exit 130).",
+                example="mnist-nas dashboard --port 8080",
+                flags=(
+                    study_flags(),
+                    flag("--port", type=port, default=8080, help="port to listen on (default 8080)"),
+                    flag("--host", default="127.0.0.1",
+                         help="address to listen on (default 127.0.0.1: this machine only)"),
+                    flag("--allow-writes", action="store_true",
+                         help="let the page change the storage (delete or rename studies, edit notes, upload "
+                              "or delete artifacts); off by default"),
+                ), run=cmd_dashboard),
+        Command("verify", help="retrain a trial's architecture on 60,000 and check the target",
+                description="Retrain from scratch on all 60,000 images with each seed, score "
+                            "the test set every epoch; exit 0 only if the model holds the target in "
+                            "each of the last K epochs: no seed below it and an estimated probability "
+                            "of at least --hold-level that a new seed holds (one more seed at a time "
+                            "while undecided, up to --max-seeds), else 1.",
+                example="mnist-nas verify --trial best --seeds 3",
+                flags=(
+                    study_flags(),
+                    trial_flag(),
+                    flag("--seeds", type=count, default=3),
+                    flag("--last-k", type=count, help=f"default {LAST_K}, or --epochs if fewer"),
+                    flag("--target", type=float, default=TARGET_ACC),
+                    flag("--epochs", type=count, default=EPOCH_LIMIT),
+                    flag("--train-limit", type=count, help="train on the first N images (for quick checks)"),
+                    json_flag("print the per-seed results as JSON (progress goes to stderr)"),
+                    hold_flags(),
+                    data_flag(),
+                    device_flag(),
+                ), run=cmd_verify),
+    ]
 
 
 def parser() -> argparse.ArgumentParser:
-    from search.config import OBJECTIVES, PRUNERS, SAMPLERS
-    from space.target import EPOCH_LIMIT, LAST_K, MAX_PARAMS, TARGET_ACC
-    ap = Parser(prog="mnist-nas", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The CLI's parser, built from commands(): each command's help, description, flags and example."""
+    ap = Parser(prog="mnist-nas", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("baselines", help="list the seed's six models with parameter counts",
-                       description="List the seed write-up's six models, their parameter counts and recipes.")
-    p.set_defaults(func=cmd_baselines)
-
-    p = sub.add_parser("rf", help="receptive-field table of a model",
-                       description="Print the receptive-field table (seed's columns) of a baseline or spec file.")
-    add_model_args(p)
-    p.set_defaults(func=cmd_rf)
-
-    p = sub.add_parser("summary", help="torchinfo summary of a model",
-                       description="Print the torchinfo summary of a baseline or spec file.")
-    add_model_args(p)
-    p.set_defaults(func=cmd_summary)
-
-    p = sub.add_parser("train", help="train one model and write metrics.json and curves.png",
-                       description="Train a baseline (with its seed recipe) or a spec file. Without "
-                                   "--final: 50,000 images, scored on the 10,000 validation images. "
-                                   "With --final: all 60,000, scored on the official test set each epoch.")
-    add_model_args(p)
-    p.add_argument("--epochs", type=count, help="epochs (default 15, the limit)")
-    p.add_argument("--seed", type=whole, help="seed for weights, shuffling, augmentation (default 1)")
-    p.add_argument("--final", action="store_true", help="train on all 60,000, score the test set")
-    p.add_argument("--train-limit", type=count, help="use only the first N training images")
-    p.add_argument("--out", help="output folder (default runs/<model>-<val|final>-seed<S>)")
-    p.add_argument("--threads", type=whole, help="torch threads (default: torch's choice)")
-    p.add_argument("--allow-long", action="store_true", help="permit more than 15 epochs")
-    p.add_argument("--recipe", metavar="FILE.json",
-                   help="a recipe: TrainConfig fields as JSON (a trial's 'config' works as it is)")
-    from space.recipe import PRECISIONS, SCHEDULERS
-    for name, kind in RECIPE_FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar=kind.__name__.upper(),
-                       choices={"scheduler": SCHEDULERS, "precision": PRECISIONS}.get(name),
-                       help=f"override the recipe's {name} (space/recipe.py: TrainConfig)")
-    p.add_argument("--max-params", type=count, default=MAX_PARAMS, help="refuse specs with this many parameters or more")
-    p.add_argument("--no-budget", action="store_true", help="skip the budget check (model1 needs it)")
-    add_data_arg(p)
-    add_device_arg(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("bench", help="images/s of this engine vs the conventional pipeline",
-                       description="Train model6 for the same number of steps with this engine and with "
-                                   "the conventional torchvision pipeline (per-sample transforms, "
-                                   "DataLoader with 2 workers, nn.Dropout) and print images per second.")
-    p.add_argument("--steps", type=count, default=100, help="training steps per measurement (default 100)")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--profile", action="store_true", help="also print the torch profiler table of the engine")
-    p.add_argument("--families", action="store_true",
-                   help="instead: one core's images/s and 15-epoch trial cost for a model of each family "
-                        "(model6: 2 blocks, valid convs; public3k7: 3 padded blocks)")
-    p.add_argument("--compare", action="store_true",
-                   help="instead: the engine as studies run it (one 1-thread process per core) against the "
-                        "conventional pipeline at its best threads x DataLoader workers setting, --repeats "
-                        "times, and one 15-epoch trial's cost on one core")
-    p.add_argument("--repeats", type=count, default=3, help="repeats of --compare (default 3)")
-    p.add_argument("--study-scale", metavar="N,N", help="instead: build synthetic studies of these many "
-                   "finished trials (no training) and time report and the dashboard's study page on each")
-    add_data_arg(p)
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("space", help="print the search space as JSON (edit a copy, pass it to search --space)",
-                       description="Print the default search space (or FILE's, normalised) as JSON. "
-                                   "Example: mnist-nas space > my-space.json; edit; "
-                                   "mnist-nas search --space my-space.json")
-    p.add_argument("--space", metavar="FILE.json", help="print this space file instead, with defaults filled in")
-    p.set_defaults(func=cmd_space)
-
-    p = sub.add_parser("search", help="run (or resume) an Optuna study",
-                       description="Search the space (mnist-nas space shows it) under the parameter "
-                                   "budget. Re-running with the same name and storage resumes the "
-                                   "study; a different space is refused; Ctrl-C stops cleanly.")
-    add_search_args(p)
-    p.set_defaults(func=cmd_search)
-
-    p = sub.add_parser("find", help="search, confirm on validation, verify on test, export the winner",
-                       description="From a budget to a verified model file: search under --max-params, "
-                                   "retrain the top --top trials with --seeds seeds on validation, then "
-                                   "verify the best on the test set (all 60,000 training images) until one "
-                                   "holds --target in each of the last K epochs on every seed; export it "
-                                   "(.pt2 and .onnx). Resumable: rerun the same command. Example: "
-                                   "mnist-nas find --max-params 5000 -o under5k.pt2")
-    add_search_args(p, n_trials=40)
-    p.add_argument("--target", type=float, default=TARGET_ACC, help=f"test accuracy to hold (default {TARGET_ACC})")
-    p.add_argument("--seeds", type=count, default=3, help="seeds per candidate, in confirm and verify (default 3)")
-    p.add_argument("--top", type=count, default=3, help="trials to confirm (default 3)")
-    p.add_argument("--min-robust", type=float, default=None, metavar="SCORE",
-                   help="verify only candidates whose seed-robust validation score reaches SCORE; the others "
-                        "never meet the test set (default: verify every candidate)")
-    add_hold_args(p)
-    p.add_argument("--rejudge", action="store_true",
-                   help="judge a candidate's stored test runs again at another --target / --last-k / --hold-level "
-                        "(refused without it: the target is fixed before the test set is met); recorded as a "
-                        "test-set use and marked in the file's metadata and card")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.pt2")
-    p.set_defaults(func=cmd_find)
-
-    p = sub.add_parser("worker", help="join an existing study from any machine and run its trials",
-                       description="Join a study created by search (its stored space and settings) and run "
-                                   "trials, one at a time, until the study holds its trial budget, counted "
-                                   "across all workers. Start as many as you like, on any machine that "
-                                   "reaches the storage. Example: mnist-nas worker --study-name big "
-                                   "--storage postgresql+psycopg://user@db-host/studies")
-    add_study_args(p)
-    p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds")
-    add_data_arg(p)
-    add_device_arg(p)
-    p.set_defaults(func=cmd_worker)
-
-    p = sub.add_parser("report", help="best trials, counts by state, plots",
-                       description="Table of the best trials, counts by state and PNG plots of a study.")
-    add_study_args(p)
-    p.add_argument("--top", type=count, default=10)
-    p.add_argument("--plots", metavar="DIR", help="write PNG plots to DIR")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("front", help="accuracy vs parameters across studies: one front, a PNG",
-                       description="Every complete trial of the given studies, the Pareto front over all of "
-                                   "them (validation consistency score up, parameters down), find's verdicts.")
-    p.add_argument("--study", action="append", required=True, metavar="NAME=URL",
-                   help="a study and its storage URL (repeat for more studies)")
-    p.add_argument("-o", "--output", metavar="FILE.png", help="write the plot here")
-    p.add_argument("--json", action="store_true", help="print the front as JSON")
-    p.set_defaults(func=cmd_front)
-
-    p = sub.add_parser("export", help="write a trial's trained model as a .pt2 (and .onnx) file",
-                       description="Export a trial's stored weights as a torch.export program that "
-                                   "takes float images in [0, 1], shape (N, 1, 28, 28), with the spec, "
-                                   "metrics and receptive field as metadata. No retraining. With "
-                                   "--verified: the model `find` verified (trained on all 60,000, verify "
-                                   "seed 1) with its verify table, and FILE.onnx, FILE.spec.json and the card "
-                                   "FILE.md beside it, as `find -o` writes them. Example: mnist-nas export "
-                                   "--study-name find-8k-lin --storage sqlite:///results/find-8k-lin.db "
-                                   "--verified -o under8k.pt2")
-    add_study_args(p)
-    add_trial_arg(p)
-    p.add_argument("-o", "--output", required=True, metavar="FILE.pt2")
-    p.add_argument("--onnx", metavar="FILE.onnx", help="also write an ONNX file (with --verified: instead "
-                                                       "of FILE.onnx)")
-    p.add_argument("--verified", action="store_true",
-                   help="export the model `find` verified for --trial ('best': the study's find winner)")
-    p.add_argument("--json", action="store_true", help="print the file's metadata as JSON")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("evaluate", help="accuracy of a .pt2 model file on the official test set",
-                       description="Load a model file with plain torch.export.load and score the test set.")
-    p.add_argument("file", metavar="FILE.pt2")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    add_data_arg(p)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("notes", help="(re)write the dashboard notes of a study's finished trials",
-                       description="Write each finished trial's dashboard note (architecture, RF table, "
-                                   "torchinfo, recipe, epochs, curves) from what it stored, and the study's "
-                                   "note; for studies run before notes existed. Sections added by verify "
-                                   "and find are kept. Example: mnist-nas notes --study-name mnist-nas")
-    add_study_args(p)
-    p.set_defaults(func=cmd_notes)
-
-    p = sub.add_parser("dashboard", help="start optuna-dashboard on a study's storage",
-                       description="Serve optuna-dashboard for the storage (127.0.0.1 unless --host), "
-                                   "read-only: the page shows the studies, notes, plots and artifacts, and "
-                                   "any change it asks for (delete or rename a study, edit a note, upload or "
-                                   "delete an artifact, tell or skip a trial) is refused unless --allow-writes. "
-                                   "A port in use is one error line; Ctrl-C or SIGTERM stop it (exit 130).")
-    add_study_args(p)
-    p.add_argument("--port", type=port, default=8080, help="port to listen on (default 8080)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--allow-writes", action="store_true",
-                   help="let the page change the storage (delete or rename studies, edit notes, upload or "
-                        "delete artifacts); off by default")
-    p.set_defaults(func=cmd_dashboard)
-
-    p = sub.add_parser("verify", help="retrain a trial's architecture on 60,000 and check the target",
-                       description="Retrain from scratch on all 60,000 images with each seed, score "
-                                   "the test set every epoch; exit 0 only if the model holds the target in "
-                                   "each of the last K epochs: no seed below it and an estimated probability "
-                                   "of at least --hold-level that a new seed holds (one more seed at a time "
-                                   "while undecided, up to --max-seeds), else 1.")
-    add_study_args(p)
-    add_trial_arg(p)
-    p.add_argument("--seeds", type=count, default=3)
-    p.add_argument("--last-k", type=count, help=f"default {LAST_K}, or --epochs if fewer")
-    p.add_argument("--target", type=float, default=TARGET_ACC)
-    p.add_argument("--epochs", type=count, default=EPOCH_LIMIT)
-    p.add_argument("--train-limit", type=count, help="train on the first N images (for quick checks)")
-    p.add_argument("--json", action="store_true", help="print the per-seed results as JSON (progress goes to stderr)")
-    add_hold_args(p)
-    add_data_arg(p)
-    add_device_arg(p)
-    p.set_defaults(func=cmd_verify)
-    examples = {
-        "baselines": "mnist-nas baselines",
-        "rf": "mnist-nas rf model6   (or: mnist-nas rf --arch spec.json)",
-        "summary": "mnist-nas summary public3k7",
-        "train": "mnist-nas train model6 --final --seed 2 --threads 1",
-        "bench": "mnist-nas bench --steps 150   (or: mnist-nas bench --families)",
-        "space": "mnist-nas space > my-space.json",
-        "search": "mnist-nas search --space my-space.json --max-params 5000 --n-trials 40",
-        "find": "mnist-nas find --max-params 5000 -o under5k.pt2",
-        "worker": "mnist-nas worker --study-name big --storage postgresql+psycopg://user:pw@db/studies",
-        "report": "mnist-nas report --plots plots   (or --json)",
-        "front": "mnist-nas front --study find-5k=sqlite:///results/find-5k.db "
-                 "--study families=sqlite:///results/families.db -o front.png",
-        "export": "mnist-nas export --trial best -o best.pt2 --onnx best.onnx",
-        "evaluate": "mnist-nas evaluate best.pt2",
-        "notes": "mnist-nas notes --study-name mnist-nas",
-        "dashboard": "mnist-nas dashboard --port 8080",
-        "verify": "mnist-nas verify --trial best --seeds 3",
-    }
-    for name, p in sub.choices.items():
-        p.epilog = f"example: {examples[name]}"
+    for c in commands():
+        p = sub.add_parser(c.name, help=c.help, description=c.description, epilog=f"example: {c.example}")
+        for item in _items(c.flags):
+            item.add(p)
+        p.set_defaults(func=c.run)
     return ap
 
 
