@@ -1,0 +1,245 @@
+"""storage.records, the one typed record of a study (issue 23, item 3): every stored row of every
+study committed under results/ reads into its dataclass and writes back exactly as stored (keys,
+values and key order), and `report`, `report --json` and `export --verified` print on copies of
+those studies exactly what they printed before the records existed (tests/data/committed-studies.json,
+recorded with the code of the commit before; `python tests/test_records.py --record` records it
+again from this checkout's CLI, for a change that means to alter those outputs)."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from storage import records  # noqa: E402
+
+EXPECTED = Path(__file__).parent / "data" / "committed-studies.json"
+
+
+def committed_studies() -> list[str]:
+    """The studies committed under results/ (git's list; without git, every results/*.db)."""
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "ls-files", "results"], capture_output=True, text=True,
+                             check=True).stdout.split()
+        paths = [ROOT / p for p in out if p.endswith(".db")]
+    except (OSError, subprocess.CalledProcessError):
+        paths = list((ROOT / "results").glob("*.db"))
+    return sorted(p.stem for p in paths)
+
+
+STUDIES = committed_studies()
+
+
+def copy_study(name: str, to: Path) -> str:
+    """A copy of results/<name>.db and its artifacts folder under `to`; its storage URL."""
+    shutil.copy2(ROOT / "results" / f"{name}.db", to / f"{name}.db")
+    if (ROOT / "results" / f"{name}.artifacts").is_dir():
+        shutil.copytree(ROOT / "results" / f"{name}.artifacts", to / f"{name}.artifacts")
+    return f"sqlite:///{to}/{name}.db"
+
+
+def _rows(db: Path):
+    """(study attributes, [trial attributes]) as stored: the JSON text of each, parsed."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        study = {k: json.loads(v) for k, v in con.execute("select key, value_json from study_user_attributes")}
+        trials = {}
+        for tid, key, value in con.execute("select trial_id, key, value_json from trial_user_attributes"):
+            trials.setdefault(tid, {})[key] = json.loads(value)
+        return study, list(trials.values())
+    finally:
+        con.close()
+
+
+def test_there_are_committed_studies():
+    assert len(STUDIES) >= 10 and "find-8k" in STUDIES
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_every_stored_row_of_a_committed_study_round_trips(name, tmp_path):
+    """from_stored(x).to_stored() == x for every study attribute and every trial's record, as JSON
+    text (so key order too); find's view reads every row it holds."""
+    copy_study(name, tmp_path)
+    study, trials = _rows(tmp_path / f"{name}.db")
+    for key, value in study.items():
+        record = records.parse(key, value)
+        if key.startswith(records.FIND) or key == records.PRIOR:
+            assert hasattr(record, "to_stored"), key  # every find key (and the prior) has its dataclass
+            assert json.dumps(record.to_stored()) == json.dumps(value), key
+    for attrs in trials:
+        assert json.dumps(records.TrialRecord.from_stored(attrs).to_stored()) == json.dumps(attrs)
+    find = records.FindRecord(study)
+    assert len(find.confirmed()) == sum(k.startswith(records.CONFIRM) for k in study)
+    assert len(find.verified()) == sum(k.startswith(records.VERIFY) for k in study)
+    for trial, row in find.verified().items():
+        assert row.trial == trial and all(isinstance(s, int) for s in row.results)
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_every_weights_file_of_a_committed_study_loads_weights_only_and_round_trips(name, tmp_path):
+    import torch
+    copy_study(name, tmp_path)
+    _, trials = _rows(tmp_path / f"{name}.db")
+    art = tmp_path / f"{name}.artifacts"
+    files = [art / a["weights_artifact"] for a in trials if a.get("weights_artifact")]
+    files += sorted((art / "find").glob("*.pt")) if (art / "find").is_dir() else []
+    for path in files:
+        w = records.WeightsFile.load(path)
+        buf = io.BytesIO()
+        w.save(buf)
+        again = records.WeightsFile.load(io.BytesIO(buf.getvalue()))
+        assert again.spec == w.spec and again.config == w.config and again.state_dict.keys() == w.state_dict.keys()
+        assert all(torch.equal(again.state_dict[k], v) for k, v in w.state_dict.items())
+        assert list(torch.load(path, weights_only=True)) == ["spec", "config", "state_dict"]
+
+
+def test_rows_keep_unknown_keys_nulls_and_order_and_expose_int_seeds():
+    stored = {"epochs": 2, "k": 1, "newer_field": [1], "results": {"2": [1.0, 2.0], "1": [3.0, 4.0]},
+              "core_seconds": None, "devices": {}}
+    row = records.PartialRow.from_stored(stored, stage="verify", trial=7)
+    assert row.results == {2: [1.0, 2.0], 1: [3.0, 4.0]} and row.devices == {} and row.extra == {"newer_field": [1]}
+    assert json.dumps(row.to_stored()) == json.dumps(stored) and row.key == "find:partial:verify:7"
+    # a field given later is written after the stored ones, as {**stored, new: ...} did
+    assert list(row.replace(target=99.4).to_stored()) == list(stored) + ["target"]
+    with pytest.raises(records.RecordError):
+        records.ConfirmRow.from_stored({"epochs": 2})
+    with pytest.raises(records.RecordError):
+        records.VerifyRow.from_stored({"trial": 1, "epochs": 2, "k": 1, "target": 9, "seeds": 1, "passed": True,
+                                       "results": {"search": [1.0]}})
+
+
+def test_a_new_verify_row_is_written_in_the_order_find_always_wrote_it():
+    from space.hold import decide
+    hold = records.HoldEstimate.of(decide([99.5, 99.6, 99.55], target=99.4, level=0.9, min_seeds=3, max_seeds=8))
+    row = records.VerifyRow(trial=3, epochs=15, k=3, target=99.4, seeds=3, max_seeds=8,
+                            results={1: [99.5], 2: [99.6], 3: [99.55]}, passed=True, hold=hold, trained_on="x",
+                            core_seconds=1.0, devices={1: "cpu"}, finished="2025-01-01T00:00:00+00:00")
+    stored = row.to_stored()
+    assert list(stored) == ["trial", "epochs", "k", "target", "seeds", "max_seeds", "results", "passed", "hold",
+                            "trained_on", "core_seconds", "devices", "finished"]
+    assert stored["results"] == {"1": [99.5], "2": [99.6], "3": [99.55]} and stored["devices"] == {"1": "cpu"}
+    assert records.VerifyRow.from_stored(stored) == row
+    event = records.RejudgeEvent(trial=3, from_={"target": 99.4}, to={"target": 99.5}, verdict_before="PASS", at="t")
+    assert event.to_stored() == {"trial": 3, "from": {"target": 99.4}, "to": {"target": 99.5},
+                                 "verdict_before": "PASS", "at": "t"}
+
+
+def test_a_trial_record_refuses_a_field_it_does_not_have():
+    assert records.trial_attrs(params=3, start_point="x") == {"params": 3, "start_point": "x"}
+    with pytest.raises(TypeError, match="no field 'parms'"):
+        records.trial_attrs(parms=3)
+
+
+def test_a_weights_file_that_would_run_code_is_refused(tmp_path):
+    import pickle
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran",))
+    path = tmp_path / "evil.pt"
+    torch.save({"spec": {}, "config": {}, "state_dict": {"w": Evil()}}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        records.WeightsFile.load(path)
+
+
+# --- the commands' outputs on copies of the committed studies, against what they printed before ------
+
+_EXPORTED_BY = re.compile(r"exported by mnist-nas [^\n]*")
+_VOLATILE = ("output", "onnx", "spec_json", "card", "exported_by")  # paths, and the versions exporting now
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _export_expectation(meta: dict, card: str | None, spec_json: str | None) -> dict:
+    kept = {k: v for k, v in meta.items() if k not in _VOLATILE}
+    return {"meta_sha256": _sha(json.dumps(kept, indent=1)), "card": _EXPORTED_BY.sub("exported by <versions>", card),
+            "spec_json_sha256": _sha(spec_json)}
+
+
+def _expected() -> dict:
+    return json.loads(EXPECTED.read_text())
+
+
+def test_the_expected_outputs_cover_every_committed_study():
+    assert sorted(_expected()) == STUDIES
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_report_prints_what_it_printed_before(name, tmp_path):
+    from storage.report import report
+    url = copy_study(name, tmp_path)
+    want = _expected()[name]
+    for as_json in (True, False):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            report(study_name=name, storage=url, as_json=as_json)
+        if as_json:
+            assert _sha(out.getvalue()) == want["report_json_sha256"], "report --json differs"
+        else:
+            assert out.getvalue() == want["report"]
+
+
+@pytest.mark.slow  # torch.export and the ONNX export of each model: about 12 s a study
+@pytest.mark.parametrize("name", STUDIES)
+def test_export_verified_writes_what_it_wrote_before(name, tmp_path):
+    from storage.db import StudyError
+    from storage.modelfile import export_verified
+    url = copy_study(name, tmp_path)
+    want = _expected()[name]["export"]
+    out = tmp_path / f"x-{name}.pt2"
+    if "error" in want:
+        with pytest.raises(StudyError) as e:
+            export_verified(study_name=name, storage=url, output=out, quiet=True)
+        assert f"error: {e.value}" == want["error"]
+        return
+    meta = export_verified(study_name=name, storage=url, output=out, quiet=True)
+    got = _export_expectation(meta, out.with_suffix(".md").read_text(), out.with_suffix(".spec.json").read_text())
+    assert got == want
+
+
+def record() -> dict:
+    """What this checkout's CLI prints on copies of the committed studies (the expected outputs)."""
+    expected = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name in STUDIES:
+            url = copy_study(name, tmp)
+
+            def run(*args):
+                r = subprocess.run([sys.executable, str(ROOT / "study.py"), *args, "--study-name", name,
+                                    "--storage", url], capture_output=True, text=True, cwd=tmp)
+                return r
+            rj, rt = run("report", "--json"), run("report")
+            assert rj.returncode == 0 and rt.returncode == 0, (rj.stderr, rt.stderr)
+            out = tmp / f"x-{name}.pt2"
+            ex = run("export", "--verified", "-o", str(out), "--json")
+            if ex.returncode:
+                export = {"error": ex.stderr.strip()}
+            else:
+                export = _export_expectation(json.loads(ex.stdout), out.with_suffix(".md").read_text(),
+                                             out.with_suffix(".spec.json").read_text())
+            expected[name] = {"report_json_sha256": _sha(rj.stdout), "report": rt.stdout, "export": export}
+            print(name, "recorded", flush=True)
+    return expected
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--record"]:
+        sys.exit("usage: python tests/test_records.py --record  (writes tests/data/committed-studies.json)")
+    EXPECTED.parent.mkdir(exist_ok=True)
+    EXPECTED.write_text(json.dumps(record(), indent=1) + "\n")
