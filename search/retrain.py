@@ -25,6 +25,7 @@ def _run_seed(job):
     from search.data import load_mnist, make_split
     from search.train import train
     from space.spec import ArchSpec
+    from storage.records import WeightsFile
     split = make_split(load_mnist(data_dir), final=final, train_limit=train_limit)
     cfg = TrainConfig.from_dict({**cfg_dict, "seed": seed, "threads": 1})
     ev = split.eval_name
@@ -35,8 +36,7 @@ def _run_seed(job):
     res = train(ArchSpec.from_dict(spec_dict), cfg, split, on_epoch=progress, quiet=True)
     if weights_path:
         Path(weights_path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"spec": spec_dict, "config": cfg.to_dict(), "state_dict": res.model.state_dict()},
-                   weights_path)
+        WeightsFile(spec=spec_dict, config=cfg.to_dict(), state_dict=res.model.state_dict()).save(weights_path)
     return tag, seed, res.accs(), sum(h["seconds"] for h in res.history), res.device
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 
 from storage.db import StudyError, check_study_name, sqlite_path
+from storage.records import TrialRecord, WeightsFile, set_trial_attrs
 
 
 def artifact_dir(url: str, study_name: str) -> Path:
@@ -25,7 +26,7 @@ def verified_weights_path(url: str, study_name: str, trial: int, seed: int) -> P
 
 
 class ArtifactSink:
-    """Stores a trial's final weights (spec + config + state_dict) in Optuna's artifact store."""
+    """Stores a trial's final weights (a storage.records.WeightsFile) in Optuna's artifact store."""
 
     def __init__(self, url: str, study_name: str):
         from optuna.artifacts import FileSystemArtifactStore
@@ -34,24 +35,22 @@ class ArtifactSink:
         self.store = FileSystemArtifactStore(str(self.dir))
 
     def save_weights(self, trial: optuna.Trial, result) -> str:
-        import torch
         from optuna.artifacts import upload_artifact
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"trial{trial.number}-weights.pt"
-            torch.save({"spec": result.spec.to_dict(), "config": result.config.to_dict(),
-                        "state_dict": result.model.state_dict()}, path)
+            WeightsFile(spec=result.spec.to_dict(), config=result.config.to_dict(),
+                        state_dict=result.model.state_dict()).save(path)
             artifact_id = upload_artifact(artifact_store=self.store, file_path=str(path),
                                           study_or_trial=trial)
-        trial.set_user_attr("weights_artifact", artifact_id)
+        set_trial_attrs(trial, weights_artifact=artifact_id)
         return artifact_id
 
-    def load_weights(self, trial: optuna.trial.FrozenTrial) -> dict:
-        import torch
-        artifact_id = trial.user_attrs.get("weights_artifact")
+    def load_weights(self, trial: optuna.trial.FrozenTrial) -> WeightsFile:
+        artifact_id = TrialRecord.of(trial).weights_artifact
         if not artifact_id:
             raise StudyError(f"trial {trial.number} has no stored weights")
         try:
             with self.store.open_reader(artifact_id) as f:
-                return torch.load(io.BytesIO(f.read()), weights_only=True)
+                return WeightsFile.load(io.BytesIO(f.read()))  # data only: a stored file never runs code
         except Exception as e:
             raise StudyError(f"cannot read weights of trial {trial.number} from {self.dir}: {type(e).__name__}") from None

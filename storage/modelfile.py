@@ -17,7 +17,7 @@ import torch
 from space.model import Normalised, build_model
 from space.rf import receptive_field
 from space.spec import ArchSpec, count_params
-from storage import records
+from storage.records import ConfirmRow, FindRecord, TrialRecord, VerifyRow, WeightsFile, verify_key
 from storage.archive import UnsafeModelFile, check_model_archive
 from storage.provenance import describe_training, describe_versions, made_by, training_record
 from storage.artifacts import ArtifactSink, verified_weights_path
@@ -28,10 +28,10 @@ META_NAME = "mnist_nas.json"
 FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"  # torch.load reads it on every call
 
 
-def build_trained(weights: dict) -> tuple[ArchSpec, torch.nn.Module]:
-    spec = ArchSpec.from_dict(weights["spec"])
-    model = build_model(spec, dropout=weights["config"].get("dropout", 0.0))
-    model.load_state_dict(weights["state_dict"])
+def build_trained(weights: WeightsFile) -> tuple[ArchSpec, torch.nn.Module]:
+    spec = ArchSpec.from_dict(weights.spec)
+    model = build_model(spec, dropout=weights.config.get("dropout", 0.0))
+    model.load_state_dict(weights.state_dict)
     return spec, Normalised(model).eval()
 
 
@@ -123,13 +123,13 @@ def export_trial(*, study_name: str, storage: str | None = None, trial: str = "b
     except Exception as e:  # a tampered or truncated artifact: say so, in one line
         raise StudyError(f"stored weights of trial {trial.number} do not fit its spec "
                          f"({type(e).__name__}); the artifact is damaged") from None
+    record = TrialRecord.of(trial)
+    run = record.provenance  # what the trial trained on and what made it (trials run before records: unknown)
     meta = save_model_file(module, spec, {
         "study": study.study_name, "trial": trial.number, "consistency_score": trial.values[0],
-        "config": weights["config"], "epochs": trial.user_attrs.get("epochs", []),
-        "last_k": trial.user_attrs.get("last_k"),
-        # what the trial trained on and what made it (trials run before records were kept: unknown)
-        "trained_on": (trial.user_attrs.get("provenance") or {}).get("trained_on"),
-        "provenance": trial.user_attrs.get("provenance"), "exported_by": made_by()}, out, onnx)
+        "config": weights.config, "epochs": record.history, "last_k": record.last_k,
+        "trained_on": run.trained_on if run else None,
+        "provenance": run.to_stored() if run else None, "exported_by": made_by()}, out, onnx)
     if not quiet:
         print(f"wrote {out} (trial {trial.number}, {meta['params']:,} params, consistency score "
               f"{trial.values[0]:.2f}){f' and {onnx}' if onnx else ''}")
@@ -144,45 +144,46 @@ def export_verified(*, study_name: str, storage: str | None = None, trial: str =
     the study only; nothing is retrained. Returns the metadata."""
     out, onnx = _outputs(output, onnx or Path(output).with_suffix(".onnx"))
     study = study or load_study(study_name=study_name, storage=storage)
-    attrs = study.user_attrs
+    found = FindRecord.of(study)
     if trial != "best":  # a number: get_trial parses it and refuses a trial the study lacks
         number = get_trial(study, trial).number
-    elif records.WINNER in attrs:  # 'best' here is find's winner, not get_trial's best score
-        number = attrs[records.WINNER]
+    elif found.winner is not None:  # 'best' here is find's winner, not get_trial's best score
+        number = found.winner
     else:
         raise StudyError(f"study {study.study_name!r} has no model that passed `find`'s verify stage")
-    verified = attrs.get(records.VERIFY + str(number))
-    if not isinstance(verified, dict) or "results" not in verified:
+    verified = found.verify(number)
+    if verified is None:
         raise StudyError(f"trial {number} of study {study.study_name!r} was not verified by `find`")
-    if not verified.get("passed"):
-        raise StudyError(f"trial {number} failed `find`'s verify stage (target {verified['target']} in each of "
-                         f"the last {verified['k']} epochs); only a model that held it is exported as verified")
+    if not verified.passed:
+        raise StudyError(f"trial {number} failed `find`'s verify stage (target {verified.target} in each of "
+                         f"the last {verified.k} epochs); only a model that held it is exported as verified")
     url = storage_url(study_name=study.study_name, storage=storage)
     path = verified_weights_path(url, study.study_name, number, 1)
     if not path.is_file():
         raise StudyError(f"the verified weights {path} are missing; delete the study attribute "
-                         f"find:verify:{number} and rerun `find` to retrain them")
+                         f"{verify_key(number)} and rerun `find` to retrain them")
     try:
-        weights = torch.load(path, weights_only=True)  # data only: a stored file never runs code
+        weights = WeightsFile.load(path)  # data only: a stored file never runs code
         spec, module = build_trained(weights)
     except Exception as e:
         raise StudyError(f"the verified weights {path} do not load ({type(e).__name__}); the file is damaged") from None
-    seed1 = verified["results"]["1"]
-    run = verified.get("provenance")  # the verify runs' record; rows made before records: None
-    if run:  # the record of the seed this file holds, from the facts of the verify runs
-        run = training_record(final=True, train_limit=run["train_limit"], epochs=verified["epochs"], seeds=[1],
-                              devices=verified.get("devices", {}).get("1"), images=run["images"],
-                              available=run["available"], made=run["made_by"])
+    seed1 = verified.results[1]
+    device = (verified.devices or {}).get(1)
+    made = verified.provenance  # the verify runs' record; rows made before records: None
+    if made:  # the record of the seed this file holds, from the facts of the verify runs
+        run = training_record(final=True, train_limit=made.train_limit, epochs=verified.epochs, seeds=[1],
+                              devices=device, images=made.images, available=made.available, made=made.made_by)
         trained_on = run["trained_on"]
     else:  # an older row: what the study's settings say
-        trained_on = describe_training(final=True, train_limit=_train_limit(study), epochs=verified["epochs"],
-                                       seeds=[1], device=verified.get("devices", {}).get("1"))
+        run, trained_on = None, describe_training(final=True, train_limit=_train_limit(study), epochs=verified.epochs,
+                                                  seeds=[1], device=device)
+    confirm = found.confirm(number)
     meta = save_model_file(module, spec, {
-        "study": study.study_name, "trial": number, "config": weights["config"],
+        "study": study.study_name, "trial": number, "config": weights.config,
         "trained_on": trained_on + " (seed 1 of the verify stage)", "provenance": run, "exported_by": made_by(),
         "test_acc_per_epoch": seed1, "test_acc": seed1[-1],
-        "verify": verified, "confirm": attrs.get(records.CONFIRM + str(number)) or {},
-        "tests_used": attrs.get(records.TESTS_USED, []), "test_set_uses": records.test_set_uses(attrs),
+        "verify": verified.to_stored(), "confirm": confirm.to_stored() if confirm else {},
+        "tests_used": list(found.tests_used), "test_set_uses": found.test_set_uses().to_stored(),
         "protocol": _protocol(verified),
     }, out, onnx)
     spec_json, card = write_model_card(out, meta)
@@ -198,17 +199,18 @@ def _train_limit(study) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
-def _protocol(verified: dict) -> str:
+def _protocol(verified: VerifyRow) -> str:
     """The rule the verdict was made by, from the row itself."""
-    base = (f">= {verified['target']} % on the official test set in each of the last {verified['k']} of "
-            f"{verified['epochs']} epochs")
-    hold = records.hold_of(verified)
+    base = (f">= {verified.target} % on the official test set in each of the last {verified.k} of "
+            f"{verified.epochs} epochs")
+    hold = verified.hold
     if hold is None:
-        return base + f", for each of seeds 1..{verified['seeds']}"
-    return (base + f"; no seed below it, and P(a new seed holds) >= {hold['level']:.0%} by {hold['method']}, "
-            f"from {hold['seeds']} seeds (at least {verified['seeds']}, at most {verified.get('max_seeds', '?')})"
-            + (f"; re-judged after the test set was seen (from target {verified['rejudged'][-1]['target']})"
-               if verified.get("rejudged") else ""))
+        return base + f", for each of seeds 1..{verified.seeds}"
+    at_most = "?" if verified.max_seeds is None else verified.max_seeds
+    return (base + f"; no seed below it, and P(a new seed holds) >= {hold.level:.0%} by {hold.method}, "
+            f"from {hold.seeds} seeds (at least {verified.seeds}, at most {at_most})"
+            + (f"; re-judged after the test set was seen (from target {verified.rejudged[-1].target})"
+               if verified.rejudged else ""))
 
 
 def score_loaded(module, path, images, labels) -> float:
@@ -234,7 +236,9 @@ def write_model_card(path: Path, meta: dict) -> list[Path]:
     read it) and FILE.md (architecture, recipe, protocol, the verify table, the confirm scores)."""
     from storage import notes
     spec = ArchSpec.from_dict(meta["spec"])
-    verify, confirm = meta["verify"], meta.get("confirm") or {}
+    verify = VerifyRow.from_stored(meta["verify"])
+    confirm = ConfirmRow.from_stored(meta["confirm"]) if meta.get("confirm") else None
+    verify_on = (verify.provenance.trained_on if verify.provenance else None) or verify.trained_on
     # the settings this recipe used: OneCycle sets the rate itself, StepLR's step and gamma only
     # apply under StepLR; threads and the epoch-limit override say nothing about the model
     unused = {"onecycle": {"lr", "step_size", "gamma"}}.get(meta["config"].get("scheduler"), {"max_lr", "pct_start"})
@@ -254,24 +258,22 @@ def write_model_card(path: Path, meta: dict) -> list[Path]:
         f"**Protocol:** {meta['protocol']}; candidates that met the test set in this study: "
         f"{len(meta.get('tests_used', []))}"
         + (f" (test-set uses: {meta['test_set_uses']['total']}, every verify seed and re-judgement counted)"
-           if meta.get("test_set_uses") and records.hold_of(verify) is not None else "") + ".",
+           if meta.get("test_set_uses") and verify.hold is not None else "") + ".",
         "",
-        *([f"**Held:** {records.describe_hold(verify)}.", ""] if records.hold_of(verify) is not None else []),
-        notes.verify_markdown(verify["results"], verify["k"], verify["target"], passed=verify["passed"],
-                              hold=records.hold_of(verify),
-                              title=f"Verify: retrained on "
-                                    f"{(verify.get('provenance') or {}).get('trained_on') or verify.get('trained_on') or 'all training images'}"
+        *([f"**Held:** {verify.describe_hold()}.", ""] if verify.hold is not None else []),
+        notes.verify_markdown(verify.results, verify.k, verify.target, passed=verify.passed, hold=verify.hold,
+                              title=f"Verify: retrained on {verify_on or 'all training images'}"
                                     f", the official test set scored after every epoch."),
         "",
         (f"Where each verify seed trained: "
-         f"{', '.join(f'{k}: {v}' for k, v in sorted(verify['devices'].items(), key=lambda kv: int(kv[0])))}"
+         f"{', '.join(f'{k}: {v}' for k, v in sorted(verify.devices.items()))}"
          + (" (runs on a GPU are not bit-for-bit repeatable)" if any(v.startswith("cuda") for v in
-                                                                    verify["devices"].values()) else "") + "."
-         if verify.get("devices") else ""),
+                                                                    verify.devices.values()) else "") + "."
+         if verify.devices else ""),
         "",
         (f"Confirm (validation, before the test set was used): consistency score per seed "
-         f"{' '.join(f'{s:.2f}' for s in confirm['scores'])}, seed-robust {confirm['robust']:.2f}."
-         if confirm.get("scores") else ""),
+         f"{' '.join(f'{s:.2f}' for s in confirm.scores)}, seed-robust {confirm.robust:.2f}."
+         if confirm and confirm.scores else ""),
         "",
         "## Recipe", "", "| setting | value |", "|---|---|", recipe,
         "",

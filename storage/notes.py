@@ -21,6 +21,7 @@ from space.ops import OPS
 from space.rf import format_rf_table
 from space.spec import ArchSpec
 from space.target import EPOCH_LIMIT, TARGET_ACC
+from storage.records import HoldEstimate
 
 VERIFY_HEADING = "## Verification"
 
@@ -168,19 +169,24 @@ def add_section(study: optuna.Study, number: int, heading: str, body: str) -> No
 
 
 def verify_markdown(results: dict, k: int, target: float, *, title: str, passed: bool | None,
-                    hold: dict | None = None) -> str:
-    """A seed table. With a target: each seed held or below it; `passed` the verdict, by the hold
-    rule (space.hold) when `hold` is given, else by the every-seed rule it was judged under."""
+                    hold: HoldEstimate | None = None) -> str:
+    """A seed table (results: seed -> accuracy per epoch; a seed is an int, or a name such as
+    "search" for the search's own run, listed first). With a target: each seed held or below it;
+    `passed` the verdict, by the hold rule (space.hold) when `hold` is given, else by the
+    every-seed rule it was judged under."""
+    if isinstance(hold, dict):
+        hold = HoldEstimate.from_stored(hold)
     rows = [f"{title}", "", f"| seed | best | last {k} | min | result |", "|---|---|---|---|---|"]
-    for seed, accs in sorted(results.items(), key=lambda kv: (kv[0].isdigit(), int(kv[0]) if kv[0].isdigit() else 0)):
+    numbered = lambda seed: str(seed).isdigit()
+    for seed, accs in sorted(results.items(), key=lambda kv: (numbered(kv[0]), int(kv[0]) if numbered(kv[0]) else 0)):
         last = accs[-k:]
         words = ("held", "below") if hold is not None else ("PASS", "FAIL")  # old rows' cards read as written
         verdict = "" if target is None else words[0 if seed_held(accs, k, target) else 1]
         rows.append(f"| {seed} | {max(accs):.2f} | {' '.join(f'{a:.2f}' for a in last)} | {min(last):.2f} | {verdict} |")
     if passed is not None and hold is not None:
         rows += ["", f"**{'PASS' if passed else 'FAIL'}**: target ≥ {target} % in each of the last {k} epochs; "
-                     f"P(a new seed holds) = {hold['hold_probability']:.1%} from {hold['seeds']} seeds "
-                     f"(PASS needs ≥ {hold['level']:.0%}; {hold['method']})"]
+                     f"P(a new seed holds) = {hold.hold_probability:.1%} from {hold.seeds} seeds "
+                     f"(PASS needs ≥ {hold.level:.0%}; {hold.method})"]
     elif passed is not None:
         rows += ["", f"**{'PASS' if passed else 'FAIL'}**: target ≥ {target} % in each of the last {k} epochs "
                      "on every seed (judged before the hold estimate existed)"]
