@@ -21,7 +21,7 @@ from space.ops import OPS
 from space.rf import format_rf_table
 from space.spec import ArchSpec
 from space.target import EPOCH_LIMIT, TARGET_ACC
-from storage.records import HoldEstimate
+from storage.records import HoldEstimate, Prior
 
 VERIFY_HEADING = "## Verification"
 
@@ -193,16 +193,18 @@ def verify_markdown(results: dict, k: int, target: float, *, title: str, passed:
     return "\n".join(rows)
 
 
-def describe_prior(prior: dict | None) -> str:
-    """Where a study's first trials came from (the 'prior' attribute search/runner.py stores)."""
+def describe_prior(prior: Prior | dict | None) -> str:
+    """Where a study's first trials came from (storage.records.Prior, or its stored form)."""
     if prior is None:
         return "none from the prior (a study made before it existed, or with --no-warm-start)"
-    points = prior.get("points", [])
+    if isinstance(prior, dict):
+        prior = Prior.from_stored(prior)
+    points = prior.points
     text = (f"{len(points)} from what earlier studies learnt, scaled to the budget: "
-            + "; ".join(f"{p['source']} x{p['scale']:.2f} -> {p['params']:,} params" for p in points)
+            + "; ".join(f"{p.source} x{p.scale:.2f} -> {p.params:,} params" for p in points)
             if points else "the prior had no design this space and budget can build")
-    if prior.get("warm_from"):
-        text += f" (--warm-start {', '.join(prior['warm_from'])})"
+    if prior.warm_from:
+        text += f" (--warm-start {', '.join(prior.warm_from)})"
     return text
 
 

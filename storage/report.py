@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 
 from storage import records
-
+from storage.records import FindRecord, Prior, TrialRecord
 from storage.db import StudyError, load_study
 from storage.ranking import ranked_trials
 
@@ -16,7 +16,7 @@ TrialState = optuna.trial.TrialState
 
 
 def trial_kind(t: optuna.trial.FrozenTrial) -> str:
-    if t.state == TrialState.PRUNED and str(t.user_attrs.get("ended", "")).startswith("over budget"):
+    if t.state == TrialState.PRUNED and str(TrialRecord.of(t).ended or "").startswith("over budget"):
         return "over budget"
     return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
             TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[t.state]
@@ -33,19 +33,16 @@ def pareto_front(points: list[tuple[float, int, object]]) -> list:
 
 
 def row(t) -> str:
-    epochs = t.user_attrs.get("epochs", [])
-    secs = sum(e["seconds"] for e in epochs)
-    last = " ".join(f"{a:.2f}" for a in t.user_attrs.get("last_k", []))
-    return (f"{t.number:>5} {t.user_attrs.get('params', 0):>7,} {t.values[0]:>8.2f}  {last:<20} "
-            f"{len(epochs):>6} {secs:>8.0f}  {t.user_attrs.get('head_rf', ''):>4}")
+    r = TrialRecord.of(t)
+    last = " ".join(f"{a:.2f}" for a in r.last_k or [])
+    return (f"{t.number:>5} {r.params or 0:>7,} {t.values[0]:>8.2f}  {last:<20} "
+            f"{len(r.history):>6} {r.seconds:>8.0f}  {'' if r.head_rf is None else r.head_rf:>4}")
 
 
 def trial_dict(t) -> dict:
-    epochs = t.user_attrs.get("epochs", [])
-    return {"trial": t.number, "params": t.user_attrs.get("params"), "score": t.values[0],
-            "last_k": t.user_attrs.get("last_k"), "epochs": len(epochs),
-            "seconds": sum(e["seconds"] for e in epochs), "head_rf": t.user_attrs.get("head_rf"),
-            "spec": t.user_attrs.get("spec"), "config": t.user_attrs.get("config")}
+    r = TrialRecord.of(t)
+    return {"trial": t.number, "params": r.params, "score": t.values[0], "last_k": r.last_k,
+            "epochs": len(r.history), "seconds": r.seconds, "head_rf": r.head_rf, "spec": r.spec, "config": r.config}
 
 
 def report(*, study_name: str, storage: str | None = None, top: int = 10, plots: str | Path | None = None,
@@ -62,11 +59,11 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
     complete = order
     n = len(trials)
     if as_json:
-        front = pareto_front([(t.values[0], t.user_attrs.get("params", 0), t) for t in complete])
+        front = pareto_front([(t.values[0], TrialRecord.of(t).params or 0, t) for t in complete])
         out = {"study": study.study_name, "trials": n, "counts": dict(counts),
-               "settings": {k: v for k, v in study.user_attrs.items() if not k.startswith("find:")},
+               "settings": records.settings_attrs(study.user_attrs),
                "top": [trial_dict(t) for t in order[:top]], "pareto_front": [t.number for _, _, t in front],
-               "find": {k: v for k, v in study.user_attrs.items() if k.startswith("find:")},
+               "find": records.find_attrs(study.user_attrs),  # as stored
                "cost": study_cost(study)}
         if plots:
             from storage.plots import plot_study
@@ -77,20 +74,21 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
           ", ".join(f"{counts[k]} {k}" for k in ("complete", "pruned", "over budget", "failed", "running", "waiting") if counts[k]))
     if n:
         print(f"refused over budget before training: {counts['over budget']}/{n} = {100 * counts['over budget'] / n:.0f}%")
-    space = study.user_attrs.get("space")
+    space = study.user_attrs.get(records.SPACE)
     if space is not None:
         print("search space (as stored in the study):")
         for part, d in space.items():
             print(f"  {part}: {json.dumps(d, separators=(',', ':'))}")
-    if "prior" in study.user_attrs:
+    prior = Prior.read(study.user_attrs)
+    if prior is not None:
         from storage.notes import describe_prior
-        print(f"start points: {describe_prior(study.user_attrs['prior'])}")
+        print(f"start points: {describe_prior(prior)}")
     header = f"{'trial':>5} {'params':>7} {'score':>8}  {'last-K val acc':<20} {'epochs':>6} {'seconds':>8}  {'RF':>4}"
     print(f"\ntop {min(top, len(order))} by consistency score (min val acc over the last K epochs):")
     print(header)
     for t in order[:top]:
         print(row(t))
-    front = pareto_front([(t.values[0], t.user_attrs.get("params", 0), t) for t in complete])
+    front = pareto_front([(t.values[0], TrialRecord.of(t).params or 0, t) for t in complete])
     print("\nPareto front (score up, params down):")
     print(header)
     for _, _, t in front:
@@ -106,12 +104,6 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
         print(f"\nplots: {', '.join(str(p) for p in out)}")
 
 
-def _find_records(attrs: dict, kind: str) -> dict[int, dict]:
-    """What `find` stored per trial, one kind ("confirm" or "verify"), by trial number."""
-    prefix = f"find:{kind}:"
-    return {int(k[len(prefix):]): v for k, v in attrs.items() if k.startswith(prefix)}
-
-
 def study_cost(study) -> dict:
     """What a study cost, from what its trials and `find` recorded. Every trial trains on one
     thread, so training seconds are core-seconds. Wall time spans the first trial's start to the
@@ -121,20 +113,20 @@ def study_cost(study) -> dict:
     kinds = Counter(trial_kind(t) for t in trials)
 
     def secs(t):
-        return sum(e.get("seconds", 0.0) for e in t.user_attrs.get("epochs", []))
+        return TrialRecord.of(t).seconds
     search = sum(secs(t) for t in trials)
     pruned = sum(secs(t) for t in trials if trial_kind(t) == "pruned")
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
-    attrs = study.user_attrs
+    found = FindRecord.of(study)
     stages = {}
-    for stage in ("confirm", "verify"):
-        rows = list(_find_records(attrs, stage).values())
-        recorded = [r["core_seconds"] for r in rows if "core_seconds" in r]
+    for stage in records.STAGES:
+        rows = list(found.runs(stage).values())
+        recorded = [r.core_seconds for r in rows if r.core_seconds is not None]
         stages[stage] = {"candidates": len(rows), "core_hours": sum(recorded) / 3600,
                          "unrecorded": len(rows) - len(recorded)}
     total = search / 3600 + sum(v["core_hours"] for v in stages.values())
-    winners = 1 if "find:winner" in attrs else 0
+    winners = 1 if found.winner is not None else 0
     return {"trials": len(trials), "complete": kinds["complete"], "pruned": kinds["pruned"],
             "refused": kinds["over budget"], "failed": kinds["failed"],
             "wall_hours": (max(ends) - min(starts)).total_seconds() / 3600 if starts and ends else 0.0,
@@ -163,26 +155,25 @@ def cost_section(study) -> None:
 
 def find_section(study) -> None:
     """What `find` stored: confirmed trials (seed-robust scores) and verified ones (test, per seed)."""
-    attrs = study.user_attrs
-    confirmed = list(_find_records(attrs, "confirm").values())
+    found = FindRecord.of(study)
+    confirmed, verified = list(found.confirmed().values()), found.verified()
     if not confirmed:
         return
     print("\nfind: confirmed on validation (consistency score per seed; robust = the minimum):")
     print(f"{'trial':>5} {'params':>7}  {'per seed':<28} {'robust':>7}  verified on test")
-    for c in sorted(confirmed, key=lambda r: (-r["robust"], r["params"], r["trial"])):
-        v = attrs.get(records.VERIFY + str(c['trial']))
+    for c in sorted(confirmed, key=lambda r: (-r.robust, r.params, r.trial)):
+        v = verified.get(c.trial)
         verdict = "not yet" if v is None else (
-            f"{records.verify_verdict(v)}: last-{v['k']} minima "
-            + " ".join(f"{m:.2f}" for m in records.verify_minima(v))
-            + (f", P(a new seed holds) {v['hold']['hold_probability']:.1%}" if records.hold_of(v) else "")
-            + (f" ({v['finished'][:16].replace('T', ' ')} UTC)" if "finished" in v else ""))
-        print(f"{c['trial']:>5} {c['params']:>7,}  {' '.join(f'{x:.2f}' for x in c['scores']):<28} "
-              f"{c['robust']:>7.2f}  {verdict}")
-    used = records.test_set_uses(attrs)
-    print(f"candidates that met the test set: {used['candidates']}"
-          + (f"; winner: trial {attrs[records.WINNER]}" if records.WINNER in attrs else "")
-          + f"; test-set uses: {used['seeds']} verify seeds"
-          + (f" and {used['rejudged']} re-judgement(s)" if used["rejudged"] else ""))
+            f"{v.verdict}: last-{v.k} minima " + " ".join(f"{m:.2f}" for m in v.minima())
+            + (f", P(a new seed holds) {v.hold.hold_probability:.1%}" if v.hold is not None else "")
+            + (f" ({v.finished[:16].replace('T', ' ')} UTC)" if v.finished is not None else ""))
+        print(f"{c.trial:>5} {c.params:>7,}  {' '.join(f'{x:.2f}' for x in c.scores):<28} "
+              f"{c.robust:>7.2f}  {verdict}")
+    used = found.test_set_uses()
+    print(f"candidates that met the test set: {used.candidates}"
+          + (f"; winner: trial {found.winner}" if found.winner is not None else "")
+          + f"; test-set uses: {used.seeds} verify seeds"
+          + (f" and {used.rejudged} re-judgement(s)" if used.rejudged else ""))
 
 
 def front(studies: list[tuple[str, str]], *, output: str | Path | None = None, as_json: bool = False) -> list[dict]:
@@ -195,11 +186,11 @@ def front(studies: list[tuple[str, str]], *, output: str | Path | None = None, a
     points, per_study = [], {}
     for name, url in studies:
         study = load_study(study_name=name, storage=url)
-        attrs = study.user_attrs
-        verified, confirmed = _find_records(attrs, "verify"), _find_records(attrs, "confirm")
-        rows = [{"study": name, "trial": t.number, "params": t.user_attrs.get("params", 0), "score": t.values[0],
-                 "robust": confirmed[t.number]["robust"] if t.number in confirmed else None,
-                 "verified": verified[t.number]["passed"] if t.number in verified else None}
+        found = FindRecord.of(study)
+        verified, confirmed = found.verified(), found.confirmed()
+        rows = [{"study": name, "trial": t.number, "params": TrialRecord.of(t).params or 0, "score": t.values[0],
+                 "robust": confirmed[t.number].robust if t.number in confirmed else None,
+                 "verified": verified[t.number].passed if t.number in verified else None}
                 for t in ranked_trials(study)]
         per_study[name] = rows
         points += [(r["score"], r["params"], r) for r in rows]
