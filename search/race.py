@@ -68,22 +68,20 @@ def run_race(race: Race, job_of, *, processes: int, on_done, final: bool, data_d
     here as each ends (it records the score into the race). A stop asked for (search.stopping) ends
     the wait; leaving the pool ends its children."""
     import multiprocessing as mp
-    import sys
     import time
 
     from search import stopping
-    from search.retrain import _ignore_sigint, _run_seed
+    from search.retrain import ignore_sigint, run_seed, seed_job
     running: dict[tuple[int, int], object] = {}
-    with mp.get_context("spawn").Pool(max(1, processes), initializer=_ignore_sigint) as pool:
+    with mp.get_context("spawn").Pool(max(1, processes), initializer=ignore_sigint) as pool:
         while True:
             while len(running) < max(1, processes):
                 job = race.next_job(set(running))
                 if job is None:
                     break
                 spec, config, path = job_of(*job)
-                stream = "stderr" if sys.stdout is not sys.__stdout__ else "stdout"  # as retrain_jobs does
-                running[job] = pool.apply_async(_run_seed, ((job[0], spec, config, job[1], data_dir, train_limit,
-                                                             final, path, stream),))
+                running[job] = pool.apply_async(run_seed, (seed_job(job[0], spec, config, job[1], path, final=final,
+                                                                    data_dir=data_dir, train_limit=train_limit),))
             if not running:
                 return
             stopping.check()

@@ -13,12 +13,12 @@ from typing import Callable
 from space.recipe import TrainConfig
 
 
-def _ignore_sigint() -> None:
+def ignore_sigint() -> None:
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_seed(job):
+def run_seed(job):
     tag, spec_dict, cfg_dict, seed, data_dir, train_limit, final, weights_path, stream = job
     import torch
     torch.set_num_threads(1)
@@ -40,6 +40,14 @@ def _run_seed(job):
     return tag, seed, res.accs(), sum(h["seconds"] for h in res.history), res.device
 
 
+def seed_job(tag, spec: dict, config: dict, seed: int, weights_path: str | None, *, final: bool, data_dir=None,
+             train_limit: int | None = None) -> tuple:
+    """One job of the pool as run_seed takes it: where its progress lines go is decided here (a
+    redirected stdout is kept clean for --json; the lines go to stderr then)."""
+    stream = "stderr" if sys.stdout is not sys.__stdout__ else "stdout"
+    return tag, spec, config, seed, data_dir, train_limit, final, weights_path, stream
+
+
 def retrain_jobs(jobs: list[tuple], *, final: bool, data_dir=None, train_limit: int | None = None,
                  processes: int | None = None,
                  on_done: Callable[[object, int, list[float], float, str], None] | None = None) -> list[tuple]:
@@ -47,8 +55,7 @@ def retrain_jobs(jobs: list[tuple], *, final: bool, data_dir=None, train_limit: 
     thread each, so several trials' seeds share the workers (confirm on a GPU runs all its
     retrainings at once). on_done(tag, seed, accs, seconds, device) runs in this process as each
     job finishes. Returns the (tag, seed, accs, seconds, device) of every job."""
-    stream = "stderr" if sys.stdout is not sys.__stdout__ else "stdout"  # redirected: keep stdout clean
-    jobs = [(tag, spec, config, seed, data_dir, train_limit, final, path, stream)
+    jobs = [seed_job(tag, spec, config, seed, path, final=final, data_dir=data_dir, train_limit=train_limit)
             for tag, spec, config, seed, path in jobs]
     procs = min(len(jobs), processes or os.cpu_count() or 1)
     results = []
@@ -56,8 +63,8 @@ def retrain_jobs(jobs: list[tuple], *, final: bool, data_dir=None, train_limit: 
         from search import stopping
         # the children ignore Ctrl-C: the parent hears it (a flag, or KeyboardInterrupt where no flag
         # is installed), stops waiting and, leaving the with-block, terminates them (no traceback each)
-        with mp.get_context("spawn").Pool(procs, initializer=_ignore_sigint) as pool:
-            pending = pool.imap_unordered(_run_seed, jobs)
+        with mp.get_context("spawn").Pool(procs, initializer=ignore_sigint) as pool:
+            pending = pool.imap_unordered(run_seed, jobs)
             for _ in jobs:
                 while True:
                     stopping.check()
@@ -71,7 +78,7 @@ def retrain_jobs(jobs: list[tuple], *, final: bool, data_dir=None, train_limit: 
                     on_done(*r)
     else:
         for j in jobs:
-            results.append(_run_seed(j))
+            results.append(run_seed(j))
             if on_done:
                 on_done(*results[-1])
     return results
