@@ -12,7 +12,7 @@ The winner (its seed-1 model, trained on all 60,000) is exported as .pt2 and .on
 table in the metadata.
 
 Every result is stored in the study as it is made, so an interrupted `find` resumes where it
-stopped. They are study user attributes ("find:confirm:<trial>", "find:verify:<trial>", ...)
+stopped. They are study user attributes (storage.records: ConfirmRow, VerifyRow, PartialRow, ...)
 because Optuna refuses to update a trial once it has finished.
 """
 from __future__ import annotations
@@ -34,6 +34,8 @@ from space.hold import HOLD_LEVEL, MAX_SEEDS, check_hold_settings
 from space.recipe import ConfigError, TrainConfig
 from space.target import TARGET_ACC
 from storage import notes, records
+from storage.records import (Candidates, ConfirmRow, FindRecord, HoldEstimate, PartialRow, Provenance, RaceStop,
+                             RejudgeEvent, Rejudged, Rejudgement, Searched, TestsUsed, TrialRecord, VerifyRow, Winner)
 from storage.provenance import describe_training, training_record
 from storage.artifacts import verified_weights_path
 from storage.db import StudyError, storage_url
@@ -85,7 +87,7 @@ def search_stage(config: FindConfig) -> optuna.Study:
     # (there --max-params only filters the candidates; any other protocol difference is refused).
     study = load_checked(config.search, budget_may_differ=True) or create_or_resume(config.search)
     finished = finished_count(study)
-    searched_to = study.user_attrs.get("find:searched", 0)
+    searched_to = FindRecord.of(study).searched or 0
     if finished >= config.search.n_trials or searched_to >= config.search.n_trials:
         searched = dataclasses.replace(config.search, max_params=study.user_attrs.get("max_params",
                                                                                   config.search.max_params))
@@ -93,47 +95,50 @@ def search_stage(config: FindConfig) -> optuna.Study:
               + searched.header().split("\n")[0], flush=True)
         return study
     study = run_search(config.search)  # resumes (or creates) the study, writing this run's settings
-    study.set_user_attr("find:searched", config.search.n_trials)  # reached, or stopped by --timeout
+    records.save(study, Searched(config.search.n_trials))  # reached, or stopped by --timeout
     return study
 
 
-def _keep_seed(study: optuna.Study, key: str, same: dict, results: dict, spent: dict, devices: dict):
-    """on_seed for retrain_seeds: store the seeds finished so far under `key` (with their training
-    seconds and where they trained), so a stage stopped mid-candidate resumes with only the missing
-    seeds."""
+def _keep_seed(study: optuna.Study, stage: str, trial: int, same: dict, results: dict, spent: dict,
+               devices: dict):
+    """on_seed for retrain_seeds: store the seeds finished so far as the trial's PartialRow of
+    `stage` (with their training seconds and where they trained), so a stage stopped mid-candidate
+    resumes with only the missing seeds."""
     def keep(seed: int, accs: list[float], secs: float, device: str) -> None:
         results[seed] = accs
         spent[seed] = secs
-        devices[str(seed)] = device
-        study.set_user_attr(key, {**same, "results": {str(k): v for k, v in results.items()},
-                                  "core_seconds": sum(spent.values()), "devices": dict(devices)})
+        devices[seed] = device
+        records.save(study, PartialRow(stage=stage, trial=trial, **same, results=dict(results),
+                                       core_seconds=sum(spent.values()), devices=dict(devices)))
     return keep
 
 
-def _resumed(stored: dict, same: bool, keep=lambda seed: True) -> tuple[dict, dict, dict]:
-    """(results, spent, devices) an interrupted stage left for one trial: its finished seeds (those
-    `keep` accepts), their training seconds so far and where each trained."""
-    results = ({int(seed): accs for seed, accs in stored.get("results", {}).items() if keep(int(seed))}
-               if same else {})
-    spent = {"before": stored.get("core_seconds", 0.0)} if results else {}  # training seconds, all seeds
-    devices = {k: v for k, v in stored.get("devices", {}).items() if int(k) in results}
+def _resumed(stored, same: bool, keep=lambda seed: True) -> tuple[dict, dict, dict]:
+    """(results, spent, devices) an interrupted stage left for one trial in `stored` (its row, full
+    or partial, or None): its finished seeds (those `keep` accepts), their training seconds so far
+    and where each trained."""
+    results = {seed: accs for seed, accs in stored.results.items() if keep(seed)} if same and stored else {}
+    spent = {"before": stored.core_seconds or 0.0} if results else {}  # training seconds, all seeds
+    devices = {seed: d for seed, d in (stored.devices or {}).items() if seed in results} if stored else {}
     return results, spent, devices
 
 
-def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
+def confirm_stage(config: FindConfig, study: optuna.Study) -> list[ConfirmRow]:
     """Seed-robust scores of the top N trials, best candidate first."""
     s = config.search
     # The budget is this run's --max-params, not the one the study was searched under: a study
     # searched under 5,000 can be asked for its best under 4,000, and never hands back a model
     # over the budget it was asked for.
     complete = ranked_trials(study)
-    ranked = [t for t in complete if t.user_attrs["params"] < s.max_params][:config.top]
+    trial_records = {t.number: TrialRecord.of(t) for t in complete}
+    params = {n: r.params for n, r in trial_records.items()}
+    ranked = [t for t in complete if params[t.number] < s.max_params][:config.top]
     if not ranked:
         raise StudyError(f"study {study.study_name!r} has no complete trial under --max-params "
                          f"{s.max_params:,} to confirm ({len(complete)} complete trial(s), "
-                         f"the smallest with {min((t.user_attrs['params'] for t in complete), default=0):,} params)"
+                         f"the smallest with {min(params.values(), default=0):,} params)"
                          if complete else f"study {study.study_name!r} has no complete trial to confirm")
-    over = sum(t.user_attrs["params"] >= s.max_params for t in complete)
+    over = sum(params[t.number] >= s.max_params for t in complete)
     if over:
         print(f"confirm: only trials under --max-params {s.max_params:,} are candidates "
               f"({over} complete trial(s) at or over it)")
@@ -141,32 +146,33 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
     kept, finished, made, configs = {}, {}, {}, {}
     race = Race(candidates=[t.number for t in ranked], seeds=further, bar=config.min_robust, first={})
     images, available = training_counts(s.data_dir, final=False, train_limit=s.train_limit)  # what they train on
+    found = FindRecord.of(study)
     for t in ranked:
         # finished seeds: the stage's row, or the seeds an interrupted run stored one by one; only a
         # record made with this run's epochs and K counts (an old row must not hide a newer partial)
-        records = [study.user_attrs.get(f"find:{kind}:{t.number}") or {} for kind in ("confirm", "partial:confirm")]
-        stored = next((r for r in records if r.get("epochs") == s.epochs and r.get("k") == s.k), {})
-        results, spent, devices = _resumed(stored, bool(stored))
+        rows = (found.runs("confirm", t.number), found.runs("confirm", t.number, partial=True))
+        stored = next((r for r in rows if r is not None and r.epochs == s.epochs and r.k == s.k), None)
+        results, spent, devices = _resumed(stored, stored is not None)
         kept[t.number] = (results, spent, devices, _keep_seed(
-            study, f"find:partial:confirm:{t.number}", {"epochs": s.epochs, "k": s.k}, results, spent, devices))
+            study, "confirm", t.number, {"epochs": s.epochs, "k": s.k}, results, spent, devices))
         missing = [seed for seed in further if seed not in results]
         # a trial not retrained now keeps the time its row was made (none for rows older than that)
-        finished[t.number] = stored.get("finished")
-        made[t.number] = stored.get("provenance")  # likewise what made it (none for rows older than records)
+        finished[t.number] = stored.finished if stored else None
+        made[t.number] = stored.provenance if stored else None  # likewise what made it (none: rows older than records)
         race.first[t.number] = t.values[0]
         race.scores[t.number] = {seed: min(accs[-s.k:]) for seed, accs in results.items() if seed in further}
         if missing and race.stopped(t.number):  # its own score (or a seed before) is below the bar already
-            print(f"confirm: trial {t.number} ({t.user_attrs['params']:,} params) not retrained: "
+            print(f"confirm: trial {t.number} ({params[t.number]:,} params) not retrained: "
                   f"{race.why_stopped(t.number)}", flush=True)
         elif missing:
             stops = (f"; stops once a seed puts its robust score below the bar {config.min_robust:.2f}"
                      if config.min_robust is not None else "")
-            print(f"confirm: trial {t.number} ({t.user_attrs['params']:,} params, score {t.values[0]:.2f}): "
+            print(f"confirm: trial {t.number} ({params[t.number]:,} params, score {t.values[0]:.2f}): "
                   f"retraining with seeds {', '.join(map(str, missing))} on "
                   + describe_training(final=False, train_limit=s.train_limit, epochs=s.epochs, images=images,
                                       available=available) + stops, flush=True)
-            configs[t.number] = (t.user_attrs["spec"],
-                                 TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict())
+            configs[t.number] = (trial_records[t.number].spec, TrainConfig.from_dict(
+                {**trial_records[t.number].config, "epochs": s.epochs}).to_dict())
     retrained = set()
 
     def done(trial: int, seed: int, accs: list[float], secs: float, device: str) -> None:
@@ -188,35 +194,32 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[dict]:
         results, spent, devices, _ = kept[t.number]
         ran = [seed for seed in further if seed in results]  # all of them, unless the race stopped it
         scores = [t.values[0]] + [min(results[seed][-s.k:]) for seed in ran]
-        row = {"trial": t.number, "params": t.user_attrs["params"], "epochs": s.epochs, "k": s.k,
-               "results": {str(seed): results[seed] for seed in ran},
-               "scores": scores, "robust": min(scores), "core_seconds": sum(spent.values()),
-               "devices": {k: v for k, v in devices.items() if int(k) in ran}}
-        if race.stopped(t.number) and race.skipped(t.number):
-            row["stopped"] = {"why": race.why_stopped(t.number), "bar": race.bar, "seeds_not_run": race.skipped(t.number)}
-        when = _now() if t.number in retrained else finished[t.number]
-        if when:
-            row["finished"] = when
-        run = (training_record(final=False, train_limit=s.train_limit, epochs=s.epochs, seeds=ran,
-                               devices=row["devices"], images=images, available=available)
+        ran_on = {seed: d for seed, d in devices.items() if seed in ran}
+        stopped = (RaceStop(why=race.why_stopped(t.number), bar=race.bar, seeds_not_run=race.skipped(t.number))
+                   if race.stopped(t.number) and race.skipped(t.number) else None)
+        run = (Provenance.from_stored(training_record(final=False, train_limit=s.train_limit, epochs=s.epochs,
+                                                      seeds=ran, devices=ran_on, images=images, available=available))
                if t.number in retrained else made[t.number])
-        if run:
-            row["provenance"] = run
-        study.set_user_attr(f"find:confirm:{t.number}", row)
+        row = ConfirmRow(trial=t.number, params=params[t.number], epochs=s.epochs, k=s.k,
+                         results={seed: results[seed] for seed in ran}, scores=scores, robust=min(scores),
+                         core_seconds=sum(spent.values()), devices=ran_on, stopped=stopped,
+                         finished=(_now() if t.number in retrained else finished[t.number]) or None,
+                         provenance=run)
+        records.save(study, row)
         notes.add_section(study, t.number, "## Confirmation (find, validation)", notes.verify_markdown(
-            {"search": [t.values[0]], **{str(seed): results[seed][-s.k:] for seed in ran}}, 1, None,
+            {"search": [t.values[0]], **{seed: results[seed][-s.k:] for seed in ran}}, 1, None,
             title=f"Retrained with further seeds on "
-                  + (run["text"] if run else describe_training(final=False, train_limit=s.train_limit, epochs=s.epochs,
-                                                              images=images, available=available))
-                  + f"; consistency score (min of the last {s.k}) per seed; seed-robust score **{row['robust']:.2f}**.",
+                  + (run.text if run else describe_training(final=False, train_limit=s.train_limit, epochs=s.epochs,
+                                                           images=images, available=available))
+                  + f"; consistency score (min of the last {s.k}) per seed; seed-robust score **{row.robust:.2f}**.",
             passed=None))
         rows.append(row)
-    rows.sort(key=lambda r: (-r["robust"], r["params"], r["trial"]))
+    rows.sort(key=lambda r: (-r.robust, r.params, r.trial))
     print(f"{'trial':>5} {'params':>7}  {'consistency per seed':<28} {'robust':>7}")
     for r in rows:
-        print(f"{r['trial']:>5} {r['params']:>7,}  {' '.join(f'{x:.2f}' for x in r['scores']):<28} {r['robust']:>7.2f}"
-              + ("  stopped by the race (below --min-robust)" if "stopped" in r else ""))
-    study.set_user_attr("find:candidates", [r["trial"] for r in rows])
+        print(f"{r.trial:>5} {r.params:>7,}  {' '.join(f'{x:.2f}' for x in r.scores):<28} {r.robust:>7.2f}"
+              + ("  stopped by the race (below --min-robust)" if r.stopped is not None else ""))
+    records.save(study, Candidates(tuple(r.trial for r in rows)))
     return rows
 
 
@@ -231,24 +234,25 @@ def _weights_path(config: FindConfig, trial: int, seed: int) -> Path:
     return verified_weights_path(url, config.search.study_name, trial, seed)
 
 
-def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]) -> dict | None:
+def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[ConfirmRow]) -> VerifyRow | None:
     """The first candidate the hold rule (space.hold) passes, or None. A candidate's seeds run until
     the rule decides: --seeds first, then one at a time while undecided, up to --max-seeds; every
     seed is a test-set use. A row stored at another target or K is not judged again unless
     --rejudge says so (a recorded test-set use): the target is fixed before the test set is met."""
     s = config.search
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    met = list(study.user_attrs.get(records.TESTS_USED, []))
+    found = FindRecord.of(study)
+    met = list(found.tests_used)
     images, available = training_counts(s.data_dir, final=True, train_limit=s.train_limit)  # what they train on
     for row in candidates:
-        t = trials[row["trial"]]
-        key = records.VERIFY + str(t.number)
-        stored = study.user_attrs.get(key)
-        if stored is None and config.min_robust is not None and row["robust"] < config.min_robust:
-            print(f"verify: trial {t.number} not verified: robust {row['robust']:.2f} is below --min-robust "
+        t = trials[row.trial]
+        rec = TrialRecord.of(t)
+        stored = found.verify(t.number)
+        if stored is None and config.min_robust is not None and row.robust < config.min_robust:
+            print(f"verify: trial {t.number} not verified: robust {row.robust:.2f} is below --min-robust "
                   f"{config.min_robust:.2f} (the test set is not used)", flush=True)
             continue
-        if stored and stored.get("epochs") != s.epochs:
+        if stored is not None and stored.epochs != s.epochs:
             stored = None  # another protocol's runs: this one's are made afresh
         moved = _moved(config, stored)
         if moved and not config.rejudge:
@@ -257,52 +261,52 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
             stored = _rejudged(study, stored, moved)
         results, spent, devices = _verify_runs(config, study, t.number, stored)
         settings = {"epochs": s.epochs, "k": s.k, "target": config.target, "seeds": config.seeds}
-        cfg = TrainConfig.from_dict({**t.user_attrs["config"], "epochs": s.epochs}).to_dict()
-        keep = _keep_seed(study, records.PARTIAL_VERIFY + str(t.number), settings, results, spent, devices)
+        cfg = TrainConfig.from_dict({**rec.config, "epochs": s.epochs}).to_dict()
+        keep = _keep_seed(study, "verify", t.number, settings, results, spent, devices)
         trained: list[int] = []
 
-        def run(todo: list[int], t=t, cfg=cfg, keep=keep) -> None:
+        def run(todo: list[int], t=t, rec=rec, row=row, cfg=cfg, keep=keep) -> None:
             if t.number not in met:
                 met.append(t.number)
-                study.set_user_attr(records.TESTS_USED, met)  # counted before the test set is scored
-            print(f"verify: trial {t.number} ({t.user_attrs['params']:,} params, robust {row['robust']:.2f}): "
+                records.save(study, TestsUsed(tuple(met)))  # counted before the test set is scored
+            print(f"verify: trial {t.number} ({rec.params:,} params, robust {row.robust:.2f}): "
                   f"seed{'s' if len(todo) > 1 else ''} {', '.join(map(str, todo))} on "
                   f"{describe_training(final=True, train_limit=s.train_limit, epochs=s.epochs, images=images, available=available)}"
                   f", test set every "
                   f"epoch" + (f" (seeds {', '.join(map(str, sorted(results)))} done before)" if results else ""),
                   flush=True)
             trained.extend(todo)
-            retrain_seeds(t.user_attrs["spec"], cfg, todo, final=True, data_dir=s.data_dir, train_limit=s.train_limit,
+            retrain_seeds(rec.spec, cfg, todo, final=True, data_dir=s.data_dir, train_limit=s.train_limit,
                           processes=s.workers, weights_path=lambda seed, n=t.number: str(_weights_path(config, n, seed)),
                           on_seed=keep)
 
         decision = until_decided(results, run, k=s.k, target=config.target, level=config.hold_level,
                                  min_seeds=config.seeds, max_seeds=config.max_seeds)
-        hold = decision.to_dict()
-        if trained or moved or stored is None or stored.get("hold") != hold:
-            stored = {**(stored or {}), "trial": t.number, "epochs": s.epochs, "k": s.k, "target": config.target,
-                      "seeds": config.seeds, "max_seeds": config.max_seeds,
-                      "results": {str(k): v for k, v in sorted(results.items())},
-                      "passed": decision.verdict == "PASS", "hold": hold,
-                      "trained_on": describe_training(final=True, train_limit=s.train_limit, epochs=s.epochs,
+        hold = HoldEstimate.of(decision)
+        if trained or moved or stored is None or stored.hold != hold:
+            fresh = dict(trial=t.number, epochs=s.epochs, k=s.k, target=config.target, seeds=config.seeds,
+                         max_seeds=config.max_seeds, results=dict(sorted(results.items())),
+                         passed=decision.verdict == "PASS", hold=hold,
+                         trained_on=describe_training(final=True, train_limit=s.train_limit, epochs=s.epochs,
                                                       seeds=sorted(results), images=images, available=available),
-                      "core_seconds": sum(spent.values()), "devices": devices}
-            if trained or "finished" not in stored:
-                stored["finished"] = _now()
+                         core_seconds=sum(spent.values()), devices=dict(devices))
+            stored = stored.replace(**fresh) if stored is not None else VerifyRow(**fresh)  # other fields kept
+            if trained or stored.finished is None:
+                stored = stored.replace(finished=_now())
             if trained:  # the facts and the versions that made these runs (storage.provenance)
-                stored["provenance"] = training_record(final=True, train_limit=s.train_limit, epochs=s.epochs,
-                                                       seeds=sorted(results), devices=devices, images=images,
-                                                       available=available)
-            study.set_user_attr(key, stored)
+                stored = stored.replace(provenance=Provenance.from_stored(training_record(
+                    final=True, train_limit=s.train_limit, epochs=s.epochs, seeds=sorted(results), devices=devices,
+                    images=images, available=available)))
+            records.save(study, stored)
             notes.add_section(study, t.number, notes.VERIFY_HEADING, notes.verify_markdown(
-                stored["results"], s.k, config.target, passed=stored["passed"], hold=hold,
-                title=f"`find` retrained it on {stored['trained_on']}, the official test set scored every epoch."))
+                stored.results, s.k, config.target, passed=stored.passed, hold=hold,
+                title=f"`find` retrained it on {stored.trained_on}, the official test set scored every epoch."))
         else:
             print(f"verify: trial {t.number} verified before")
-        print_table({int(k): v for k, v in stored["results"].items()}, s.k, config.target)
-        print(f"trial {t.number}: {records.describe_hold(stored)}", flush=True)
-        if stored["passed"]:
-            study.set_user_attr(records.WINNER, t.number)
+        print_table(stored.results, s.k, config.target)
+        print(f"trial {t.number}: {stored.describe_hold()}", flush=True)
+        if stored.passed:
+            records.save(study, Winner(t.number))
             return stored
     return None
 
@@ -310,14 +314,14 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[dict]
 _FLAG = {"target": "--target", "k": "--last-k", "level": "--hold-level"}
 
 
-def _moved(config: FindConfig, stored: dict | None) -> dict:
+def _moved(config: FindConfig, stored: VerifyRow | None) -> dict:
     """{setting: (stored, asked)} where this run would judge a stored verify row by another rule."""
-    if not stored or stored.get("epochs") != config.search.epochs:
+    if stored is None or stored.epochs != config.search.epochs:
         return {}
     asked = {"target": config.target, "k": config.search.k}
-    have = {"target": stored.get("target"), "k": stored.get("k")}
-    if "hold" in stored:
-        asked["level"], have["level"] = config.hold_level, stored["hold"]["level"]
+    have = {"target": stored.target, "k": stored.k}
+    if stored.hold is not None:
+        asked["level"], have["level"] = config.hold_level, stored.hold.level
     return {f: (have[f], asked[f]) for f in asked if have[f] != asked[f]}
 
 
@@ -339,40 +343,39 @@ def check_target_fixed(config: FindConfig) -> None:
         study = load_study(study_name=config.search.study_name, storage=config.search.storage)
     except StudyError:
         return  # no study yet: nothing has met the test set
-    for key, row in study.user_attrs.items():
-        if key.startswith(records.VERIFY) and isinstance(row, dict):
-            moved = _moved(config, row)
-            if moved:
-                raise _moved_error(row.get("trial", key[len(records.VERIFY):]), moved)
+    for row in FindRecord.of(study).verified().values():
+        moved = _moved(config, row)
+        if moved:
+            raise _moved_error(row.trial, moved)
 
 
-def _rejudged(study: optuna.Study, stored: dict, moved: dict) -> dict:
+def _rejudged(study: optuna.Study, stored: VerifyRow, moved: dict) -> VerifyRow:
     """The row, its verdict history extended: judged again at this run's target / K / level (asked
     with --rejudge). Each re-judgement is recorded as a test-set use of the study."""
-    event = {"trial": stored["trial"], "from": {f: a for f, (a, _) in moved.items()},
-             "to": {f: b for f, (_, b) in moved.items()}, "verdict_before": records.verify_verdict(stored),
-             "at": _now()}
-    study.set_user_attr(records.REJUDGED, list(study.user_attrs.get(records.REJUDGED, [])) + [event])
-    print(f"verify: trial {stored['trial']}: its test runs judged again at "
+    event = RejudgeEvent(trial=stored.trial, from_={f: a for f, (a, _) in moved.items()},
+                         to={f: b for f, (_, b) in moved.items()}, verdict_before=stored.verdict, at=_now())
+    records.save(study, Rejudged(FindRecord.of(study).rejudged + (event,)))
+    print(f"verify: trial {stored.trial}: its test runs judged again at "
           f"{', '.join(f'{_FLAG[f]} {b}' for f, (_, b) in moved.items())} (--rejudge; recorded as a test-set use)")
-    history = list(stored.get("rejudged", [])) + [{"target": stored["target"], "k": stored["k"],
-                                                   "verdict": records.verify_verdict(stored), "at": event["at"]}]
-    return {**stored, "rejudged": history}
+    history = list(stored.rejudged or []) + [Rejudgement(target=stored.target, k=stored.k, verdict=stored.verdict,
+                                                         at=event.at)]
+    order = stored.order + ("rejudged",) if stored.order and "rejudged" not in stored.order else stored.order
+    return stored.replace(rejudged=history, order=order)  # appended to the stored row, as it always was
 
 
-def _verify_runs(config: FindConfig, study: optuna.Study, trial: int, stored: dict | None):
+def _verify_runs(config: FindConfig, study: optuna.Study, trial: int, stored: VerifyRow | None):
     """(results, spent, devices) already on the test set for this trial under this run's epochs:
     the stored row's seeds, else those an interrupted run left (whose weights are on disk)."""
-    if stored:
+    if stored is not None:
         return _resumed(stored, True)
-    partial = study.user_attrs.get(records.PARTIAL_VERIFY + str(trial), {})
-    return _resumed(partial, partial.get("epochs") == config.search.epochs,
+    partial = FindRecord.of(study).partial("verify", trial)
+    return _resumed(partial, partial is not None and partial.epochs == config.search.epochs,
                     keep=lambda seed: _weights_path(config, trial, seed).is_file())
 
 
-def export_winner(config: FindConfig, study: optuna.Study, verified: dict) -> Path:
+def export_winner(config: FindConfig, study: optuna.Study, verified: VerifyRow) -> Path:
     from storage.modelfile import export_verified
-    export_verified(study_name=study.study_name, storage=config.search.storage, trial=str(verified["trial"]),
+    export_verified(study_name=study.study_name, storage=config.search.storage, trial=str(verified.trial),
                     output=config.output, study=study)
     return Path(config.output)
 
@@ -407,10 +410,10 @@ def find(config: FindConfig) -> int:
     verified = verify_stage(config, study, candidates)
     print_cost(study)
     notes.refresh_study_note(study)
-    used = len(study.user_attrs.get("find:tests_used", []))
-    print(f"candidates that met the test set: {used}")
+    found = FindRecord.of(study)
+    print(f"candidates that met the test set: {len(found.tests_used)}")
     if verified is None:
-        tried = [r for r in candidates if f"find:verify:{r['trial']}" in study.user_attrs]
+        tried = [r for r in candidates if r.trial in found.verified()]
         print(f"FAIL: none of the {len(tried)} verified candidates held the target"
               + (f"; {len(candidates) - len(tried)} below --min-robust were not verified"
                  if len(tried) < len(candidates) else ""))

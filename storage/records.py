@@ -48,6 +48,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar
 
 from space.hold import Decision, decide, last_k_minimum
+from storage.db import StudyError
 
 FIND = "find:"  # every key `find` writes starts with it
 CONFIRM = "find:confirm:"
@@ -64,8 +65,8 @@ SPACE = "space"  # the study's search space (space.searchspace.SearchSpace.to_di
 STAGES = ("confirm", "verify")
 
 
-class RecordError(ValueError):
-    """A stored value is not the record its key names (damaged, or written by hand)."""
+class RecordError(StudyError, ValueError):
+    """A stored value is not the record its key names (damaged, or written by hand): one line."""
 
 
 def typed_seeds(stored: dict) -> dict[int, Any]:
@@ -588,7 +589,8 @@ def save(study, record) -> None:
 class FindRecord:
     """What `find` stored in a study, read through the dataclasses above. A row that does not parse
     (damaged, or written by hand) reads as absent, as it always did: report skips it, export says
-    the trial was not verified."""
+    the trial was not verified, find runs it again. A study-wide record that does not parse is an
+    error."""
     attrs: dict  # the study's user attributes
 
     @classmethod
@@ -607,12 +609,9 @@ class FindRecord:
         return out
 
     def _single(self, cls):
-        if cls.key not in self.attrs:
-            return None
-        try:
-            return cls.from_stored(self.attrs[cls.key])
-        except RecordError:
-            return None
+        """A study-wide record, None when absent. One that does not parse is an error (RecordError):
+        find appends to these, and must not write a damaged one over with less."""
+        return cls.from_stored(self.attrs[cls.key]) if cls.key in self.attrs else None
 
     def confirmed(self) -> dict[int, ConfirmRow]:
         """Every confirm row, by trial number, in stored order."""
