@@ -36,6 +36,7 @@ class Op:
     out_size: Callable  # (layer, n) -> side length after the op
     rf_step: Callable  # (layer, n) -> (kernel, stride, padding) as the RF table sees the op
     word: Callable  # (layer) -> its token in a note's block ("8", "8f", "8/2")
+    legend: str = ""  # how a note explains the op's word, once per description ("" for the plain ones)
 
     def params(self, layer, *, cin: int, batchnorm: bool, bias: bool) -> int:
         """Trainable parameters of this layer given its input channels."""
@@ -84,7 +85,8 @@ OPS: dict[str, Op] = {op.name: op for op in (
        weights=lambda l, cin: 3 * cin * l.out + 3 * l.out * l.out,
        convs=lambda l, cin, bias: [_nn().Conv2d(cin, l.out, (3, 1), padding=(l.padding, 0), bias=bias),
                                    _nn().Conv2d(l.out, l.out, (1, 3), padding=(0, l.padding), bias=bias)],
-       out_size=_conv_size, rf_step=lambda l, n: (3, 1, l.padding), word=lambda l: f"{l.out}f"),
+       out_size=_conv_size, rf_step=lambda l, n: (3, 1, l.padding), word=lambda l: f"{l.out}f",
+       legend="12f: factorized, a 3x1 then a 1x3"),
     # In place of a max-pool: a 3x3 convolution with stride 2 learns its downsampling (public
     # designs under 4K use it); pad 1 maps 28 -> 14 -> 7 -> 4, pad 0 maps 28 -> 13 -> 6 -> 2.
     Op("sconv", "strided 3x3: a 3x3 convolution with stride 2 to `out` channels (a learnt pool), then ReLU/BN",
@@ -92,7 +94,7 @@ OPS: dict[str, Op] = {op.name: op for op in (
        weights=lambda l, cin: 9 * cin * l.out,
        convs=lambda l, cin, bias: [_nn().Conv2d(cin, l.out, 3, stride=2, padding=l.padding, bias=bias)],
        out_size=lambda l, n: _conv_size(l, n, 2), rf_step=lambda l, n: (3, 2, l.padding),
-       word=lambda l: f"{l.out}/2"),
+       word=lambda l: f"{l.out}/2", legend="12/2: stride 2, in place of a max-pool"),
     Op("maxpool", "2x2 max-pool, stride 2", convolves=False, unit=False, kernels=(), downsamples=True,
        weights=lambda l, cin: 0, convs=lambda l, cin, bias: [_nn().MaxPool2d(2, 2)],
        out_size=lambda l, n: n // 2, rf_step=lambda l, n: (2, 2, 0), word=lambda l: "pool"),

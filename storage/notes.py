@@ -21,7 +21,7 @@ from space.ops import OPS
 from space.rf import format_rf_table
 from space.spec import ArchSpec
 from space.target import EPOCH_LIMIT, TARGET_ACC
-from storage.records import HoldEstimate, Prior
+from storage.records import SPACE, HoldEstimate, Prior, TrialRecord, set_trial_attrs
 
 VERIFY_HEADING = "## Verification"
 
@@ -66,10 +66,9 @@ def describe_arch(spec: ArchSpec) -> str:
                  else "a depthwise 3x3 (some linear)" if True in linear else "a depthwise 3x3")
     kind = "3x3 convolutions" + (f" (depthwise-separable after the first: {depthwise}, then a 1x1 to "
                                  "the width shown)" if separable else "")
-    if any(l.op == "fconv" for l in spec.layers):
-        kind += " (12f: factorized, a 3x1 then a 1x3)"
-    if "stride 2" in handovers:
-        kind += " (12/2: stride 2, in place of a max-pool)"
+    for name in dict.fromkeys(l.op for l in spec.layers):  # each op's own legend, once, in layer order
+        if OPS[name].legend:
+            kind += f" ({OPS[name].legend})"
     joined = parts[0] + "".join(f" → {h} → {p}" if h == "max-pool" else f" → {p}"
                                 for h, p in zip(handovers, parts[1:]))
     return f"{len(blocks)} blocks of {kind} {joined}; {order}; GAP, 1x1 head"
@@ -145,7 +144,7 @@ def upload_curves(trial: optuna.Trial, store, history: list[dict], eval_name: st
         path = Path(tmp) / f"trial{trial.number}-curves.png"
         plot_curves(history, eval_name, path, title=f"trial {trial.number}")
         artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
-    trial.set_user_attr("curves_artifact", artifact_id)
+    set_trial_attrs(trial, curves_artifact=artifact_id)
     return get_artifact_path(trial, artifact_id)
 
 
@@ -209,11 +208,11 @@ def describe_prior(prior: Prior | dict | None) -> str:
 
 
 def study_note(study: optuna.Study, *, best: optuna.trial.FrozenTrial | None, counts: str) -> str:
-    attrs = study.user_attrs
-    space = attrs.get("space", {})
+    attrs = study.user_attrs  # the settings (search/config.py), the space and the prior
+    space = attrs.get(SPACE, {})
     best_line = ("no complete trial yet" if best is None else
                  f"trial {best.number}: consistency score {best.values[0]:.2f} with "
-                 f"{best.user_attrs.get('params', 0):,} parameters")
+                 f"{TrialRecord.of(best).params or 0:,} parameters")
     lines = [f"# Study {study.study_name}",
              f"**Budget:** fewer than {attrs.get('max_params', '?'):,} parameters; "
              f"{attrs.get('epochs', EPOCH_LIMIT)} epochs per trial."
@@ -225,7 +224,7 @@ def study_note(study: optuna.Study, *, best: optuna.trial.FrozenTrial | None, co
              f"set is used only by `verify` and `find`'s last stage (target ≥ {TARGET_ACC} % held).",
              f"**Trials:** {counts}",
              f"**Best so far:** {best_line}",
-             f"**Start points:** {describe_prior(attrs.get('prior'))}",
+             f"**Start points:** {describe_prior(Prior.read(attrs))}",
              "## Search space\n\n```json\n" + json.dumps(space, indent=1) + "\n```"]
     return "\n\n".join(lines) + "\n"
 
@@ -255,17 +254,17 @@ def rewrite_trial_notes(study: optuna.Study, store=None) -> int:
     max_params = study.user_attrs.get("max_params")
     written = 0
     for t in study.get_trials(deepcopy=False, states=states):
-        ua = t.user_attrs
+        rec = TrialRecord.of(t)
         handle = optuna.trial.Trial(study, t._trial_id)
-        ended = ua.get("ended", t.state.name.lower())
-        if "spec" not in ua or not isinstance(max_params, int):
+        ended = rec.ended if rec.ended is not None else t.state.name.lower()
+        if rec.spec is None or not isinstance(max_params, int):
             body = f"# Trial {t.number}\n\n**Ended:** {ended}\n"
         else:
-            spec, params, history = ArchSpec.from_dict(ua["spec"]), ua["params"], ua.get("epochs", [])
+            spec, params, history = ArchSpec.from_dict(rec.spec), rec.params, rec.history
             if t.state == optuna.trial.TrialState.COMPLETE:
                 url = None
-                if ua.get("curves_artifact"):
-                    url = get_artifact_path(handle, ua["curves_artifact"])
+                if rec.curves_artifact:
+                    url = get_artifact_path(handle, rec.curves_artifact)
                 elif store is not None and len(history) >= 2:  # as upload_curves: one point is no curve
                     from optuna.artifacts import upload_artifact
                     from storage.plots import plot_curves
@@ -276,8 +275,8 @@ def rewrite_trial_notes(study: optuna.Study, store=None) -> int:
                     url = get_artifact_path(study, art)
                 score = f"; consistency score {t.values[0]:.2f}" if t.values else ""
                 body = trial_note(number=t.number, spec=spec, params=params, max_params=max_params,
-                                  recipe=ua.get("config", {}), history=history, ended=ended + score, curves_url=url,
-                                  trained_on=(ua.get("provenance") or {}).get("text"))
+                                  recipe=rec.config or {}, history=history, ended=ended + score, curves_url=url,
+                                  trained_on=rec.provenance.text if rec.provenance else None)
             else:
                 body = pruned_note(number=t.number, params=params, max_params=max_params, ended=ended, spec=spec,
                                    history=history)

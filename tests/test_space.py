@@ -271,3 +271,12 @@ def test_a_spec_with_new_ops_round_trips_through_json():
     spec = _spec(Layer("conv", out=8, padding=1), Layer("sconv", out=12, padding=1), Layer("fconv", out=12),
                  Layer("gap"), Layer("head", out=10, kernel=1))
     assert ArchSpec.from_json(spec.to_json()) == spec
+
+
+def test_a_note_describes_new_ops_by_their_registry_words():
+    from storage.notes import describe_arch
+    spec = _spec(Layer("conv", out=8, padding=1), Layer("sconv", out=12, padding=1), Layer("fconv", out=12),
+                 Layer("maxpool"), Layer("fconv", out=16), Layer("gap"), Layer("head", out=10, kernel=1))
+    text = describe_arch(spec)
+    assert "[8 12/2, pad 1] → [12f, pad 0] → max-pool → [16f, pad 0]" in text
+    assert text.count("factorized, a 3x1 then a 1x3") == 1 and text.count("stride 2, in place of a max-pool") == 1
