@@ -18,6 +18,7 @@ from search.config import SearchConfig
 from search.device import describe, resolve
 from storage import notes
 from storage.provenance import training_record
+from storage.records import set_trial_attrs
 
 
 class BudgetRefused(optuna.TrialPruned):
@@ -38,19 +39,17 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
         try:
             spec, recipe = config.space.sample(trial, max_params=config.max_params, name=f"trial{trial.number}")
         except SpaceError as e:
-            trial.set_user_attr("ended", f"cannot build: {e}")
+            set_trial_attrs(trial, ended=f"cannot build: {e}")
             notes.save_trial_note(trial, f"# Trial {trial.number}\n\n**Ended:** cannot build: {e}\n")
             log(f"trial {trial.number}: cannot build: {e}")
             raise CannotBuild() from None
         cfg = dataclasses.replace(recipe, epochs=config.epochs, seed=trial.number, threads=threads)
         params = count_params(spec)
-        trial.set_user_attr("spec", spec.to_dict())
-        trial.set_user_attr("params", params)
-        trial.set_user_attr("head_rf", head_receptive_field(spec))
-        trial.set_user_attr("config", cfg.to_dict())
+        set_trial_attrs(trial, spec=spec.to_dict(), params=params, head_rf=head_receptive_field(spec),
+                        config=cfg.to_dict())
         if params >= config.max_params:
             why = f"over budget: {params} >= {config.max_params}"
-            trial.set_user_attr("ended", why)
+            set_trial_attrs(trial, ended=why)
             notes.save_trial_note(trial, notes.short_note(number=trial.number, params=params,
                                                           max_params=config.max_params, ended=why + " (refused before "
                                                           "anything was built)", spec=spec))
@@ -60,15 +59,14 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
 
         def on_epoch(rec: dict):
             history.append(rec)
-            trial.set_user_attr("epochs", history)
-            trial.set_user_attr("seconds_per_epoch", sum(h["seconds"] for h in history) / len(history))
+            set_trial_attrs(trial, epochs=history, seconds_per_epoch=sum(h["seconds"] for h in history) / len(history))
             log(f"trial {trial.number} ({params:,} params) epoch {rec['epoch']:2d}: "
                 f"val {rec['val_acc']:.2f}  train {rec['train_acc']:.2f}  lr {rec['lr']:.3g}  {rec['seconds']:.1f}s")
             if config.prune:
                 trial.report(rec["val_acc"], rec["epoch"])
                 if trial.should_prune():
                     why = f"pruned after epoch {rec['epoch']} (val {rec['val_acc']:.2f})"
-                    trial.set_user_attr("ended", why)
+                    set_trial_attrs(trial, ended=why)
                     notes.save_trial_note(trial, notes.pruned_note(
                         number=trial.number, params=params, max_params=config.max_params, ended=why, spec=spec,
                         history=history))
@@ -77,25 +75,24 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
 
         if progress is not None:
             progress.trial = trial.number
-        trial.set_user_attr("device", device)  # pruned trials too: where its epochs ran
+        set_trial_attrs(trial, device=device)  # pruned trials too: where its epochs ran
         run = training_record(final=False, train_limit=config.train_limit, epochs=config.epochs, seeds=[trial.number],
                               devices=device, images=len(split.train_labels), available=split.available)
-        trial.set_user_attr("provenance", run)  # what it trains on and what made it, from the facts
+        set_trial_attrs(trial, provenance=run)  # what it trains on and what made it, from the facts
         try:
             result = train(spec, cfg, split, on_epoch=on_epoch, quiet=True, progress=progress)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at a batch boundary (search.stopping): no write is open
             why = (f"stopped by {stopping.cause()} after {len(history)} of {cfg.epochs} epochs; "
                    f"retried with the same parameters on the next resume")
-            trial.set_user_attr("stopped", stopping.cause())
-            trial.set_user_attr("ended", why)
+            set_trial_attrs(trial, stopped=stopping.cause(), ended=why)
             log(f"trial {trial.number}: {why}")
             raise  # Optuna marks the trial FAIL; the next search or find on the study enqueues its retry
 
         k = min(config.k, len(history))
         score = result.last_k_min(k)
-        trial.set_user_attr("last_k", [h["val_acc"] for h in history[-k:]])
+        set_trial_attrs(trial, last_k=[h["val_acc"] for h in history[-k:]])
         ended = f"completed {len(history)} epochs; consistency score {score:.2f} (min val acc of the last {k})"
-        trial.set_user_attr("ended", f"completed {len(history)} epochs")
+        set_trial_attrs(trial, ended=f"completed {len(history)} epochs")
         curves = None
         if artifacts is not None:
             artifacts.save_weights(trial, result)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from space.searchspace import IntRange, SearchSpace, _Recorder
 from space.spec import count_params
+from storage.records import SPACE, TrialRecord
 
 PRIOR_FILE = Path(__file__).with_name("prior.json")
 WIDTH = re.compile(r"^b(\d+)_(w\d+|sq_w)$")
@@ -107,14 +108,14 @@ def warm_points(space: SearchSpace, max_params: int, studies: list) -> list[Star
     from storage.ranking import ranked_trials
     out = []
     for study in studies:
-        stored = study.user_attrs.get("space")
+        stored = study.user_attrs.get(SPACE)
         their = SearchSpace.from_dict(stored) if stored else SearchSpace.default()
         taken = 0
         for t in ranked_trials(study):
             point, problems = their.complete(t.params)
             if problems:
                 continue
-            point.update({k: v for k, v in t.user_attrs.get("config", {}).items() if k not in point})
+            point.update({k: v for k, v in (TrialRecord.of(t).config or {}).items() if k not in point})
             fitted = scale_to_budget(space, point, max_params)
             if fitted:
                 q, n, f = fitted

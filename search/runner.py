@@ -25,6 +25,8 @@ from storage.artifacts import ArtifactSink
 from storage.db import (StudyError, creation_lock, heartbeat_grace, open_storage, safe_url, storage_outage,
                         storage_url)
 from storage.ranking import best_trial
+from storage import records
+from storage.records import Prior, TrialRecord
 
 
 def install_stop_signals() -> None:
@@ -54,7 +56,7 @@ def check_resume(config: SearchConfig, summary, budget_may_differ: bool = False)
     if have != want:
         raise StudyError(f"study {config.study_name!r} exists with directions {have}; "
                          f"--objective {config.objective} needs {want}")
-    stored = summary.user_attrs.get("space")
+    stored = summary.user_attrs.get(records.SPACE)
     if stored is None:
         raise StudyError(f"study {config.study_name!r} has no stored search space (made by an older "
                          f"mnist-nas); start a new study")
@@ -103,8 +105,8 @@ def _create_or_resume(config: SearchConfig) -> optuna.Study:
     directions = ["maximize", "minimize"] if config.pareto else ["maximize"]
     study = optuna.create_study(study_name=config.study_name, storage=storage, directions=directions,
                                 load_if_exists=True)
-    if "space" not in study.user_attrs:
-        study.set_user_attr("space", config.space.to_dict())
+    if records.SPACE not in study.user_attrs:
+        study.set_user_attr(records.SPACE, config.space.to_dict())
     new = not study.trials
     if new and config.enqueue and not config.space.outside(MODEL6_POINT):
         study.enqueue_trial(MODEL6_POINT)  # start from the seed's known-good point
@@ -132,8 +134,8 @@ def enqueue_prior(study: optuna.Study, config: SearchConfig, warm: list) -> list
     # at most half the trial budget (at least one): the sampler keeps room to find its own way
     points = points[:max(1, config.n_trials // 2)]
     for p in points:
-        study.enqueue_trial(p.point, user_attrs={"start_point": p.describe()}, skip_if_exists=True)
-    study.set_user_attr("prior", {"warm_from": list(config.warm_from), "points": [p.to_dict() for p in points]})
+        study.enqueue_trial(p.point, user_attrs=records.trial_attrs(start_point=p.describe()), skip_if_exists=True)
+    records.save(study, Prior.from_stored({"warm_from": list(config.warm_from), "points": [p.to_dict() for p in points]}))
     if points:
         print(f"start points: {len(points)} from what earlier studies learnt ("
               + "; ".join(p.describe() for p in points) + ")", flush=True)
@@ -205,7 +207,7 @@ def retry_stopped_trials(study: optuna.Study) -> list[int]:
     have_retry = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     retried = []
     for t in trials:
-        if t.state != optuna.trial.TrialState.FAIL or "stopped" not in t.user_attrs or t.number in have_retry:
+        if t.state != optuna.trial.TrialState.FAIL or TrialRecord.of(t).stopped is None or t.number in have_retry:
             continue
         history = list(t.system_attrs.get("retry_history", [])) + [t.number]
         study.add_trial(optuna.trial.create_trial(
@@ -434,7 +436,7 @@ def run_search(config: SearchConfig) -> optuna.Study:
     best = best_trial(study)
     if best is not None:
         print(f"best so far: trial {best.number}, consistency score {best.values[0]:.2f}, "
-              f"{best.user_attrs.get('params'):,} params")
+              f"{TrialRecord.of(best).params:,} params")
     if interrupted:
         raise KeyboardInterrupt
     return study

@@ -13,6 +13,7 @@ from space.hold import HOLD_LEVEL, MAX_SEEDS, Decision, check_hold_settings, dec
 from space.target import EPOCH_LIMIT, TARGET_ACC, last_k_for
 from storage.db import load_study
 from storage.ranking import get_trial
+from storage.records import FindRecord, HoldEstimate, TrialRecord, stored_seeds
 
 
 def until_decided(results: dict[int, list[float]], run: Callable[[list[int]], None], *, k: int, target: float,
@@ -69,40 +70,41 @@ def _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_lim
         raise ConfigError(str(e)) from None
     study = load_study(study_name=study_name, storage=storage)
     frozen = get_trial(study, trial)
+    record = TrialRecord.of(frozen)
     ensure_files(data_dir)  # one-line error before any worker starts
-    cfg = TrainConfig.from_dict({**frozen.user_attrs["config"], "epochs": epochs})
+    cfg = TrainConfig.from_dict({**record.config, "epochs": epochs})
     k = last_k_for(epochs, last_k)
     from search.data import training_counts
     from storage.provenance import describe_training, training_record
     images, available = training_counts(data_dir, final=True, train_limit=train_limit)
-    print(f"verifying trial {frozen.number} ({frozen.user_attrs['params']:,} params): {seeds} seeds (up to "
+    print(f"verifying trial {frozen.number} ({record.params:,} params): {seeds} seeds (up to "
           f"{max_seeds} while undecided) on "
           f"{describe_training(final=True, train_limit=train_limit, epochs=epochs, images=images, available=available)}"
           f", test set scored every epoch; "
           f"target >= {target} in each of the last {k}, PASS when P(a new seed holds) >= {hold_level:.0%}",
           flush=True)
-    earlier = study.user_attrs.get(f"find:verify:{frozen.number}")
-    if earlier:
-        print(f"(find verified this trial before: {'PASS' if earlier['passed'] else 'FAIL'} "
-              f"on seeds {', '.join(earlier['results'])})")
-    devices: dict[str, str] = {}  # where each seed trained, as find's verify rows record it
+    earlier = FindRecord.of(study).verify(frozen.number)
+    if earlier is not None:
+        print(f"(find verified this trial before: {earlier.verdict} "
+              f"on seeds {', '.join(map(str, earlier.results))})")
+    devices: dict[int, str] = {}  # where each seed trained, as find's verify rows record it
     results: dict[int, list[float]] = {}
     decision = until_decided(
         results, lambda todo: results.update(retrain_seeds(
-            frozen.user_attrs["spec"], cfg.to_dict(), todo, final=True, data_dir=data_dir, train_limit=train_limit,
-            on_seed=lambda seed, accs, secs, device: devices.__setitem__(str(seed), device))),
+            record.spec, cfg.to_dict(), todo, final=True, data_dir=data_dir, train_limit=train_limit,
+            on_seed=lambda seed, accs, secs, device: devices.__setitem__(seed, device))),
         k=k, target=target, level=hold_level, min_seeds=seeds, max_seeds=max_seeds)
     print_table(results, k, target)
     ok_all = decision.verdict == "PASS"
-    hold = decision.to_dict()
+    hold = HoldEstimate.of(decision)
     from storage import notes
     run = training_record(final=True, train_limit=train_limit, epochs=epochs, seeds=sorted(results), devices=devices,
                           images=images, available=available)
     notes.add_section(study, frozen.number, notes.VERIFY_HEADING, notes.verify_markdown(
-        {str(s): a for s, a in results.items()}, k, target, passed=ok_all, hold=hold,
+        results, k, target, passed=ok_all, hold=hold,
         title=f"`verify` retrained it on {run['text']}; the official test set scored every epoch."))
     print(f"{decision.verdict}: {decision.why} ({len(results)} seeds, each a test-set use)")
-    return (0 if ok_all else 1), {"trial": frozen.number, "params": frozen.user_attrs["params"], "epochs": epochs,
-                                  "k": k, "target": target, "passed": ok_all, "hold": hold,
-                                  "results": {str(s): a for s, a in results.items()}, "devices": devices,
+    return (0 if ok_all else 1), {"trial": frozen.number, "params": record.params, "epochs": epochs,
+                                  "k": k, "target": target, "passed": ok_all, "hold": hold.to_stored(),
+                                  "results": stored_seeds(results), "devices": stored_seeds(devices),
                                   "provenance": run}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from space.target import TARGET_ACC
+from storage.records import TrialRecord
 
 from matplotlib.figure import Figure  # a bare Figure: no pyplot, no display, no global state
 
@@ -86,7 +87,7 @@ def plot_study(study, order: list, front: list, out: Path, top: int) -> list[Pat
     paths.append(_save(fig, out / "history.png"))
 
     fig, ax = _figure((7, 4))
-    ax.scatter([t.user_attrs.get("params", 0) for t in complete], ys, label="complete trial")
+    ax.scatter([TrialRecord.of(t).params or 0 for t in complete], ys, label="complete trial")
     ax.plot([p for _, p, _ in front], [s for s, _, _ in front], "r-o", label="Pareto front")
     if "max_params" in study.user_attrs:
         ax.axvline(study.user_attrs["max_params"], color="grey", ls="--", lw=0.8, label="budget")
@@ -96,12 +97,12 @@ def plot_study(study, order: list, front: list, out: Path, top: int) -> list[Pat
 
     fig, ax = _figure((7, 4))
     for t in order[:min(top, 8)]:
-        ep = t.user_attrs.get("epochs", [])
-        ax.plot([e["epoch"] for e in ep], [e["val_acc"] for e in ep], "o-", ms=3,
-                label=f"trial {t.number} ({t.user_attrs.get('params', 0):,})")
+        rec = TrialRecord.of(t)
+        ax.plot([e["epoch"] for e in rec.history], [e["val_acc"] for e in rec.history], "o-", ms=3,
+                label=f"trial {t.number} ({rec.params or 0:,})")
     _target_line(ax)
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="per-epoch curves of the top trials")
-    lo = min([e["val_acc"] for t in order[:8] for e in t.user_attrs.get("epochs", [])[1:]] or [98])
+    lo = min([e["val_acc"] for t in order[:8] for e in TrialRecord.of(t).history[1:]] or [98])
     ax.set_ylim(max(lo - 0.2, 90), None)
     _finish(ax, legend_fontsize=7)
     paths.append(_save(fig, out / "top_curves.png"))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import optuna
 
 from storage.db import StudyError
+from storage.records import TrialRecord
 
 
 def rank_key(t: optuna.trial.FrozenTrial) -> tuple:
     """The one order of complete trials, best first: consistency score down (the first objective
     under pareto too), then fewer parameters, then the earlier trial."""
-    return (-t.values[0], t.user_attrs.get("params", 0), t.number)
+    return (-t.values[0], TrialRecord.of(t).params or 0, t.number)
 
 
 def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -40,6 +41,6 @@ def get_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
         raise StudyError(f"study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
     t = trials[number]
     if t.state != optuna.trial.TrialState.COMPLETE:
-        why = t.user_attrs.get("ended", "")
+        why = TrialRecord.of(t).ended or ""
         raise StudyError(f"trial {number} is {t.state.name}, not COMPLETE{f' ({why})' if why else ''}")
     return t

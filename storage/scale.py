@@ -35,6 +35,7 @@ from space.baselines import BASELINES
 from space.recipe import TrainConfig
 from space.spec import count_params
 from storage import notes
+from storage.records import set_trial_attrs
 
 
 def _template(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, str]:
@@ -55,13 +56,8 @@ def _template(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, str]:
                         "val_loss": 0.03, "val_acc": acc, "seconds": 40.0})
         trial.report(acc, e)
     cfg = TrainConfig().to_dict()
-    trial.set_user_attr("spec", spec.to_dict())
-    trial.set_user_attr("params", count_params(spec))
-    trial.set_user_attr("config", cfg)
-    trial.set_user_attr("epochs", history)
-    trial.set_user_attr("last_k", [h["val_acc"] for h in history[-3:]])
-    trial.set_user_attr("head_rf", 26)
-    trial.set_user_attr("ended", "completed 15 epochs")
+    set_trial_attrs(trial, spec=spec.to_dict(), params=count_params(spec), config=cfg, epochs=history,
+                    last_k=[h["val_acc"] for h in history[-3:]], head_rf=26, ended="completed 15 epochs")
     body = notes.trial_note(number=trial.number, spec=spec, params=count_params(spec), max_params=8000,
                             recipe=cfg, history=history, ended="completed 15 epochs; consistency score 99.26",
                             curves_url=None)

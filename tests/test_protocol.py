@@ -360,6 +360,15 @@ def test_every_record_of_a_limited_run_says_what_it_trained_on_and_what_made_it(
     assert "on the first 60 of the search split's 167 training images (scored on its validation part), 2 epochs" in r.stdout
     assert "on the first 60 of the 200 training images, 2 epochs, test set every epoch" in r.stdout
     study = optuna.load_study(study_name="lim", storage=f"sqlite:///{tmp_path}/studies/lim.db")
+    # every record this find wrote (with provenance, finish times and hold estimates, which no
+    # committed study has) reads into its storage.records dataclass and writes back as stored
+    from storage import records
+    for key, value in study.user_attrs.items():
+        if key.startswith(records.FIND) or key == records.PRIOR:
+            assert json.dumps(records.parse(key, value).to_stored()) == json.dumps(value), key
+    assert records.FindRecord.of(study).verify(study.user_attrs["find:winner"]).provenance.seeds == [1, 2]
+    for t in study.trials:
+        assert json.dumps(records.TrialRecord.of(t).to_stored()) == json.dumps(t.user_attrs)
     trained = [t for t in study.trials if "epochs" in t.user_attrs]
     assert trained
     for t in trained:
