@@ -173,8 +173,6 @@ def verify_markdown(results: dict, k: int, target: float, *, title: str, passed:
     "search" for the search's own run, listed first). With a target: each seed held or below it;
     `passed` the verdict, by the hold rule (space.hold) when `hold` is given, else by the
     every-seed rule it was judged under."""
-    if isinstance(hold, dict):
-        hold = HoldEstimate.from_stored(hold)
     rows = [f"{title}", "", f"| seed | best | last {k} | min | result |", "|---|---|---|---|---|"]
     numbered = lambda seed: str(seed).isdigit()
     for seed, accs in sorted(results.items(), key=lambda kv: (numbered(kv[0]), int(kv[0]) if numbered(kv[0]) else 0)):

@@ -1,24 +1,26 @@
 """One typed record of a study: what mnist-nas stores beyond Optuna's own fields, each as a
 dataclass with its stored form (to_stored / from_stored), and every key name spelled here once.
 
-| stored as (key)                       | dataclass      | written by                         | read by                                   |
-|---------------------------------------|----------------|------------------------------------|-------------------------------------------|
-| study "find:confirm:<trial>"          | ConfirmRow     | search/find.py (confirm stage)     | find (resume), report, front, export      |
-| study "find:partial:confirm:<trial>"  | PartialRow     | find (each confirm seed as it ends)| find (resume), report (cost)              |
-| study "find:verify:<trial>"           | VerifyRow      | find (verify stage)                | find, report, front, export, verify       |
-| study "find:partial:verify:<trial>"   | PartialRow     | find (each verify seed as it ends) | find (resume)                             |
-| study "find:tests_used"               | TestsUsed      | find (before a candidate's test)   | find, report, export (file and card)      |
-| study "find:rejudged"                 | RejudgeEvent[] | find --rejudge                     | report, export (test-set uses)            |
-| study "find:winner"                   | Winner         | find (verify stage)                | report, export --verified                 |
-| study "find:candidates"               | Candidates     | find (confirm stage)               | (kept for people and tests)               |
-| study "find:searched"                 | Searched       | find (search stage)                | find (a finished search is not resumed)   |
-| study "prior"                         | Prior          | search/runner.py (a new study)     | report, the study note (storage/notes.py) |
-| study "space" and the settings        | (SearchConfig) | search/runner.py                   | search/config.py; report, notes read them |
-| trial user attributes                 | TrialRecord    | search/objective.py, storage/...   | report, ranking, plots, notes, export,    |
-|   (spec, params, config, epochs, ...) |                |   artifacts.py, notes.py, scale.py |   find, verify, runner (retries)          |
-| a weights file (.pt): verify seeds in | WeightsFile    | search/retrain.py (verify seeds),  | export, export --verified                 |
-|   <study>.artifacts/find/, trials'    |                |   storage/artifacts.py (trials)    |   (loaded weights-only: never runs code)  |
-|   weights in Optuna's artifact store  |                |                                    |                                           |
+Who writes and who reads each (find: search/find.py; a trial's record: its user attributes):
+
+| key                       | dataclass   | written by                   | read by                               |
+|---------------------------|-------------|------------------------------|---------------------------------------|
+| find:confirm:<trial>      | ConfirmRow  | find, confirm stage          | find (resume), report, front, export  |
+| find:partial:confirm:<t>  | PartialRow  | find, each confirm seed      | find (resume)                         |
+| find:verify:<trial>       | VerifyRow   | find, verify stage           | find, report, front, export, verify   |
+| find:partial:verify:<t>   | PartialRow  | find, each verify seed       | find (resume)                         |
+| find:tests_used           | TestsUsed   | find, before a test is met   | find, report, export (file and card)  |
+| find:rejudged             | Rejudged    | find --rejudge               | find, report, export (test-set uses)  |
+| find:winner               | Winner      | find, verify stage           | find, report, export --verified       |
+| find:candidates           | Candidates  | find, confirm stage          | people and tests                      |
+| find:searched             | Searched    | find, search stage           | find (a finished search is read)      |
+| prior                     | Prior       | search/runner.py, new study  | report, the study note (notes.py)     |
+| space and the settings    | (none here: SearchConfig, search/config.py, owns them; runner writes them)   |
+| a trial's spec, params,   | TrialRecord | search/objective.py, runner  | report, ranking, plots, notes, export,|
+|   config, epochs, ended...|             |   (start_point), artifacts,  |   find, verify, runner (retries),     |
+|                           |             |   notes (curves), scale      |   search/prior.py (--warm-start)      |
+| a weights file (.pt)      | WeightsFile | search/retrain.py (verify    | export, export --verified (loaded     |
+|                           |             |   seeds), artifacts (trials) |   weights-only: never runs code)      |
 
 The settings a study keeps (max_params, epochs, last_k, ...; see SearchConfig.stored_settings) and
 its "space" are the protocol, owned by search/config.py; here they are only told apart from what
@@ -675,29 +677,3 @@ class FindRecord:
         seeds = sum(len(r.results) for r in self.runs("verify").values())
         rejudged = len(self.rejudged)
         return TestSetUses(candidates=len(self.tests_used), seeds=seeds, rejudged=rejudged, total=seeds + rejudged)
-
-
-# --- the dict readers of before, until every reader uses the dataclasses ---------------------------
-
-def verify_minima(row: dict) -> list[float]:
-    return VerifyRow.from_stored(row).minima()
-
-
-def verify_verdict(row: dict) -> str:
-    return "PASS" if row.get("passed") else "FAIL"
-
-
-def hold_of(row: dict) -> dict | None:
-    return row.get("hold")
-
-
-def judge(row: dict, *, level: float, min_seeds: int, max_seeds: int) -> Decision:
-    return VerifyRow.from_stored(row).judge(level=level, min_seeds=min_seeds, max_seeds=max_seeds)
-
-
-def test_set_uses(attrs: dict) -> dict:
-    return FindRecord(attrs).test_set_uses().to_stored()
-
-
-def describe_hold(row: dict) -> str:
-    return VerifyRow.from_stored(row).describe_hold()
