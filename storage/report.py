@@ -163,10 +163,11 @@ def find_section(study) -> None:
     print(f"{'trial':>5} {'params':>7}  {'per seed':<28} {'robust':>7}  verified on test")
     for c in sorted(confirmed, key=lambda r: (-r.robust, r.params, r.trial)):
         v = verified.get(c.trial)
-        verdict = "not yet" if v is None else (
+        verdict = (f"stopped by the confirm race: {c.stopped.why}" if v is None and c.stopped is not None
+                   else "not yet" if v is None else (
             f"{v.verdict}: last-{v.k} minima " + " ".join(f"{m:.2f}" for m in v.minima())
             + (f", P(a new seed holds) {v.hold.hold_probability:.1%}" if v.hold is not None else "")
-            + (f" ({v.finished[:16].replace('T', ' ')} UTC)" if v.finished is not None else ""))
+            + (f" ({v.finished[:16].replace('T', ' ')} UTC)" if v.finished is not None else "")))
         print(f"{c.trial:>5} {c.params:>7,}  {' '.join(f'{x:.2f}' for x in c.scores):<28} "
               f"{c.robust:>7.2f}  {verdict}")
     used = found.test_set_uses()

@@ -137,6 +137,7 @@ def test_min_robust_keeps_weak_candidates_away_from_the_test_set(cli, tmp_path):
     assert r.stdout.count("not retrained: its search score") == 2 and "retraining with seeds" not in r.stdout
     assert all(not study.user_attrs[f"find:confirm:{t}"]["results"] for t in study.user_attrs["find:candidates"])
     assert all("stopped" in study.user_attrs[f"find:confirm:{t}"] for t in study.user_attrs["find:candidates"])
+    assert cli("report", "--study-name", "h", cwd=tmp_path).stdout.count("stopped by the confirm race: its search score") == 2
     # the same study with the bar lowered confirms them now, and verifies
     r = cli("find", "--study-name", "h", "--target", "0", "--min-robust", "0", "-o", "m.pt2", *TINY, cwd=tmp_path)
     assert "candidates that met the test set: 1" in r.stdout and "retraining with seeds" in r.stdout
