@@ -196,7 +196,7 @@ def describe_prior(prior: Prior | dict | None) -> str:
         return "none from the prior (a study made before it existed, or with --no-warm-start)"
     if isinstance(prior, dict):
         prior = Prior.from_stored(prior)
-    points = prior.points
+    points = prior.points or []
     text = (f"{len(points)} from what earlier studies learnt, scaled to the budget: "
             + "; ".join(f"{p.source} x{p.scale:.2f} -> {p.params:,} params" for p in points)
             if points else "the prior had no design this space and budget can build")

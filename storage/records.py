@@ -436,8 +436,8 @@ class Prior(Stored):
     studies, scaled to its budget (search/prior.py). None (absent): a study made before it, or
     --no-warm-start."""
     key: ClassVar[str] = PRIOR
-    warm_from: list[str] = field(default_factory=list)
-    points: list[PriorPoint] = field(default_factory=list, metadata=_list_of(PriorPoint))
+    warm_from: list[str] | None = None  # the --warm-start URLs (None: not stored)
+    points: list[PriorPoint] | None = field(default=None, metadata=_list_of(PriorPoint))
 
     @classmethod
     def read(cls, attrs: dict) -> "Prior | None":
