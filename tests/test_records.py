@@ -2,8 +2,10 @@
 study committed under results/ reads into its dataclass and writes back exactly as stored (keys,
 values and key order), and `report`, `report --json` and `export --verified` print on copies of
 those studies exactly what they printed before the records existed (tests/data/committed-studies.json,
-recorded with the code of the commit before; `python tests/test_records.py --record` records it
-again from this checkout's CLI, for a change that means to alter those outputs)."""
+recorded with the code of the commit before, 18c575b, for the ten studies committed then; a study
+committed since is covered by the round trip). A change that means to alter those outputs, or a
+study committed again with more in it, records them again from this checkout's CLI:
+`python tests/test_records.py --record`."""
 from __future__ import annotations
 
 import contextlib
@@ -175,11 +177,15 @@ def _expected() -> dict:
     return json.loads(EXPECTED.read_text())
 
 
-def test_the_expected_outputs_cover_every_committed_study():
-    assert sorted(_expected()) == STUDIES
+RECORDED = sorted(_expected())
+RERECORD = "if the study or the output was meant to change, run: python tests/test_records.py --record"
 
 
-@pytest.mark.parametrize("name", STUDIES)
+def test_every_study_with_expected_outputs_is_still_committed():
+    assert len(RECORDED) >= 10 and set(RECORDED) <= set(STUDIES), RERECORD
+
+
+@pytest.mark.parametrize("name", RECORDED)
 def test_report_prints_what_it_printed_before(name, tmp_path):
     from storage.report import report
     url = copy_study(name, tmp_path)
@@ -189,13 +195,13 @@ def test_report_prints_what_it_printed_before(name, tmp_path):
         with contextlib.redirect_stdout(out):
             report(study_name=name, storage=url, as_json=as_json)
         if as_json:
-            assert _sha(out.getvalue()) == want["report_json_sha256"], "report --json differs"
+            assert _sha(out.getvalue()) == want["report_json_sha256"], f"report --json differs; {RERECORD}"
         else:
-            assert out.getvalue() == want["report"]
+            assert out.getvalue() == want["report"], RERECORD
 
 
-@pytest.mark.slow  # torch.export and the ONNX export of each model: about 12 s a study
-@pytest.mark.parametrize("name", STUDIES)
+@pytest.mark.slow  # torch.export and the ONNX export of each model: a few seconds a study
+@pytest.mark.parametrize("name", RECORDED)
 def test_export_verified_writes_what_it_wrote_before(name, tmp_path):
     from storage.db import StudyError
     from storage.modelfile import export_verified
@@ -205,11 +211,11 @@ def test_export_verified_writes_what_it_wrote_before(name, tmp_path):
     if "error" in want:
         with pytest.raises(StudyError) as e:
             export_verified(study_name=name, storage=url, output=out, quiet=True)
-        assert f"error: {e.value}" == want["error"]
+        assert f"error: {e.value}" == want["error"], RERECORD
         return
     meta = export_verified(study_name=name, storage=url, output=out, quiet=True)
     got = _export_expectation(meta, out.with_suffix(".md").read_text(), out.with_suffix(".spec.json").read_text())
-    assert got == want
+    assert got == want, RERECORD
 
 
 def record() -> dict:
