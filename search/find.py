@@ -150,8 +150,8 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[ConfirmRow]:
     for t in ranked:
         # finished seeds: the stage's row, or the seeds an interrupted run stored one by one; only a
         # record made with this run's epochs and K counts (an old row must not hide a newer partial)
-        rows = (found.runs("confirm", t.number), found.runs("confirm", t.number, partial=True))
-        stored = next((r for r in rows if r is not None and r.epochs == s.epochs and r.k == s.k), None)
+        earlier = (found.runs("confirm", t.number), found.runs("confirm", t.number, partial=True))
+        stored = next((r for r in earlier if r is not None and r.epochs == s.epochs and r.k == s.k), None)
         results, spent, devices = _resumed(stored, stored is not None)
         kept[t.number] = (results, spent, devices, _keep_seed(
             study, "confirm", t.number, {"epochs": s.epochs, "k": s.k}, results, spent, devices))
