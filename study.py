@@ -568,7 +568,8 @@ def commands() -> list[Command]:
                 description="From a budget to a verified model file: search under --max-params, "
                             "retrain the top --top trials with --seeds seeds on validation, then "
                             "verify the best on the test set (all 60,000 training images) until one "
-                            "holds --target in each of the last K epochs on every seed; export it "
+                            "holds --target in each of the last K epochs by the hold rule (no seed "
+                            "below it, P(a new seed holds) >= --hold-level); export it "
                             "(.pt2 and .onnx). Resumable: rerun the same command. Example: "
                             "mnist-nas find --max-params 5000 -o under5k.pt2",
                 example="mnist-nas find --max-params 5000 -o under5k.pt2",

@@ -355,33 +355,31 @@ class Searched:
 
 
 @dataclass(frozen=True)
-class TestsUsed:
+class _TrialNumbers:
+    """A study attribute that is a list of trial numbers (its key names which)."""
+    key: ClassVar[str] = ""
+    trials: tuple[int, ...] = ()
+
+    def to_stored(self) -> list[int]:
+        return list(self.trials)
+
+    @classmethod
+    def from_stored(cls, stored):
+        return cls(tuple(_ints(stored, cls.key)))
+
+
+@dataclass(frozen=True)
+class TestsUsed(_TrialNumbers):
     """The candidates that met the test set, in the order they met it ("find:tests_used"); each is
     counted before its first seed is scored."""
     __test__ = False  # not a pytest class
     key: ClassVar[str] = TESTS_USED
-    trials: tuple[int, ...] = ()
-
-    def to_stored(self) -> list[int]:
-        return list(self.trials)
-
-    @classmethod
-    def from_stored(cls, stored) -> "TestsUsed":
-        return cls(tuple(_ints(stored, TESTS_USED)))
 
 
 @dataclass(frozen=True)
-class Candidates:
+class Candidates(_TrialNumbers):
     """The confirm stage's candidates, best seed-robust score first ("find:candidates")."""
     key: ClassVar[str] = CANDIDATES
-    trials: tuple[int, ...] = ()
-
-    def to_stored(self) -> list[int]:
-        return list(self.trials)
-
-    @classmethod
-    def from_stored(cls, stored) -> "Candidates":
-        return cls(tuple(_ints(stored, CANDIDATES)))
 
 
 @dataclass(frozen=True)
