@@ -265,7 +265,7 @@ def search_defaults(n_trials: int) -> dict:
 def cmd_find(args):
     from search.find import FindConfig, find
     return find(FindConfig(search=search_config(args, budget_may_differ=True), output=Path(args.output), target=args.target,
-                           seeds=args.seeds, top=args.top, min_robust=args.min_robust,
+                           seeds=args.seeds, top=args.top, min_robust=args.min_robust, search_all=args.search_all,
                            hold_level=args.hold_level, max_seeds=args.max_seeds, rejudge=args.rejudge))
 
 
@@ -491,7 +491,7 @@ def recipe_flags() -> tuple:
 
 def commands() -> list[Command]:
     """Every command, in `mnist-nas --help` order."""
-    from space.target import EPOCH_LIMIT, LAST_K, MAX_PARAMS, TARGET_ACC
+    from space.target import BAR_BELOW_TARGET, EPOCH_LIMIT, LAST_K, MAX_PARAMS, TARGET_ACC
     return [
         Command("baselines", help="list the seed's six models with parameter counts",
                 description="List the seed write-up's six models, their parameter counts and recipes.",
@@ -565,13 +565,14 @@ def commands() -> list[Command]:
                 example="mnist-nas search --space my-space.json --max-params 5000 --n-trials 40",
                 flags=search_flags(), run=cmd_search),
         Command("find", help="search, confirm on validation, verify on test, export the winner",
-                description="From a budget to a verified model file: search under --max-params, "
-                            "retrain the top --top trials with --seeds seeds on validation, then "
-                            "verify the best on the test set (all 60,000 training images) until one "
-                            "holds --target in each of the last K epochs by the hold rule (no seed "
-                            "below it, P(a new seed holds) >= --hold-level); export it "
-                            "(.pt2 and .onnx). Resumable: rerun the same command. Example: "
-                            "mnist-nas find --max-params 5000 -o under5k.pt2",
+                description="From a budget to a verified model file: search under --max-params "
+                            "until a trial reaches the bar (--min-robust), retrain it with --seeds "
+                            "seeds on validation, then verify it on the test set (all 60,000 "
+                            "training images) until the hold rule decides (no seed below --target in "
+                            "the last K epochs, P(a new seed holds) >= --hold-level); if it does not "
+                            "hold, search on, up to --n-trials (--search-all: the whole search first, "
+                            "then the top --top). Export the winner (.pt2 and .onnx). Resumable: rerun "
+                            "the same command. Example: mnist-nas find --max-params 5000 -o under5k.pt2",
                 example="mnist-nas find --max-params 5000 -o under5k.pt2",
                 flags=(
                     search_flags(n_trials=40),
@@ -579,10 +580,17 @@ def commands() -> list[Command]:
                          help=f"test accuracy to hold (default {TARGET_ACC})"),
                     flag("--seeds", type=count, default=3,
                          help="seeds per candidate, in confirm and verify (default 3)"),
-                    flag("--top", type=count, default=3, help="trials to confirm (default 3)"),
+                    flag("--top", type=count, default=3,
+                         help="trials to confirm: with --search-all the top N; else at most N fresh candidates "
+                              "a leg (default 3)"),
                     flag("--min-robust", type=float, default=None, metavar="SCORE",
-                         help="verify only candidates whose seed-robust validation score reaches SCORE; the "
-                              "others never meet the test set (default: verify every candidate)"),
+                         help="the bar: a trial is a candidate when its search score reaches it, and is verified "
+                              "only when its seed-robust validation score does; the others never meet the test "
+                              f"set (default: --target minus {BAR_BELOW_TARGET}; 0 verifies every candidate)"),
+                    flag("--search-all", action="store_true",
+                         help="search the whole --n-trials before confirming (default: pause the search as "
+                              "soon as a trial reaches the bar, confirm and verify it, and search on only if "
+                              "it does not hold)"),
                     hold_flags(),
                     flag("--rejudge", action="store_true",
                          help="judge a candidate's stored test runs again at another --target / --last-k / "

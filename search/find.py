@@ -1,13 +1,18 @@
 """`find`: from a budget to a verified model file, in three stages on one study.
 
-1. search   the study service under the budget (pruning on), until the study holds --n-trials.
-2. confirm  the top N trials by consistency score are retrained on the same 50,000 / 10,000 split
-            with further seeds; a trial's seed-robust score is the minimum of its consistency
-            scores over all its seeds. The candidate order is that score (ties: fewer parameters).
-            Only validation data is used up to here.
-3. verify   candidates, best first, are retrained on all 60,000 with --seeds seeds, the test set
-            scored every epoch; the first whose every seed holds the target in each of the last K
-            epochs wins. How many candidates met the test set is recorded and reported.
+1. search   the study service under the budget (pruning on). By default it pauses as soon as a
+            trial scores at least the bar (--min-robust, default target - 0.15, space.target) and
+            has not been confirmed: find goes on to confirm and verify it, and searches on only if
+            it does not hold (each pass a "leg"), until --n-trials. --search-all runs the whole
+            --n-trials first, then confirms the top --top (the behaviour before legs).
+2. confirm  candidates are retrained on the same 50,000 / 10,000 split with further seeds; a
+            trial's seed-robust score is the minimum of its consistency scores over all its seeds.
+            A race (search/race.py): a candidate stops once a seed puts it below the bar; by
+            default depth first, until one candidate held the bar on every seed. The candidate
+            order is the robust score (ties: fewer parameters). Only validation data is used up to here.
+3. verify   candidates at or above the bar, best first, are retrained on all 60,000 with --seeds
+            seeds, the test set scored every epoch; the first the hold rule passes wins. How many
+            candidates met the test set is recorded and reported.
 The winner (its seed-1 model, trained on all 60,000) is exported as .pt2 and .onnx with its verify
 table in the metadata.
 
@@ -32,7 +37,7 @@ from search.retrain import retrain_seeds
 from search.verify import print_table, until_decided
 from space.hold import HOLD_LEVEL, MAX_SEEDS, check_hold_settings
 from space.recipe import ConfigError, TrainConfig
-from space.target import TARGET_ACC
+from space.target import TARGET_ACC, default_bar
 from storage import notes, records
 from storage.records import (Candidates, ConfirmRow, FindRecord, HoldEstimate, PartialRow, Provenance, RaceStop,
                              RejudgeEvent, Rejudged, Rejudgement, Searched, TestsUsed, TrialRecord, VerifyRow, Winner)
@@ -51,11 +56,12 @@ class FindConfig:
     target: float = TARGET_ACC
     seeds: int = 3
     top: int = 3
-    # Verify only candidates whose seed-robust validation score reaches this. On five verified
-    # candidates the lowest last-K test figure ran 0.17-0.34 above the robust validation score
-    # (docs/results.md), so a candidate far below target - 0.2 would spend an hour and a test use
-    # to fail. None: verify every candidate.
+    # Verify only candidates whose seed-robust validation score reaches this bar; None: the default,
+    # target - 0.15 (space.target.default_bar says why). 0 verifies every candidate.
     min_robust: float | None = None
+    # Search the whole --n-trials before confirming (else: pause the search for each fresh
+    # candidate at or above the bar, confirm and verify it, search on only if it does not hold).
+    search_all: bool = False
     hold_level: float = HOLD_LEVEL  # PASS needs P(a new seed holds) >= this (space.hold)
     max_seeds: int = MAX_SEEDS  # verify seeds at most per candidate while the rule is undecided
     rejudge: bool = False  # judge stored test runs again at another target / K / level (a recorded use)
@@ -73,6 +79,48 @@ class FindConfig:
         if out.suffix != ".pt2" or out.is_dir():
             raise ConfigError(f"-o must name a .pt2 file, got {out}")
 
+    @property
+    def bar(self) -> float:
+        """The confirm bar: --min-robust, else the default below the target."""
+        return self.min_robust if self.min_robust is not None else default_bar(self.target)
+
+    def pause_rule(self) -> "FreshCandidate | None":
+        """When the search pauses for confirm and verify (None with --search-all)."""
+        s = self.search
+        return None if self.search_all else FreshCandidate(bar=self.bar, max_params=s.max_params, epochs=s.epochs,
+                                                           k=s.k)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FreshCandidate:
+    """The search pauses when a complete trial under the budget scores at least the bar and has no
+    confirm row made with these epochs and K: there is something to confirm and verify. (Picklable:
+    the search's worker processes check it before each trial; tests/test_legs.py)"""
+    bar: float
+    max_params: int
+    epochs: int
+    k: int
+
+    def fresh(self, study: optuna.Study) -> list:
+        """The fresh candidates, best first (storage.ranking's order)."""
+        found = FindRecord.of(study)
+        out = []
+        for t in ranked_trials(study):
+            if t.values[0] < self.bar or TrialRecord.of(t).params >= self.max_params:
+                continue
+            row = found.runs("confirm", t.number)
+            if row is None or row.epochs != self.epochs or row.k != self.k:
+                out.append(t)
+        return out
+
+    def why(self, study: optuna.Study) -> str | None:
+        fresh = self.fresh(study)
+        if not fresh:
+            return None
+        t = fresh[0]
+        return (f"trial {t.number} scores {t.values[0]:.2f}, at or above the bar {self.bar:.2f}, and is not confirmed "
+                f"yet: confirm and verify it before searching on")
+
 
 def _stage(name: str) -> None:
     from search import stopping
@@ -80,7 +128,9 @@ def _stage(name: str) -> None:
     print(f"\n== find: {name} ==", flush=True)
 
 
-def search_stage(config: FindConfig) -> optuna.Study:
+def search_stage(config: FindConfig, until: FreshCandidate | None = None) -> tuple[optuna.Study, bool]:
+    """(study, more): more is True when the search paused for a fresh candidate (until) and has
+    trials of its --n-trials left to run; False when it is over (reached, or --timeout)."""
     from search.runner import create_or_resume, finished_count, load_checked, run_search
     # A finished search is read, not resumed: resuming writes the run's settings into the study, and
     # a `find --max-params 4000` asked of a study searched under 5,000 must not rewrite its budget
@@ -93,10 +143,16 @@ def search_stage(config: FindConfig) -> optuna.Study:
                                                                                   config.search.max_params))
         print(f"search: done before ({finished} finished trials; --n-trials {config.search.n_trials})\n"
               + searched.header().split("\n")[0], flush=True)
-        return study
-    study = run_search(config.search)  # resumes (or creates) the study, writing this run's settings
+        return study, False
+    why = until.why(study) if until is not None else None
+    if why:
+        print(f"search: paused ({finished} finished trials of --n-trials {config.search.n_trials}): {why}", flush=True)
+        return study, True
+    study = run_search(config.search, until=until)  # resumes (or creates) the study, writing this run's settings
+    if until is not None and until.why(study) and finished_count(study) < config.search.n_trials:
+        return study, True
     records.save(study, Searched(config.search.n_trials))  # reached, or stopped by --timeout
-    return study
+    return study, False
 
 
 def _keep_seed(study: optuna.Study, stage: str, trial: int, same: dict, results: dict, spent: dict,
@@ -123,8 +179,11 @@ def _resumed(stored, same: bool, keep=lambda seed: True) -> tuple[dict, dict, di
     return results, spent, devices
 
 
-def confirm_stage(config: FindConfig, study: optuna.Study) -> list[ConfirmRow]:
-    """Seed-robust scores of the top N trials, best candidate first."""
+def confirm_stage(config: FindConfig, study: optuna.Study, until: FreshCandidate | None = None) -> list[ConfirmRow]:
+    """Seed-robust scores of the candidates decided, best first. With --search-all (until None): the
+    top --top trials, all raced to a decision. Else: the trials confirmed before, and the best
+    --top fresh candidates (until.fresh), raced depth first until one held the bar on every seed
+    (those the race did not reach get no row: they wait for the next leg)."""
     s = config.search
     # The budget is this run's --max-params, not the one the study was searched under: a study
     # searched under 5,000 can be asked for its best under 4,000, and never hands back a model
@@ -132,7 +191,17 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[ConfirmRow]:
     complete = ranked_trials(study)
     trial_records = {t.number: TrialRecord.of(t) for t in complete}
     params = {n: r.params for n, r in trial_records.items()}
-    ranked = [t for t in complete if params[t.number] < s.max_params][:config.top]
+    under = [t for t in complete if params[t.number] < s.max_params]
+    if until is None:
+        ranked, fresh = under[:config.top], set()
+    else:
+        fresh = {t.number for t in until.fresh(study)[:config.top]}
+        confirmed = set(FindRecord.of(study).runs("confirm"))
+        ranked = [t for t in under if t.number in fresh or t.number in confirmed]
+    if not ranked and under:  # legs: none at or above the bar, none confirmed before
+        print(f"confirm: no trial scores at least the bar {config.bar:.2f} (the best: {under[0].values[0]:.2f}); "
+              f"nothing to confirm", flush=True)
+        return []
     if not ranked:
         raise StudyError(f"study {study.study_name!r} has no complete trial under --max-params "
                          f"{s.max_params:,} to confirm ({len(complete)} complete trial(s), "
@@ -144,7 +213,8 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[ConfirmRow]:
               f"({over} complete trial(s) at or over it)")
     further = [CONFIRM_SEED_BASE + i for i in range(1, config.seeds)]
     kept, finished, made, configs = {}, {}, {}, {}
-    race = Race(candidates=[t.number for t in ranked], seeds=further, bar=config.min_robust, first={})
+    race = Race(candidates=[t.number for t in ranked if until is None or t.number in fresh], seeds=further,
+                bar=config.bar, first={}, enough=None if until is None else 1)
     images, available = training_counts(s.data_dir, final=False, train_limit=s.train_limit)  # what they train on
     found = FindRecord.of(study)
     for t in ranked:
@@ -165,8 +235,7 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[ConfirmRow]:
             print(f"confirm: trial {t.number} ({params[t.number]:,} params) not retrained: "
                   f"{race.why_stopped(t.number)}", flush=True)
         elif missing:
-            stops = (f"; stops once a seed puts its robust score below the bar {config.min_robust:.2f}"
-                     if config.min_robust is not None else "")
+            stops = f"; stops once a seed puts its robust score below the bar {config.bar:.2f}"
             print(f"confirm: trial {t.number} ({params[t.number]:,} params, score {t.values[0]:.2f}): "
                   f"retraining with seeds {', '.join(map(str, missing))} on "
                   + describe_training(final=False, train_limit=s.train_limit, epochs=s.epochs, images=images,
@@ -191,6 +260,10 @@ def confirm_stage(config: FindConfig, study: optuna.Study) -> list[ConfirmRow]:
              data_dir=s.data_dir, train_limit=s.train_limit)
     rows = []
     for t in ranked:
+        if t.number in fresh and not race.decided(t.number):
+            print(f"confirm: trial {t.number} not reached (a candidate before it held the bar); it waits for "
+                  f"the next leg", flush=True)
+            continue
         results, spent, devices, _ = kept[t.number]
         ran = [seed for seed in further if seed in results]  # all of them, unless the race stopped it
         scores = [t.values[0]] + [min(results[seed][-s.k:]) for seed in ran]
@@ -248,9 +321,9 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[Confi
         t = trials[row.trial]
         rec = TrialRecord.of(t)
         stored = found.verify(t.number)
-        if stored is None and config.min_robust is not None and row.robust < config.min_robust:
+        if stored is None and row.robust < config.bar:
             print(f"verify: trial {t.number} not verified: robust {row.robust:.2f} is below --min-robust "
-                  f"{config.min_robust:.2f} (the test set is not used)", flush=True)
+                  f"{config.bar:.2f} (the test set is not used)", flush=True)
             continue
         if stored is not None and stored.epochs != s.epochs:
             stored = None  # another protocol's runs: this one's are made afresh
@@ -398,20 +471,35 @@ def find(config: FindConfig) -> int:
     quiet_optuna()
     ensure_files(config.search.data_dir)
     check_target_fixed(config)
-    _stage(f"1/3 search under {config.search.max_params:,} parameters")
-    study = search_stage(config)
-    print_cost(study)
-    _stage(f"2/3 confirm the top {config.top} on validation with {config.seeds} seeds each")
-    candidates = confirm_stage(config, study)
-    print_cost(study)
-    _stage(f"3/3 verify on the test set: >= {config.target} in each of the last {config.search.k} epochs, "
-           f"{config.seeds} seeds, more while undecided (up to {config.max_seeds}), PASS when P(a new seed holds) "
-           f">= {config.hold_level:.0%}")
-    verified = verify_stage(config, study, candidates)
-    print_cost(study)
+    until = config.pause_rule()
+    leg, judged = 1, set()  # candidates verify judged in an earlier leg of this run (not shown again)
+    while True:
+        again = f" (leg {leg})" if leg > 1 else ""
+        _stage(f"1/3 search under {config.search.max_params:,} parameters{again}"
+               + ("" if until is None else f", until a trial scores at least the bar {config.bar:.2f}"))
+        study, more = search_stage(config, until)
+        print_cost(study)
+        _stage((f"2/3 confirm the top {config.top}" if until is None else "2/3 confirm the best fresh candidate")
+               + f" on validation with {config.seeds} seeds each{again}")
+        candidates = confirm_stage(config, study, until)
+        print_cost(study)
+        _stage(f"3/3 verify on the test set: >= {config.target} in each of the last {config.search.k} epochs, "
+               f"{config.seeds} seeds, more while undecided (up to {config.max_seeds}), PASS when P(a new seed holds) "
+               f">= {config.hold_level:.0%}{again}")
+        verified = verify_stage(config, study, [r for r in candidates if r.trial not in judged])
+        judged |= {r.trial for r in candidates}
+        print_cost(study)
+        if verified is not None or until is None or not (more or until.why(study)):
+            break
+        leg += 1
+        print(f"\nno candidate held yet: {'searching on' if more else 'confirming the next candidate'}", flush=True)
     notes.refresh_study_note(study)
     found = FindRecord.of(study)
     print(f"candidates that met the test set: {len(found.tests_used)}")
+    if verified is None and not candidates:
+        print(f"FAIL: no trial under {config.search.max_params:,} parameters reached the bar {config.bar:.2f} on "
+              f"validation; nothing met the test set (lower --min-robust, or search on with a larger --n-trials)")
+        return 1
     if verified is None:
         tried = [r for r in candidates if r.trial in found.verified()]
         print(f"FAIL: none of the {len(tried)} verified candidates held the target"

@@ -7,12 +7,25 @@ race) its robust score is below it whatever the remaining seeds do: stopping it 
 guess, and it would never have met the test set. Without a bar nothing stops early (every
 candidate runs every seed, as before).
 
+With `enough` set (find's default, which confirms only until it has something to verify), the race
+is depth first: the best candidate's seeds first, the next candidate's only once an earlier one has
+stopped, and no job is handed out once `enough` candidates have run every seed at or above the bar
+(nor while candidates still in flight could make up that number). Candidates it never reached are
+left undecided for a later round.
+
 >>> r = Race(candidates=[7, 3], seeds=[10001, 10002], bar=99.2, first={7: 99.3, 3: 99.25})
 >>> r.next_job(running=set())
 (7, 10001)
 >>> r.record(7, 10001, 99.1)  # below the bar: trial 7 cannot reach it any more
 >>> r.stopped(7), r.next_job(running={(3, 10001)})
 (True, (3, 10002))
+>>> d = Race(candidates=[7, 3], seeds=[10001, 10002], bar=99.2, first={7: 99.3, 3: 99.25}, enough=1)
+>>> d.next_job(running=set()), d.next_job(running={(7, 10001)})
+((7, 10001), (7, 10002))
+>>> d.record(7, 10001, 99.3); d.next_job(running={(7, 10002)}) is None  # trial 7 may still hold
+True
+>>> d.record(7, 10002, 99.25); d.held(7), d.next_job(running=set()), d.decided(3)
+(True, None, False)
 """
 from __future__ import annotations
 
@@ -26,6 +39,7 @@ class Race:
     bar: float | None  # --min-robust; None: no early stop
     first: dict[int, float]  # each candidate's search score (its own seed)
     scores: dict[int, dict[int, float]] = field(default_factory=dict)  # trial -> seed -> consistency score
+    enough: int | None = None  # depth first, until this many candidates held the bar on every seed
 
     def __post_init__(self):
         for t in self.candidates:
@@ -46,8 +60,28 @@ class Race:
         return (f"robust {self.robust_so_far(trial):.2f} after {n} confirm seed(s) is below the bar {self.bar:.2f}" if n
                 else f"its search score {self.first[trial]:.2f} is below the bar {self.bar:.2f}")
 
+    def held(self, trial: int) -> bool:
+        """Every seed run, none below the bar: it goes on to verify."""
+        return not self.stopped(trial) and all(s in self.scores[trial] for s in self.seeds)
+
+    def decided(self, trial: int) -> bool:
+        return self.stopped(trial) or self.held(trial)
+
     def next_job(self, running: set) -> tuple[int, int] | None:
-        """The next (trial, seed): rounds of one seed across the candidates still in the race."""
+        """The next (trial, seed): rounds of one seed across the candidates still in the race, or,
+        with `enough`, the best undecided candidate's next seed while more are needed."""
+        if self.enough is not None:
+            may_hold = sum(map(self.held, self.candidates))  # held, or undecided with every seed started
+            for t in self.candidates:
+                if may_hold >= self.enough:
+                    return None
+                if self.decided(t):
+                    continue
+                todo = [seed for seed in self.seeds if seed not in self.scores[t] and (t, seed) not in running]
+                if todo:
+                    return t, todo[0]
+                may_hold += 1
+            return None
         for seed in self.seeds:
             for t in self.candidates:
                 if not self.stopped(t) and seed not in self.scores[t] and (t, seed) not in running:

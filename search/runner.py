@@ -221,7 +221,7 @@ STORAGE_OUTAGE_LIMIT = 600  # seconds a worker waits for its database server to 
 
 
 def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll: float = 2.0,
-                      run: str | None = None, log=print) -> None:
+                      run: str | None = None, log=print, until=None) -> None:
     """Start one trial at a time while the study's finished plus running trials are under its
     budget: workers anywhere share one count. Two workers that check at the same moment can both
     start, so a study can overshoot by (workers - 1) trials, and by as many again when dead
@@ -231,7 +231,10 @@ def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll
     live workers' (that finish them), or dead ones' (a killed search: their heartbeats stop, they
     are failed after the grace period and their retries wait here to be run). Waiting for this
     run's own sibling workers' last trials is the normal end of a run and says nothing; waiting for
-    trials running elsewhere is said once, in plain words."""
+    trials running elsewhere is said once, in plain words.
+
+    until: None, or an object whose why(study) says (a sentence) when the search should pause
+    before its next trial (find's "a fresh candidate to confirm"); trials running finish first."""
     from optuna.storages import fail_stale_trials
     deadline = time.time() + config.timeout if config.timeout else None
     said = seen_elsewhere = False
@@ -246,6 +249,8 @@ def _run_until_budget(study: optuna.Study, objective, config: SearchConfig, poll
             # WAITING for ever). Enqueued start points are not retries: they wait for a budget.
             finished, running, retries, elsewhere = budget_counts(study, run)
             if finished >= config.n_trials and not retries:
+                return
+            if until is not None and until.why(study):
                 return
             if deadline is not None and time.time() >= deadline:
                 return
@@ -308,7 +313,7 @@ class TrialBar:
         self.bar.close()
 
 
-def _worker(config: SearchConfig, worker: int, seed: int, run: str | None = None) -> bool:
+def _worker(config: SearchConfig, worker: int, seed: int, run: str | None = None, until=None) -> bool:
     """Run trials until the study's budget is met; True when stopped by Ctrl-C or SIGTERM. run: the
     id of the search this worker belongs to (RUN_KEY)."""
     import torch
@@ -330,7 +335,7 @@ def _worker(config: SearchConfig, worker: int, seed: int, run: str | None = None
     objective = tagged(make_objective(config, split, ArtifactSink(url, config.study_name), progress=bar, log=log),
                        run)
     try:
-        _run_until_budget(study, objective, config, run=run, log=log)
+        _run_until_budget(study, objective, config, run=run, log=log, until=until)
     except KeyboardInterrupt:
         return True  # Optuna has already marked the running trial FAILED; completed trials are stored
     finally:
@@ -339,8 +344,8 @@ def _worker(config: SearchConfig, worker: int, seed: int, run: str | None = None
     return False
 
 
-def _worker_process(config: SearchConfig, worker: int, seed: int, run: str) -> None:
-    sys.exit(130 if _worker(config, worker, seed, run) else 0)
+def _worker_process(config: SearchConfig, worker: int, seed: int, run: str, until=None) -> None:
+    sys.exit(130 if _worker(config, worker, seed, run, until) else 0)
 
 
 def _state_counts(study) -> str:
@@ -375,9 +380,10 @@ def run_worker(config: SearchConfig) -> optuna.Study:
     return study
 
 
-def run_search(config: SearchConfig) -> optuna.Study:
+def run_search(config: SearchConfig, until=None) -> optuna.Study:
     """Run trials until the study (created if new) holds `config.n_trials` finished trials, counted
-    across all workers and invocations; returns the study.
+    across all workers and invocations, or until `until` (see _run_until_budget) pauses it; returns
+    the study.
     Raises KeyboardInterrupt after a clean stop on Ctrl-C."""
     from search.data import ensure_files
     install_stop_signals()
@@ -403,12 +409,12 @@ def run_search(config: SearchConfig) -> optuna.Study:
     run = new_run_id()
     if workers == 1:
         try:
-            interrupted = _worker(config, 0, seeds[0], run)
+            interrupted = _worker(config, 0, seeds[0], run, until)
         except KeyboardInterrupt:  # between trials
             interrupted = True
     else:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker_process, args=(config, i, s, run)) for i, s in enumerate(seeds)]
+        procs = [ctx.Process(target=_worker_process, args=(config, i, s, run, until)) for i, s in enumerate(seeds)]
         for p in procs:
             p.start()
         while any(p.is_alive() for p in procs):
@@ -427,10 +433,13 @@ def run_search(config: SearchConfig) -> optuna.Study:
             print("warning: a worker exited with an error; see its output above", file=sys.stderr)
     study = optuna.load_study(study_name=config.study_name, storage=open_storage(_url(config)))
     over = max(0, finished_count(study) - config.n_trials)
-    print(f"{'stopped by ' + stopping.cause() if interrupted else 'done'} after {time.time() - t0:.0f}s: "
-          f"{len(study.trials) - before} new trials; study now has {_state_counts(study)}"
+    paused = None if interrupted or until is None or finished_count(study) >= config.n_trials else until.why(study)
+    print(f"{'stopped by ' + stopping.cause() if interrupted else 'paused' if paused else 'done'} after "
+          f"{time.time() - t0:.0f}s: {len(study.trials) - before} new trials; study now has {_state_counts(study)}"
           + (f" ({over} over the budget: workers that started at the same moment, or dead trials' retries)"
              if over else ""))
+    if paused:
+        print(f"paused: {paused}", flush=True)
     from storage.notes import refresh_study_note
     refresh_study_note(study)
     best = best_trial(study)

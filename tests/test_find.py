@@ -10,8 +10,9 @@ from tests.test_study import load
 
 pytestmark = pytest.mark.slow  # every test runs the CLI
 
-TINY = ["--data-dir", "data", "--epochs", "2", "--last-k", "1", "--seeds", "2", "--top", "2", "--workers", "1",
-        "--max-params", "6000", "--n-trials", "3", "--no-enqueue"]
+LEGS = ["--data-dir", "data", "--epochs", "2", "--last-k", "1", "--seeds", "2", "--top", "2", "--workers", "1",
+        "--max-params", "6000", "--n-trials", "3", "--no-enqueue"]  # find's default: search in legs
+TINY = LEGS + ["--search-all"]  # the whole search first, then the top 2
 
 
 def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating(cli, tmp_path):
@@ -107,14 +108,25 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
 
 
 def test_find_fails_honestly_when_no_candidate_holds_the_target(cli, tmp_path):
+    """In legs (the default): each trial at or above the bar pauses the search, is confirmed and
+    verified, fails, and the search goes on, until --n-trials; judged once each, exit 1."""
     make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
-    r = cli("find", "--study-name", "g", "--target", "100", "--train-limit", "20", "-o", "m.pt2", *TINY,
-            cwd=tmp_path, check=False)
+    r = cli("find", "--study-name", "g", "--target", "100", "--min-robust", "0", "--max-seeds", "2",
+            "--train-limit", "20", "-o", "m.pt2", *LEGS, cwd=tmp_path, check=False)
     assert r.returncode == 1, r.stderr
-    assert "candidates that met the test set: 2" in r.stdout and "FAIL: none of the 2" in r.stdout
+    out = r.stdout
+    assert out.count("no candidate held yet: searching on") == 2 and "(leg 3)" in out and "(leg 4)" not in out
+    assert out.count("paused: trial ") == 2  # the third trial fills --n-trials: the search is over, not paused
+    assert "verified before" not in out  # a leg shows only the candidates it verified
+    assert "candidates that met the test set: 3" in out and "FAIL: none of the 3" in out
     assert not (tmp_path / "m.pt2").exists()
     study = load(tmp_path, "g")
-    assert study.user_attrs["find:tests_used"] == study.user_attrs["find:candidates"]
+    assert len(study.trials) == 3 and study.user_attrs["find:searched"] == 3
+    assert sorted(study.user_attrs["find:tests_used"]) == sorted(study.user_attrs["find:candidates"]) == [0, 1, 2]
+    # the bar keeps a trial below it from pausing the search: nothing to confirm, no test-set use
+    r = cli("find", "--study-name", "g2", "--target", "100", "-o", "m.pt2", *LEGS, cwd=tmp_path, check=False)
+    assert r.returncode == 1 and "FAIL: no trial under 6,000 parameters reached the bar 99.85" in r.stdout
+    assert "nothing to confirm" in r.stdout and "find:tests_used" not in load(tmp_path, "g2").user_attrs
     # a failed candidate is not exported as verified, nor is a winner there is none of
     for trial, says in ((str(study.user_attrs["find:candidates"][0]), "failed `find`'s verify stage"),
                         ("best", "has no model that passed")):
@@ -150,12 +162,19 @@ def test_min_robust_keeps_weak_candidates_away_from_the_test_set(cli, tmp_path):
 
 def test_front_across_studies_marks_verified_trials_and_refuses_bad_pairs(cli, tmp_path):
     make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
-    cli("find", "--study-name", "a", "--target", "0", "-o", "a.pt2", *TINY, cwd=tmp_path)
+    # find in legs (the default): its first trial reaches the bar (0 here), the search pauses, and
+    # that trial is confirmed, verified and exported; the rest of --n-trials is never run
+    found = cli("find", "--study-name", "a", "--target", "0", "-o", "a.pt2", *LEGS, cwd=tmp_path).stdout
+    assert "paused: trial 0 scores" in found and "search: done" not in found and "(leg 2)" not in found
+    assert found.count("cost so far: search ") == 3 and "wrote a.pt2" in found
+    a = load(tmp_path, "a")
+    assert len(a.trials) == 1 and a.user_attrs["find:candidates"] == [0] == a.user_attrs["find:tests_used"]
+    assert "find:searched" not in a.user_attrs  # paused, not searched to --n-trials
     cli("search", "--study-name", "b", "--data-dir", "data", "--epochs", "2", "--n-trials", "2", "--no-enqueue",
         "--max-params", "3000", cwd=tmp_path)
     pairs = ["--study", f"a=sqlite:///{tmp_path}/studies/a.db", "--study", f"b=sqlite:///{tmp_path}/studies/b.db"]
     r = cli("front", *pairs, "-o", "docs/front.png", cwd=tmp_path)
-    assert "front over 5 complete trials of 2 studies" in r.stdout
+    assert "front over 3 complete trials of 2 studies" in r.stdout
     assert (tmp_path / "docs" / "front.png").read_bytes()[:4] == b"\x89PNG"
     rows = json.loads(cli("front", *pairs, "--json", cwd=tmp_path).stdout)["front"]
     attrs = load(tmp_path, "a").user_attrs
@@ -183,7 +202,7 @@ def test_sigterm_to_find_alone_during_confirm_stops_its_seed_processes_cleanly(c
     import time
     make_tiny_mnist(tmp_path / "data", n_train=3000, n_test=40)
     args = ["--data-dir", "data", "--epochs", "15", "--seeds", "3", "--top", "1", "--workers", "2",
-            "--max-params", "6000", "--n-trials", "1", "--no-enqueue"]
+            "--max-params", "6000", "--n-trials", "1", "--no-enqueue", "--min-robust", "0"]
     p = cli.popen("find", "--study-name", "f", "-o", "m.pt2", *args, cwd=tmp_path, start_new_session=True)
     read_lines_until(p, lambda lines: "seed 10001 epoch  2:" in lines[-1],  # confirm's seed processes
                      timeout=300, what="epoch 2 of confirm's seed processes")

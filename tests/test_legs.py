@@ -1,0 +1,79 @@
+"""find in legs: when the search pauses for a candidate (search.find.FreshCandidate), the default
+bar below the target (space.target), and the depth-first race that confirms only until something
+can be verified (search.race). Fast: an in-memory study, no training."""
+import optuna
+import pytest
+
+from search.config import SearchConfig
+from search.find import FindConfig, FreshCandidate
+from search.race import Race
+from space.target import default_bar
+from storage import records
+from storage.records import ConfirmRow
+
+
+def _study(trials):
+    """A study whose COMPLETE trials have these (score, params)."""
+    study = optuna.create_study(direction="maximize")
+    for score, params in trials:
+        t = study.ask()
+        t.set_user_attr("params", params)
+        study.tell(t, score)
+    return study
+
+
+def _confirmed(study, trial, epochs=15, k=3):
+    records.save(study, ConfirmRow(trial=trial, params=1, epochs=epochs, k=k, results={}, scores=[99.3],
+                                   robust=99.3))
+
+
+def test_a_trial_at_or_above_the_bar_under_the_budget_and_unconfirmed_pauses_the_search():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _study([(99.20, 3000), (99.30, 3500), (99.40, 4000), (99.25, 3900)])
+    rule = FreshCandidate(bar=99.25, max_params=4000, epochs=15, k=3)
+    # trial 2 is at the budget (fewer than 4,000 is the rule), trial 0 below the bar
+    assert [t.number for t in rule.fresh(study)] == [1, 3]
+    assert rule.why(study).startswith("trial 1 scores 99.30, at or above the bar 99.25")
+    _confirmed(study, 1)
+    assert [t.number for t in rule.fresh(study)] == [3]
+    _confirmed(study, 3, epochs=5)  # a row made under another protocol does not count as confirmed
+    assert [t.number for t in rule.fresh(study)] == [3]
+    _confirmed(study, 3)
+    assert rule.fresh(study) == [] and rule.why(study) is None
+
+
+def test_the_default_bar_sits_below_the_target_and_the_flag_overrides_it(tmp_path):
+    assert default_bar(99.4) == 99.25 and default_bar(99.5) == 99.35 and default_bar(0.1) == 0.0
+    search = SearchConfig(study_name="s", storage=f"sqlite:///{tmp_path}/s.db", max_params=3600)
+    assert FindConfig(search=search, output=tmp_path / "m.pt2").bar == 99.25
+    assert FindConfig(search=search, output=tmp_path / "m.pt2", target=99.5).bar == 99.35
+    assert FindConfig(search=search, output=tmp_path / "m.pt2", min_robust=0).bar == 0
+    rule = FindConfig(search=search, output=tmp_path / "m.pt2").pause_rule()
+    assert rule == FreshCandidate(bar=99.25, max_params=3600, epochs=search.epochs, k=search.k)
+    assert FindConfig(search=search, output=tmp_path / "m.pt2", search_all=True).pause_rule() is None
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_a_depth_first_race_runs_only_what_one_held_candidate_needs(workers):
+    """Simulated: candidates 5 (fails its second seed), 8 (holds) and 9 (never needed), two seeds
+    each. Jobs are handed out as a pool of `workers` would take them, finishing in start order."""
+    outcome = {(5, 1): 99.3, (5, 2): 99.1, (8, 1): 99.3, (8, 2): 99.28, (9, 1): 99.4, (9, 2): 99.4}
+    race = Race(candidates=[5, 8, 9], seeds=[1, 2], bar=99.25, first={5: 99.4, 8: 99.35, 9: 99.3}, enough=1)
+    running, ran = [], []
+    while True:
+        while len(running) < workers and (job := race.next_job(set(running))) is not None:
+            running.append(job)
+        if not running:
+            break
+        job = running.pop(0)
+        ran.append(job)
+        race.record(*job, outcome[job])
+    assert race.stopped(5) and race.held(8) and not race.decided(9)
+    # a candidate in flight holds the next one back until it is decided, however many workers are
+    # free; candidate 9 never starts
+    assert set(ran) == {(5, 1), (5, 2), (8, 1), (8, 2)}
+
+
+def test_without_enough_the_race_runs_rounds_across_every_candidate():
+    race = Race(candidates=[5, 8], seeds=[1, 2], bar=99.25, first={5: 99.4, 8: 99.35})
+    assert race.next_job(set()) == (5, 1) and race.next_job({(5, 1)}) == (8, 1)
