@@ -254,10 +254,15 @@ def confirm_stage(config: FindConfig, study: optuna.Study, until: FreshCandidate
             print(f"confirm: trial {trial} stopped: {race.why_stopped(trial)}"
                   + (f" (seeds {', '.join(map(str, skipped))} not run)" if skipped else ""), flush=True)
 
-    # the race (search/race.py): a round of one seed across the candidates at a time, a candidate
-    # whose seeds so far put it below --min-robust stops, and a freed worker takes the next job
+    def cancelled(trial: int, seed: int, secs: float) -> None:
+        kept[trial][1][f"ended {seed}"] = secs  # its cost counts (one thread: wall seconds are core-seconds)
+        print(f"confirm: trial {trial} seed {seed} ended after {secs:.0f}s: its candidate is out of the race",
+              flush=True)
+
+    # the race (search/race.py): a candidate whose seeds so far put it below the bar stops (its
+    # seeds still running end at once), and a freed worker takes the next job
     run_race(race, lambda trial, seed: (*configs[trial], None), processes=s.workers, on_done=done, final=False,
-             data_dir=s.data_dir, train_limit=s.train_limit)
+             data_dir=s.data_dir, train_limit=s.train_limit, on_cancel=cancelled)
     rows = []
     for t in ranked:
         if t.number in fresh and not race.decided(t.number):

@@ -93,35 +93,72 @@ class Race:
         return [s for s in self.seeds if s not in self.scores[trial]] if self.stopped(trial) else []
 
 
+def _job_main(job, conn) -> None:
+    """A race job's process: train one seed, send back run_seed's result (or the error's line)."""
+    from search.retrain import ignore_sigint, run_seed
+    ignore_sigint()  # the parent hears Ctrl-C and ends its children
+    try:
+        conn.send(("ok", run_seed(job)))
+    except BaseException as e:  # noqa: BLE001 - reported by the parent, which raises
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
 def run_race(race: Race, job_of, *, processes: int, on_done, final: bool, data_dir=None,
-             train_limit: int | None = None) -> None:
-    """Run the race's jobs in a pool of `processes` one-thread processes, dispatching the next job
-    (race.next_job) whenever one ends, so a stopped candidate's seeds are never started and the
-    freed worker takes another candidate's. job_of(trial, seed) -> (spec, config, weights path or
-    None), as the retraining pool's jobs take them; on_done(trial, seed, accs, seconds, device) runs
-    here as each ends (it records the score into the race). A stop asked for (search.stopping) ends
-    the wait; leaving the pool ends its children."""
+             train_limit: int | None = None, on_cancel=None, job_main=_job_main) -> None:
+    """Run the race's jobs, each in its own one-thread process, at most `processes` at a time,
+    dispatching the next job (race.next_job) whenever one ends, so a stopped candidate's seeds are
+    never started and the freed worker takes another candidate's. A seed still running when its
+    candidate stops is ended at once (it can no longer change the verdict): on_cancel(trial, seed,
+    seconds it ran) lets the caller count its cost. job_of(trial, seed) -> (spec, config, weights
+    path or None), as the retraining pool's jobs take them; on_done(trial, seed, accs, seconds,
+    device) runs here as each ends (it records the score into the race). A stop asked for
+    (search.stopping) ends the wait, and every child with it. job_main(job, conn): what each
+    process runs (tests stand a quick fake in for training)."""
     import multiprocessing as mp
     import time
 
     from search import stopping
-    from search.retrain import ignore_sigint, run_seed, seed_job
-    running: dict[tuple[int, int], object] = {}
-    with mp.get_context("spawn").Pool(max(1, processes), initializer=ignore_sigint) as pool:
+    from search.retrain import seed_job
+    ctx = mp.get_context("spawn")
+    running: dict[tuple[int, int], tuple] = {}  # (trial, seed) -> (process, its result pipe, start time)
+    try:
         while True:
             while len(running) < max(1, processes):
                 job = race.next_job(set(running))
                 if job is None:
                     break
                 spec, config, path = job_of(*job)
-                running[job] = pool.apply_async(run_seed, (seed_job(job[0], spec, config, job[1], path, final=final,
-                                                                    data_dir=data_dir, train_limit=train_limit),))
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=job_main, daemon=True, args=(seed_job(
+                    job[0], spec, config, job[1], path, final=final, data_dir=data_dir, train_limit=train_limit), send))
+                proc.start()
+                send.close()  # the child holds the only writer: its death reads as EOF here
+                running[job] = (proc, recv, time.time())
             if not running:
                 return
             stopping.check()
-            ended = [j for j, r in running.items() if r.ready()]
+            ended = [j for j, (_, recv, _) in running.items() if recv.poll()]
             if not ended:
                 time.sleep(0.2)
                 continue
             for j in ended:
-                on_done(*running.pop(j).get())
+                proc, recv, _ = running.pop(j)
+                try:
+                    status, value = recv.recv()
+                except EOFError:
+                    proc.join()
+                    status, value = "error", f"its process ended with exit code {proc.exitcode}"
+                proc.join()
+                if status != "ok":
+                    raise RuntimeError(f"trial {j[0]} seed {j[1]}: {value}")
+                on_done(*value)
+            for j in [j for j in running if race.stopped(j[0])]:
+                proc, _, t0 = running.pop(j)
+                proc.terminate()
+                proc.join()
+                if on_cancel:
+                    on_cancel(*j, time.time() - t0)
+    finally:
+        for proc, _, _ in running.values():
+            proc.terminate()
+            proc.join()

@@ -77,3 +77,35 @@ def test_a_depth_first_race_runs_only_what_one_held_candidate_needs(workers):
 def test_without_enough_the_race_runs_rounds_across_every_candidate():
     race = Race(candidates=[5, 8], seeds=[1, 2], bar=99.25, first={5: 99.4, 8: 99.35})
     assert race.next_job(set()) == (5, 1) and race.next_job({(5, 1)}) == (8, 1)
+
+
+def fake_seed(job, conn):
+    """A stand-in for training (run in a spawned process): trial 5's seed 1 ends at once below the
+    bar; every other seed takes 30 s unless ended."""
+    import time
+    trial, seed = job[0], job[3]
+    if (trial, seed) != (5, 1):
+        time.sleep(30)
+    conn.send(("ok", (trial, seed, [99.0 if trial == 5 else 99.5], 0.5, "cpu")))
+
+
+def test_a_seed_still_running_when_its_candidate_stops_is_ended_and_its_time_counted():
+    import time
+    from search.race import run_race
+    race = Race(candidates=[5, 8], seeds=[1, 2], bar=99.25, first={5: 99.4, 8: 99.35}, enough=1)
+    done, ended = [], []
+    t0 = time.time()
+    # 2 workers: trial 5's seeds 1 and 2 start together; seed 1 puts it below the bar, so seed 2
+    # is ended there and then, and trial 8 (the next candidate) takes both workers
+    with pytest.raises(RuntimeError, match="never"):  # stop the test before trial 8's 30 s seeds end
+        def on_done(trial, seed, accs, secs, device):
+            done.append((trial, seed))
+            race.record(trial, seed, min(accs))
+
+        def on_cancel(trial, seed, secs):
+            ended.append((trial, seed, secs))
+            raise RuntimeError("never mind the rest")
+        run_race(race, lambda trial, seed: ({}, {}, None), processes=2, on_done=on_done, final=False,
+                 on_cancel=on_cancel, job_main=fake_seed)
+    assert done == [(5, 1)] and [e[:2] for e in ended] == [(5, 2)] and 0 < ended[0][2] < 25
+    assert time.time() - t0 < 25  # the running seed was not waited for; the raise ended every child
