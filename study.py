@@ -273,8 +273,9 @@ def cmd_worker(args):
     from search.config import SearchConfig
     from search.runner import run_worker
     from storage.db import load_study
+    from storage.records import StudySettings
     study = load_study(study_name=args.study_name, storage=args.storage)
-    config = SearchConfig.from_study(study.user_attrs, study_name=args.study_name, storage=args.storage,
+    config = SearchConfig.from_study(StudySettings.of(study), study_name=args.study_name, storage=args.storage,
                                      timeout=args.timeout, data_dir=args.data_dir)
     run_worker(config)
 

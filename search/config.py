@@ -13,6 +13,7 @@ import optuna
 from space.recipe import ConfigError
 from space.searchspace import SearchSpace
 from space.target import EPOCH_LIMIT, MAX_PARAMS, last_k_for
+from storage.records import StudySettings
 
 
 def _tpe(seed: int):
@@ -164,12 +165,13 @@ class SearchConfig:
     def prune(self) -> bool:
         return not self.pareto and self.pruner != "none"  # Optuna cannot prune multi-objective trials
 
-    def stored_settings(self) -> dict:
-        """What the study keeps as user attributes (the space is stored beside, as 'space')."""
-        return {"max_params": self.max_params, "epochs": self.epochs, "last_k": self.k,
+    def stored_settings(self) -> StudySettings:
+        """What the study keeps as user attributes (the space is stored beside it, when the study is
+        made: a resume never rewrites it)."""
+        return StudySettings({"max_params": self.max_params, "epochs": self.epochs, "last_k": self.k,
                 "objective": self.objective, "pareto": self.pareto, "prune": self.prune,
                 "pruner": self.pruner, "sampler": self.sampler, "n_trials": self.n_trials,
-                "seed": self.seed, "train_limit": self.train_limit}
+                "seed": self.seed, "train_limit": self.train_limit})
 
     def protocol(self) -> dict:
         """The settings that define what a trial's score means, as the study stores them (the space
@@ -191,7 +193,7 @@ class SearchConfig:
                 + (f"; from the study (not given): {' '.join(taken)}" if taken else ""))
 
     @classmethod
-    def resolve(cls, given: dict, stored: dict | None, *, defaults: dict, budget_may_differ: bool = False,
+    def resolve(cls, given: dict, stored: StudySettings | None, *, defaults: dict, budget_may_differ: bool = False,
                 **rest) -> "SearchConfig":
         """The config of a run from the flags it was given (`given`: name -> value, None or absent
         when the flag was left out) and the existing study's stored settings (`stored`: its user
@@ -199,7 +201,7 @@ class SearchConfig:
         does, else its default; a PROTOCOL setting given with another value than the study's is
         refused (StudyError, naming every difference) before anything is written. A flag left out
         and a flag given its default value are told apart: argparse's defaults are None."""
-        stored = stored if stored and "space" in stored and "max_params" in stored else None
+        stored = stored if stored is not None and stored.ours else None
         values, taken = {}, []
         for name in PROTOCOL + FREE:
             if given.get(name) is not None:
@@ -212,7 +214,7 @@ class SearchConfig:
         if given.get("space") is not None:
             space = given["space"]
         elif stored is not None:
-            space = SearchSpace.from_dict(stored["space"])
+            space = SearchSpace.from_dict(stored.space)
             taken.append("space")
         else:
             space = SearchSpace.default()
@@ -223,15 +225,15 @@ class SearchConfig:
         return cls(space=space, **values, **rest, taken_from_study=tuple(taken))
 
     @classmethod
-    def from_study(cls, attrs: dict, **overrides) -> "SearchConfig":
+    def from_study(cls, attrs: StudySettings, **overrides) -> "SearchConfig":
         """The settings a study was created with (for `worker`, which joins it from anywhere)."""
-        if "space" not in attrs or "max_params" not in attrs:
+        if not attrs.ours:
             raise ConfigError("this study holds no mnist-nas settings; create it with `search` first")
-        kw = dict(space=SearchSpace.from_dict(attrs["space"]), max_params=attrs["max_params"],
+        kw = dict(space=SearchSpace.from_dict(attrs.space), max_params=attrs.max_params,
                   epochs=attrs["epochs"], last_k=attrs.get("last_k"), objective=attrs.get("objective", "consistency"),
                   pruner=attrs.get("pruner", "median"), sampler=attrs.get("sampler", "tpe"),
                   n_trials=attrs.get("n_trials", 20), seed=attrs.get("seed", 0),
-                  train_limit=attrs.get("train_limit"), enqueue=False)
+                  train_limit=attrs.train_limit, enqueue=False)
         return cls(**{**kw, **overrides})
 
 

@@ -39,7 +39,7 @@ from space.hold import HOLD_LEVEL, MAX_SEEDS, check_hold_settings
 from space.recipe import ConfigError, TrainConfig
 from space.target import TARGET_ACC, default_bar
 from storage import notes, records
-from storage.records import (Candidates, ConfirmRow, FindRecord, HoldEstimate, PartialRow, Provenance, RaceStop,
+from storage.records import (Candidates, ConfirmRow, StudySettings, FindRecord, HoldEstimate, PartialRow, Provenance, RaceStop,
                              RejudgeEvent, Rejudged, Rejudgement, Searched, TestsUsed, TrialRecord, VerifyRow, Winner)
 from storage.provenance import describe_training, training_record
 from storage.artifacts import verified_weights_path
@@ -139,7 +139,7 @@ def search_stage(config: FindConfig, until: FreshCandidate | None = None) -> tup
     finished = finished_count(study)
     searched_to = FindRecord.of(study).searched or 0
     if finished >= config.search.n_trials or searched_to >= config.search.n_trials:
-        searched = dataclasses.replace(config.search, max_params=study.user_attrs.get("max_params",
+        searched = dataclasses.replace(config.search, max_params=StudySettings.of(study).get("max_params",
                                                                                   config.search.max_params))
         print(f"search: done before ({finished} finished trials; --n-trials {config.search.n_trials})\n"
               + searched.header().split("\n")[0], flush=True)

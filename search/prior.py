@@ -22,7 +22,7 @@ from pathlib import Path
 
 from space.searchspace import IntRange, SearchSpace, _Recorder
 from space.spec import count_params
-from storage.records import SPACE, TrialRecord
+from storage.records import StudySettings, TrialRecord
 
 PRIOR_FILE = Path(__file__).with_name("prior.json")
 WIDTH = re.compile(r"^b(\d+)_(w\d+|sq_w)$")
@@ -108,7 +108,7 @@ def warm_points(space: SearchSpace, max_params: int, studies: list) -> list[Star
     from storage.ranking import ranked_trials
     out = []
     for study in studies:
-        stored = study.user_attrs.get(SPACE)
+        stored = StudySettings.of(study).space
         their = SearchSpace.from_dict(stored) if stored else SearchSpace.default()
         taken = 0
         for t in ranked_trials(study):

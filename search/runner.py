@@ -49,14 +49,14 @@ def check_resume(config: SearchConfig, summary, budget_may_differ: bool = False)
     """Refuse, before writing anything, to resume a study under another protocol (epochs, K, train
     limit, objective, budget: search.config.PROTOCOL) or space. budget_may_differ: find reading a
     finished search, whose --max-params only filters the candidates."""
-    check_protocol(config.study_name, summary.user_attrs, config.protocol(),
+    check_protocol(config.study_name, records.StudySettings.of(summary.user_attrs), config.protocol(),
                    skip=("max_params",) if budget_may_differ else ())
     have = [d.name.lower() for d in summary.directions]
     want = ["maximize", "minimize"] if config.pareto else ["maximize"]
     if have != want:
         raise StudyError(f"study {config.study_name!r} exists with directions {have}; "
                          f"--objective {config.objective} needs {want}")
-    stored = summary.user_attrs.get(records.SPACE)
+    stored = records.StudySettings.of(summary.user_attrs).space
     if stored is None:
         raise StudyError(f"study {config.study_name!r} has no stored search space (made by an older "
                          f"mnist-nas); start a new study")
@@ -114,8 +114,7 @@ def _create_or_resume(config: SearchConfig) -> optuna.Study:
         study.enqueue_trial(point, skip_if_exists=True)
     if new and config.warm_start:
         enqueue_prior(study, config, warm)
-    for key, value in config.stored_settings().items():
-        study.set_user_attr(key, value)
+    config.stored_settings().save(study)
     stopped = retry_stopped_trials(study)
     if stopped:
         print(f"retrying {len(stopped)} trial(s) stopped by Ctrl-C or SIGTERM before, with the same parameters: "

@@ -297,15 +297,18 @@ def load_study(*, study_name: str, storage: str | None = None) -> optuna.Study:
     return optuna.load_study(study_name=study_name, storage=rdb)
 
 
-def stored_settings(*, study_name: str, storage: str | None = None) -> dict | None:
-    """An existing study's user attributes (where mnist-nas keeps its settings), read without
-    writing; None when the storage or the study does not exist yet (a search will create them)."""
+def stored_settings(*, study_name: str, storage: str | None = None):
+    """An existing study's settings (storage.records.StudySettings: its user attributes where
+    mnist-nas keeps them), read without writing; None when the storage or the study does not exist
+    yet (a search will create them)."""
     url = storage_url(study_name=study_name, storage=storage)
     try:
         rdb = open_storage(url)
     except StudyError:  # no file yet, or one without Optuna's tables: nothing stored to keep
         return None
     try:
-        return rdb.get_study_user_attrs(rdb.get_study_id_from_name(study_name))
+        attrs = rdb.get_study_user_attrs(rdb.get_study_id_from_name(study_name))
     except KeyError:
         return None
+    from storage.records import StudySettings  # records imports this module
+    return StudySettings.of(attrs)

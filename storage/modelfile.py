@@ -17,6 +17,7 @@ import torch
 from space.model import Normalised, build_model
 from space.rf import receptive_field
 from space.spec import ArchSpec, count_params
+from storage import records
 from storage.records import ConfirmRow, FindRecord, TrialRecord, VerifyRow, WeightsFile, verify_key
 from storage.archive import UnsafeModelFile, check_model_archive
 from storage.provenance import describe_training, describe_versions, made_by, training_record
@@ -195,7 +196,7 @@ def export_verified(*, study_name: str, storage: str | None = None, trial: str =
 
 def _train_limit(study) -> int | None:
     """The study's stored --train-limit (verify trains on that many images too)."""
-    v = study.user_attrs.get("train_limit")
+    v = records.StudySettings.of(study).train_limit
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 

@@ -21,7 +21,7 @@ from space.ops import OPS
 from space.rf import format_rf_table
 from space.spec import ArchSpec
 from space.target import EPOCH_LIMIT, TARGET_ACC
-from storage.records import SPACE, HoldEstimate, Prior, TrialRecord, set_trial_attrs
+from storage.records import HoldEstimate, Prior, StudySettings, TrialRecord, set_trial_attrs
 
 VERIFY_HEADING = "## Verification"
 
@@ -206,8 +206,8 @@ def describe_prior(prior: Prior | dict | None) -> str:
 
 
 def study_note(study: optuna.Study, *, best: optuna.trial.FrozenTrial | None, counts: str) -> str:
-    attrs = study.user_attrs  # the settings (search/config.py), the space and the prior
-    space = attrs.get(SPACE, {})
+    attrs = StudySettings.of(study)  # the settings (their meaning: search/config.py) and the space
+    space = attrs.space or {}
     best_line = ("no complete trial yet" if best is None else
                  f"trial {best.number}: consistency score {best.values[0]:.2f} with "
                  f"{TrialRecord.of(best).params or 0:,} parameters")
@@ -222,7 +222,7 @@ def study_note(study: optuna.Study, *, best: optuna.trial.FrozenTrial | None, co
              f"set is used only by `verify` and `find`'s last stage (target ≥ {TARGET_ACC} % held).",
              f"**Trials:** {counts}",
              f"**Best so far:** {best_line}",
-             f"**Start points:** {describe_prior(Prior.read(attrs))}",
+             f"**Start points:** {describe_prior(Prior.read(study.user_attrs))}",
              "## Search space\n\n```json\n" + json.dumps(space, indent=1) + "\n```"]
     return "\n\n".join(lines) + "\n"
 
@@ -249,7 +249,7 @@ def rewrite_trial_notes(study: optuna.Study, store=None) -> int:
     from optuna_dashboard import get_note, save_note
     from optuna_dashboard.artifact import get_artifact_path
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    max_params = study.user_attrs.get("max_params")
+    max_params = StudySettings.of(study).max_params
     written = 0
     for t in study.get_trials(deepcopy=False, states=states):
         rec = TrialRecord.of(t)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from space.target import TARGET_ACC
-from storage.records import TrialRecord
+from storage.records import StudySettings, TrialRecord
 
 from matplotlib.figure import Figure  # a bare Figure: no pyplot, no display, no global state
 
@@ -89,8 +89,9 @@ def plot_study(study, order: list, front: list, out: Path, top: int) -> list[Pat
     fig, ax = _figure((7, 4))
     ax.scatter([TrialRecord.of(t).params or 0 for t in complete], ys, label="complete trial")
     ax.plot([p for _, p, _ in front], [s for s, _, _ in front], "r-o", label="Pareto front")
-    if "max_params" in study.user_attrs:
-        ax.axvline(study.user_attrs["max_params"], color="grey", ls="--", lw=0.8, label="budget")
+    budget = StudySettings.of(study).max_params
+    if budget is not None:
+        ax.axvline(budget, color="grey", ls="--", lw=0.8, label="budget")
     ax.set(xlabel="parameters", ylabel="consistency score (val %)", title="accuracy vs parameters")
     _finish(ax)
     paths.append(_save(fig, out / "pareto.png"))

@@ -15,16 +15,17 @@ Who writes and who reads each (find: search/find.py; a trial's record: its user 
 | find:candidates           | Candidates  | find, confirm stage          | people and tests                      |
 | find:searched             | Searched    | find, search stage           | find (a finished search is read)      |
 | prior                     | Prior       | search/runner.py, new study  | report, the study note (notes.py)     |
-| space and the settings    | (none here: SearchConfig, search/config.py, owns them; runner writes them)   |
+| space and the settings    | StudySettings | search/runner.py (from   | search/config.py (resume, worker),    |
+|   (one attribute each)    |             |   SearchConfig.stored_...)   |   report, notes, plots, export, prior |
 | a trial's spec, params,   | TrialRecord | search/objective.py, runner  | report, ranking, plots, notes, export,|
 |   config, epochs, ended...|             |   (start_point), artifacts,  |   find, verify, runner (retries),     |
 |                           |             |   notes (curves), scale      |   search/prior.py (--warm-start)      |
 | a weights file (.pt)      | WeightsFile | search/retrain.py (verify    | export, export --verified (loaded     |
 |                           |             |   seeds), artifacts (trials) |   weights-only: never runs code)      |
 
-The settings a study keeps (max_params, epochs, last_k, ...; see SearchConfig.stored_settings) and
-its "space" are the protocol, owned by search/config.py; here they are only told apart from what
-`find` stored (settings_attrs / find_attrs).
+The settings a study keeps (max_params, epochs, last_k, ...: SETTINGS) and its "space" are read
+and written through StudySettings; what they mean (the protocol, the defaults, the checks) is
+search/config.py's. settings_attrs / find_attrs tell them apart from what `find` stored.
 
 Stored forms are what the code wrote before this module existed, so every committed study reads as
 it did: a row's keys in their stored order, keys this version does not know kept in `extra` and
@@ -64,6 +65,9 @@ CANDIDATES = "find:candidates"  # the confirm stage's order: best seed-robust sc
 SEARCHED = "find:searched"  # the --n-trials the search stage reached (or was stopped at by --timeout)
 PRIOR = "prior"  # where a study's start points came from (search/runner.py)
 SPACE = "space"  # the study's search space (space.searchspace.SearchSpace.to_dict)
+# the settings a study keeps, one user attribute each (search.config.SearchConfig.stored_settings)
+SETTINGS = ("max_params", "epochs", "last_k", "objective", "pareto", "prune", "pruner", "sampler", "n_trials", "seed",
+            "train_limit")
 STAGES = ("confirm", "verify")
 
 
@@ -568,6 +572,61 @@ def parse(key: str, value):
                 return PartialRow.from_stored(value, stage=prefix.split(":")[2], trial=int(number))
             return cls.from_stored(value)
     return value
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """The settings a study keeps (one user attribute each, named in SETTINGS) and its space
+    (SPACE), as stored. A study made by an older mnist-nas may lack some: `stored` holds only the
+    keys that are there (a stored None, as train_limit's "every image", is a value), and it reads
+    like that dict (`in`, `[]`, `get`).
+
+    >>> s = StudySettings.of({"max_params": 4000, "train_limit": None, "find:winner": 3})
+    >>> s.max_params, "train_limit" in s, s.train_limit, s.ours
+    (4000, True, None, False)
+    """
+    stored: dict
+
+    @classmethod
+    def of(cls, study_or_attrs) -> "StudySettings":
+        """From a study (its user attributes) or the attributes themselves."""
+        attrs = study_or_attrs if isinstance(study_or_attrs, dict) else study_or_attrs.user_attrs
+        return cls({k: attrs[k] for k in (*SETTINGS, SPACE) if k in attrs})
+
+    def __post_init__(self):
+        unknown = set(self.stored) - {*SETTINGS, SPACE}
+        if unknown:
+            raise RecordError(f"StudySettings: not a setting: {', '.join(sorted(unknown))}")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.stored
+
+    def __getitem__(self, name: str):
+        return self.stored[name]
+
+    def get(self, name: str, default=None):
+        return self.stored.get(name, default)
+
+    @property
+    def ours(self) -> bool:
+        """Made by mnist-nas's search: it has a space and a budget."""
+        return SPACE in self.stored and "max_params" in self.stored
+
+    @property
+    def max_params(self) -> int | None:
+        return self.stored.get("max_params")
+
+    @property
+    def train_limit(self) -> int | None:
+        return self.stored.get("train_limit")
+
+    @property
+    def space(self) -> dict | None:
+        return self.stored.get(SPACE)
+
+    def save(self, study) -> None:
+        for key, value in self.stored.items():
+            study.set_user_attr(key, value)
 
 
 def find_attrs(attrs: dict) -> dict:

@@ -74,7 +74,7 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
           ", ".join(f"{counts[k]} {k}" for k in ("complete", "pruned", "over budget", "failed", "running", "waiting") if counts[k]))
     if n:
         print(f"refused over budget before training: {counts['over budget']}/{n} = {100 * counts['over budget'] / n:.0f}%")
-    space = study.user_attrs.get(records.SPACE)
+    space = records.StudySettings.of(study).space
     if space is not None:
         print("search space (as stored in the study):")
         for part, d in space.items():

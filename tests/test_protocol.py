@@ -244,8 +244,9 @@ def test_resolve_takes_what_was_left_out_from_the_study_and_defaults_for_a_new_o
             "objective": None, "pruner": None, "sampler": None, "seed": None, "space": None}
     new = SearchConfig.resolve(none, None, defaults=defaults, study_name="s")
     assert (new.n_trials, new.epochs, new.k, new.train_limit, new.taken_from_study) == (20, 15, 3, None, ())
-    stored = {**SearchConfig(epochs=3, last_k=1, train_limit=5000, n_trials=6).stored_settings(),
-              "space": SearchSpace.default().to_dict()}
+    from storage.records import StudySettings
+    stored = StudySettings({**SearchConfig(epochs=3, last_k=1, train_limit=5000, n_trials=6).stored_settings().stored,
+                            "space": SearchSpace.default().to_dict()})
     old = SearchConfig.resolve({**none, "n_trials": 8}, stored, defaults=defaults, study_name="s")
     assert (old.n_trials, old.epochs, old.k, old.train_limit) == (8, 3, 1, 5000)
     assert "n_trials" not in old.taken_from_study and {"epochs", "last_k", "train_limit"} <= set(old.taken_from_study)

@@ -196,17 +196,17 @@ def test_study_scale_builds_real_looking_studies_and_times_their_readers(cli, tm
     import optuna
     from storage.scale import build
     url = f"sqlite:///{tmp_path}/s.db"
-    build(url, 40)
+    build(url, 16)
     study = optuna.load_study(study_name="scale", storage=url)
-    assert len(study.trials) == 40 and {t.state.name for t in study.trials} == {"COMPLETE", "PRUNED"}
+    assert len(study.trials) == 16 and {t.state.name for t in study.trials} == {"COMPLETE", "PRUNED"}
     assert all(len(t.user_attrs["epochs"]) == len(t.intermediate_values) for t in study.trials)
     from optuna_dashboard._note import get_note_from_system_attrs
     attrs = study._storage.get_study_system_attrs(study._study_id)
     assert all("Receptive field" in get_note_from_system_attrs(attrs, t._trial_id)["body"] for t in study.trials)
-    r = cli("bench", "--study-scale", "12", "--json", cwd=tmp_path, check=False)
+    r = cli("bench", "--study-scale", "6", "--json", cwd=tmp_path, check=False)
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)["study_scale"][0]
-    assert row["trials"] == 12 and row["report_s"] > 0 and row["dashboard_api_s"] > 0
+    assert row["trials"] == 6 and row["report_s"] > 0 and row["dashboard_api_s"] > 0
     # the page is timed twice (as stored, and a copy without intermediate values) or not at all
     page, bare = row["dashboard_page_s"], row["dashboard_page_without_intermediate_values_s"]
     assert (page is None) == (bare is None) and (page is None or (page > 0 and bare > 0))
