@@ -312,3 +312,15 @@ def stored_settings(*, study_name: str, storage: str | None = None):
         return None
     from storage.records import StudySettings  # records imports this module
     return StudySettings.of(attrs)
+
+
+def studies_in(folder: str | Path) -> list[optuna.Study]:
+    """Every study in the SQLite files (*.db) of a folder, file by file (names sorted), each file's
+    studies in the order they were made: what the experiments read from results/. Loading a study
+    writes nothing."""
+    out = []
+    for db in sorted(Path(folder).glob("*.db")):
+        url = f"sqlite:///{db}"
+        rdb = open_storage(url)
+        out += [optuna.load_study(study_name=s.study_name, storage=rdb) for s in rdb.get_all_studies()]
+    return out

@@ -26,21 +26,18 @@ BUCKETS = [(0.0, 0.5), (0.5, 0.75), (0.75, 0.9), (0.9, 0.95), (0.95, 1.0001)]
 
 def candidates() -> list[dict]:
     import optuna
+    from storage.db import studies_in
     from storage.records import FindRecord
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     out = []
-    for db in sorted((ROOT / "results").glob("*.db")):
-        url = f"sqlite:///{db}"
-        for summary in optuna.get_all_study_summaries(url):
-            study = optuna.load_study(study_name=summary.study_name, storage=url)
-            for trial, row in sorted(FindRecord.of(study).verified().items()):
-                minima = [last_k_minimum(a, row.k) for _, a in sorted(row.results.items())]
-                extra = EXTRA.get((summary.study_name, trial))
-                if extra:
-                    for m in sorted((ROOT / "experiments" / extra).glob("seed*/metrics.json")):
-                        minima.append(last_k_minimum([e["test_acc"] for e in json.loads(m.read_text())["epochs"]],
-                                                     row.k))
-                out.append({"study": summary.study_name, "trial": trial, "target": row.target, "minima": minima})
+    for study in studies_in(ROOT / "results"):
+        for trial, row in sorted(FindRecord.of(study).verified().items()):
+            minima = [last_k_minimum(a, row.k) for _, a in sorted(row.results.items())]
+            extra = EXTRA.get((study.study_name, trial))
+            if extra:
+                for m in sorted((ROOT / "experiments" / extra).glob("seed*/metrics.json")):
+                    minima.append(last_k_minimum([e["test_acc"] for e in json.loads(m.read_text())["epochs"]], row.k))
+            out.append({"study": study.study_name, "trial": trial, "target": row.target, "minima": minima})
     return out
 
 

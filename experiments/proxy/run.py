@@ -40,14 +40,12 @@ def complete_trials() -> list[tuple[str, optuna.trial.FrozenTrial]]:
     """(study, trial) for every complete 15-epoch trial, studies interleaved so a partial run
     still covers each study."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from storage.db import studies_in
     per_study = []
-    for db in sorted((ROOT / "results").glob("*.db")):
-        url = f"sqlite:///{db}"
-        for s in optuna.get_all_study_summaries(url):
-            study = optuna.load_study(study_name=s.study_name, storage=url)
-            ts = [t for t in study.get_trials(deepcopy=False)
-                  if t.state == optuna.trial.TrialState.COMPLETE and len(t.user_attrs.get("epochs", [])) == 15]
-            per_study.append([(s.study_name, t) for t in ts])
+    for study in studies_in(ROOT / "results"):
+        ts = [t for t in study.get_trials(deepcopy=False)
+              if t.state == optuna.trial.TrialState.COMPLETE and len(t.user_attrs.get("epochs", [])) == 15]
+        per_study.append([(study.study_name, t) for t in ts])
     out = []
     while any(per_study):
         for ts in per_study:

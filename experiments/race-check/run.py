@@ -23,17 +23,12 @@ sys.path.insert(0, str(ROOT))
 
 def rows() -> list[dict]:
     import optuna
+    from storage.db import studies_in
     from storage.records import FindRecord
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    out = []
-    for db in sorted((ROOT / "results").glob("*.db")):
-        url = f"sqlite:///{db}"
-        for summary in optuna.get_all_study_summaries(url):
-            study = optuna.load_study(study_name=summary.study_name, storage=url)
-            for trial, row in sorted(FindRecord.of(study).confirmed().items()):
-                out.append({"study": summary.study_name, "trial": trial, "scores": row.scores,
-                            "seeds_run": len(row.results), "core_seconds": row.core_seconds})
-    return out
+    return [{"study": study.study_name, "trial": trial, "scores": row.scores, "seeds_run": len(row.results),
+             "core_seconds": row.core_seconds}
+            for study in studies_in(ROOT / "results") for trial, row in sorted(FindRecord.of(study).confirmed().items())]
 
 
 def main() -> None:
