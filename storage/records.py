@@ -730,7 +730,14 @@ class FindRecord:
         s = self._single(Searched)
         return s.n_trials if s else None
 
+    def in_progress(self, stage: str) -> dict:
+        """The partial rows of a stage's trials that have no full row yet: a stage under way, or
+        stopped before its row was written (a full row absorbs its partial one)."""
+        full = self.runs(stage)
+        return {t: r for t, r in self.runs(stage, partial=True).items() if t not in full}
+
     def test_set_uses(self) -> TestSetUses:
-        seeds = sum(len(r.results) for r in self.runs("verify").values())
+        # every verify seed that met the test set, those of a verify still under way (or stopped) too
+        seeds = sum(len(r.results) for r in [*self.runs("verify").values(), *self.in_progress("verify").values()])
         rejudged = len(self.rejudged)
         return TestSetUses(candidates=len(self.tests_used), seeds=seeds, rejudged=rejudged, total=seeds + rejudged)

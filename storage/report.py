@@ -122,9 +122,10 @@ def study_cost(study) -> dict:
     stages = {}
     for stage in records.STAGES:
         rows = list(found.runs(stage).values())
-        recorded = [r.core_seconds for r in rows if r.core_seconds is not None]
-        stages[stage] = {"candidates": len(rows), "core_hours": sum(recorded) / 3600,
-                         "unrecorded": len(rows) - len(recorded)}
+        going = list(found.in_progress(stage).values())  # seeds of a stage under way or stopped: they cost too
+        recorded = [r.core_seconds for r in rows + going if r.core_seconds is not None]
+        stages[stage] = {"candidates": len(rows), "in_progress": len(going), "core_hours": sum(recorded) / 3600,
+                         "unrecorded": len(rows) - sum(r.core_seconds is not None for r in rows)}
     total = search / 3600 + sum(v["core_hours"] for v in stages.values())
     winners = 1 if found.winner is not None else 0
     return {"trials": len(trials), "complete": kinds["complete"], "pruned": kinds["pruned"],
@@ -145,9 +146,11 @@ def cost_section(study) -> None:
           f"later pruned")
     for stage in ("confirm", "verify"):
         st = c[stage]
-        if st["candidates"]:
+        if st["candidates"] or st["in_progress"]:
             gap = f" ({st['unrecorded']} candidate(s) from before costs were recorded)" if st["unrecorded"] else ""
-            print(f"  {stage:<7} {st['core_hours']:.2f} core-hours, {st['candidates']} candidate(s){gap}")
+            going = (f", {st['in_progress']} more under way or stopped (their finished seeds counted)"
+                     if st["in_progress"] else "")
+            print(f"  {stage:<7} {st['core_hours']:.2f} core-hours, {st['candidates']} candidate(s){going}{gap}")
     per = c["core_hours_per_verified_model"]
     print(f"  total   {c['total_core_hours']:.2f} core-hours; "
           + (f"{per:.2f} per verified model" if per is not None else "no verified model yet"))
