@@ -252,7 +252,7 @@ def confirm_stage(config: FindConfig, study: optuna.Study, until: FreshCandidate
         if was_in and race.stopped(trial):
             skipped = race.skipped(trial)
             print(f"confirm: trial {trial} stopped: {race.why_stopped(trial)}"
-                  + (f" (seeds {', '.join(map(str, skipped))} not run)" if skipped else ""), flush=True)
+                  + (f" (seeds {', '.join(map(str, skipped))} not run to their end)" if skipped else ""), flush=True)
 
     def cancelled(trial: int, seed: int, secs: float) -> None:
         kept[trial][1][f"ended {seed}"] = secs  # its cost counts (one thread: wall seconds are core-seconds)
