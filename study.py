@@ -582,8 +582,8 @@ def commands() -> list[Command]:
                     flag("--seeds", type=count, default=3,
                          help="seeds per candidate, in confirm and verify (default 3)"),
                     flag("--top", type=count, default=3,
-                         help="trials to confirm: with --search-all the top N; else at most N fresh candidates "
-                              "a leg (default 3)"),
+                         help="with --search-all, the top N trials are confirmed; in legs (the default), at most "
+                              "N candidates in all may meet the test set (default 3)"),
                     flag("--min-robust", type=float, default=None, metavar="SCORE",
                          help="the bar: a trial is a candidate when its search score reaches it, and is verified "
                               "only when its seed-robust validation score does; the others never meet the test "

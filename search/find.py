@@ -23,6 +23,7 @@ because Optuna refuses to update a trial once it has finished.
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,11 @@ from storage.db import StudyError, storage_url
 from storage.ranking import ranked_trials
 
 CONFIRM_SEED_BASE = 10_000  # further seeds of the confirm stage: never a trial's own seed (its number)
+
+
+def confirm_seeds(seeds: int) -> list[int]:
+    """The further seeds confirm runs for --seeds N (the search run is the first)."""
+    return [CONFIRM_SEED_BASE + i for i in range(1, seeds)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,38 +94,69 @@ class FindConfig:
         """When the search pauses for confirm and verify (None with --search-all)."""
         s = self.search
         return None if self.search_all else FreshCandidate(bar=self.bar, max_params=s.max_params, epochs=s.epochs,
-                                                           k=s.k)
+                                                           k=s.k, seeds=tuple(confirm_seeds(self.seeds)))
 
 
 @dataclass(frozen=True, kw_only=True)
 class FreshCandidate:
-    """The search pauses when a complete trial under the budget scores at least the bar and has no
-    confirm row made with these epochs and K: there is something to confirm and verify. (Picklable:
-    the search's worker processes check it before each trial; tests/test_legs.py)"""
+    """When the search pauses: while the study holds work for confirm, verify or export under this
+    run's rule, the search does not run. (Picklable: the search's worker processes check it before
+    each trial; tests/test_legs.py.) The work, in the order find does it:
+    - a winner under the budget: it is exported (again);
+    - a complete trial under the budget, at or above the bar, whose confirm is not done: no confirm
+      row made with these epochs and K, or one missing some of these seeds and not below the bar
+      (the bar lowered, or --seeds raised, since it was made);
+    - a confirmed trial under the budget, robust at or above the bar, whose verify has no row yet
+      (not started, or stopped midway)."""
     bar: float
     max_params: int
     epochs: int
     k: int
+    seeds: tuple[int, ...]  # the confirm seeds a candidate runs (CONFIRM_SEED_BASE + 1, ...)
+
+    def confirm_row(self, found: FindRecord, trial: int) -> ConfirmRow | None:
+        """The trial's confirm row if it was made with these epochs and K (else None)."""
+        row = found.confirmed().get(trial)
+        return row if row is not None and row.epochs == self.epochs and row.k == self.k else None
 
     def fresh(self, study: optuna.Study) -> list:
-        """The fresh candidates, best first (storage.ranking's order)."""
+        """The trials whose confirm is not done, best first (storage.ranking's order)."""
         found = FindRecord.of(study)
         out = []
         for t in ranked_trials(study):
             if t.values[0] < self.bar or TrialRecord.of(t).params >= self.max_params:
                 continue
-            row = found.runs("confirm", t.number)
-            if row is None or row.epochs != self.epochs or row.k != self.k:
+            row = self.confirm_row(found, t.number)
+            if row is None or (min(row.scores) >= self.bar and any(s not in row.results for s in self.seeds)):
                 out.append(t)
         return out
 
+    def unverified(self, study: optuna.Study) -> list[int]:
+        """Confirmed trials at or above the bar whose verify has no row yet."""
+        found = FindRecord.of(study)
+        out = []
+        for t in ranked_trials(study):
+            row = self.confirm_row(found, t.number)
+            if (row is not None and row.params < self.max_params and min(row.scores) >= self.bar
+                    and all(s in row.results for s in self.seeds) and found.verify(t.number) is None):
+                out.append(t.number)
+        return out
+
     def why(self, study: optuna.Study) -> str | None:
+        found = FindRecord.of(study)
+        winner = found.winner
+        won = found.confirmed().get(winner) if winner is not None else None
+        if won is not None and won.params < self.max_params:
+            return f"trial {winner} passed verify before: it is the winner"
         fresh = self.fresh(study)
-        if not fresh:
-            return None
-        t = fresh[0]
-        return (f"trial {t.number} scores {t.values[0]:.2f}, at or above the bar {self.bar:.2f}, and is not confirmed "
-                f"yet: confirm and verify it before searching on")
+        if fresh:
+            t = fresh[0]
+            return (f"trial {t.number} scores {t.values[0]:.2f}, at or above the bar {self.bar:.2f}, and its confirm "
+                    f"is not done: confirm and verify it before searching on")
+        waiting = self.unverified(study)
+        if waiting:
+            return f"trial {waiting[0]} is confirmed at or above the bar and its verify is not finished: verify it first"
+        return None
 
 
 def _stage(name: str) -> None:
@@ -128,9 +165,11 @@ def _stage(name: str) -> None:
     print(f"\n== find: {name} ==", flush=True)
 
 
-def search_stage(config: FindConfig, until: FreshCandidate | None = None) -> tuple[optuna.Study, bool]:
+def search_stage(config: FindConfig, until: FreshCandidate | None = None,
+                 deadline: float | None = None) -> tuple[optuna.Study, bool]:
     """(study, more): more is True when the search paused for a fresh candidate (until) and has
-    trials of its --n-trials left to run; False when it is over (reached, or --timeout)."""
+    trials of its --n-trials left to run; False when it is over (reached, or --timeout: `deadline`,
+    one for the whole run, however many legs it takes)."""
     from search.runner import create_or_resume, finished_count, load_checked, run_search
     # A finished search is read, not resumed: resuming writes the run's settings into the study, and
     # a `find --max-params 4000` asked of a study searched under 5,000 must not rewrite its budget
@@ -144,11 +183,22 @@ def search_stage(config: FindConfig, until: FreshCandidate | None = None) -> tup
         print(f"search: done before ({finished} finished trials; --n-trials {config.search.n_trials})\n"
               + searched.header().split("\n")[0], flush=True)
         return study, False
+    # the search is not finished: a leg may resume it, so a study searched under another budget is
+    # refused now, before any stage writes or meets the test set (not when a later leg resumes it)
+    load_checked(config.search)
     why = until.why(study) if until is not None else None
     if why:
         print(f"search: paused ({finished} finished trials of --n-trials {config.search.n_trials}): {why}", flush=True)
         return study, True
-    study = run_search(config.search, until=until)  # resumes (or creates) the study, writing this run's settings
+    run = config.search
+    if deadline is not None:
+        left = deadline - time.time()
+        if left <= 0:
+            print(f"search: --timeout {run.timeout:g} s reached ({finished} finished trials)", flush=True)
+            records.save(study, Searched(config.search.n_trials))
+            return study, False
+        run = dataclasses.replace(run, timeout=left)  # what is left of this run's --timeout
+    study = run_search(run, until=until)  # resumes (or creates) the study, writing this run's settings
     if until is not None and until.why(study) and finished_count(study) < config.search.n_trials:
         return study, True
     records.save(study, Searched(config.search.n_trials))  # reached, or stopped by --timeout
@@ -196,8 +246,8 @@ def confirm_stage(config: FindConfig, study: optuna.Study, until: FreshCandidate
         ranked, fresh = under[:config.top], set()
     else:
         fresh = {t.number for t in until.fresh(study)[:config.top]}
-        confirmed = set(FindRecord.of(study).runs("confirm"))
-        ranked = [t for t in under if t.number in fresh or t.number in confirmed]
+        found = FindRecord.of(study)
+        ranked = [t for t in under if t.number in fresh or until.confirm_row(found, t.number) is not None]
     if not ranked and under:  # legs: none at or above the bar, none confirmed before
         print(f"confirm: no trial scores at least the bar {config.bar:.2f} (the best: {under[0].values[0]:.2f}); "
               f"nothing to confirm", flush=True)
@@ -211,7 +261,7 @@ def confirm_stage(config: FindConfig, study: optuna.Study, until: FreshCandidate
     if over:
         print(f"confirm: only trials under --max-params {s.max_params:,} are candidates "
               f"({over} complete trial(s) at or over it)")
-    further = [CONFIRM_SEED_BASE + i for i in range(1, config.seeds)]
+    further = confirm_seeds(config.seeds)
     kept, finished, made, configs = {}, {}, {}, {}
     race = Race(candidates=[t.number for t in ranked if until is None or t.number in fresh], seeds=further,
                 bar=config.bar, first={}, enough=None if until is None else 1)
@@ -231,10 +281,11 @@ def confirm_stage(config: FindConfig, study: optuna.Study, until: FreshCandidate
         made[t.number] = stored.provenance if stored else None  # likewise what made it (none: rows older than records)
         race.first[t.number] = t.values[0]
         race.scores[t.number] = {seed: min(accs[-s.k:]) for seed, accs in results.items() if seed in further}
-        if missing and race.stopped(t.number):  # its own score (or a seed before) is below the bar already
+        runs_now = until is None or t.number in fresh  # in legs only the fresh candidates race
+        if missing and race.stopped(t.number) and until is None:  # its own score (or a seed before) is below the bar
             print(f"confirm: trial {t.number} ({params[t.number]:,} params) not retrained: "
                   f"{race.why_stopped(t.number)}", flush=True)
-        elif missing:
+        elif missing and runs_now:
             stops = f"; stops once a seed puts its robust score below the bar {config.bar:.2f}"
             print(f"confirm: trial {t.number} ({params[t.number]:,} params, score {t.values[0]:.2f}): "
                   f"retraining with seeds {', '.join(map(str, missing))} on "
@@ -255,9 +306,12 @@ def confirm_stage(config: FindConfig, study: optuna.Study, until: FreshCandidate
                   + (f" (seeds {', '.join(map(str, skipped))} not run to their end)" if skipped else ""), flush=True)
 
     def cancelled(trial: int, seed: int, secs: float) -> None:
-        kept[trial][1][f"ended {seed}"] = secs  # its cost counts (one thread: wall seconds are core-seconds)
-        print(f"confirm: trial {trial} seed {seed} ended after {secs:.0f}s: its candidate is out of the race",
-              flush=True)
+        results, spent, devices, _ = kept[trial]
+        spent[f"ended {seed}"] = secs  # its cost counts (one thread: wall seconds are core-seconds)
+        records.save(study, PartialRow(stage="confirm", trial=trial, epochs=s.epochs, k=s.k, results=dict(results),
+                                       core_seconds=sum(spent.values()), devices=dict(devices)))
+        print(f"confirm: trial {trial} seed {seed} ended after {secs:.0f}s, its time counted"
+              + (": its candidate is out of the race" if race.stopped(trial) else ""), flush=True)
 
     # the race (search/race.py): a candidate whose seeds so far put it below the bar stops (its
     # seeds still running end at once), and a freed worker takes the next job
@@ -477,12 +531,14 @@ def find(config: FindConfig) -> int:
     ensure_files(config.search.data_dir)
     check_target_fixed(config)
     until = config.pause_rule()
+    # --timeout bounds the whole run's searching, however many legs it takes
+    deadline = time.time() + config.search.timeout if config.search.timeout else None
     leg, judged = 1, set()  # candidates verify judged in an earlier leg of this run (not shown again)
     while True:
         again = f" (leg {leg})" if leg > 1 else ""
         _stage(f"1/3 search under {config.search.max_params:,} parameters{again}"
                + ("" if until is None else f", until a trial scores at least the bar {config.bar:.2f}"))
-        study, more = search_stage(config, until)
+        study, more = search_stage(config, until, deadline)
         print_cost(study)
         _stage((f"2/3 confirm the top {config.top}" if until is None else "2/3 confirm the best fresh candidate")
                + f" on validation with {config.seeds} seeds each{again}")
@@ -494,10 +550,18 @@ def find(config: FindConfig) -> int:
         verified = verify_stage(config, study, [r for r in candidates if r.trial not in judged])
         judged |= {r.trial for r in candidates}
         print_cost(study)
-        if verified is not None or until is None or not (more or until.why(study)):
+        if verified is not None or until is None:
+            break
+        met = len(FindRecord.of(study).tests_used)
+        if met >= config.top:  # in legs --top caps the candidates that may meet the test set
+            print(f"\n{met} candidates met the test set, --top {config.top}: no more meet it in this study "
+                  f"(raise --top to let more)", flush=True)
+            break
+        pending = until.why(study)
+        if not (more or pending):
             break
         leg += 1
-        print(f"\nno candidate held yet: {'searching on' if more else 'confirming the next candidate'}", flush=True)
+        print(f"\nno candidate held yet: {'confirming the next candidate' if pending else 'searching on'}", flush=True)
     notes.refresh_study_note(study)
     found = FindRecord.of(study)
     print(f"candidates that met the test set: {len(found.tests_used)}")

@@ -108,8 +108,9 @@ def run_race(race: Race, job_of, *, processes: int, on_done, final: bool, data_d
     """Run the race's jobs, each in its own one-thread process, at most `processes` at a time,
     dispatching the next job (race.next_job) whenever one ends, so a stopped candidate's seeds are
     never started and the freed worker takes another candidate's. A seed still running when its
-    candidate stops is ended at once (it can no longer change the verdict): on_cancel(trial, seed,
-    seconds it ran) lets the caller count its cost. job_of(trial, seed) -> (spec, config, weights
+    candidate stops is ended at once (it can no longer change the verdict), as is every seed still
+    running when a stop or an error ends the race: on_cancel(trial, seed, seconds since its process
+    started, interpreter and data loading included) lets the caller count its cost. job_of(trial, seed) -> (spec, config, weights
     path or None), as the retraining pool's jobs take them; on_done(trial, seed, accs, seconds,
     device) runs here as each ends (it records the score into the race). A stop asked for
     (search.stopping) ends the wait, and every child with it. job_main(job, conn): what each
@@ -141,16 +142,20 @@ def run_race(race: Race, job_of, *, processes: int, on_done, final: bool, data_d
             if not ended:
                 time.sleep(0.2)
                 continue
-            for j in ended:
+            results = []
+            for j in ended:  # every result read before any callback runs, so none is lost if one raises
                 proc, recv, _ = running.pop(j)
                 try:
                     status, value = recv.recv()
                 except EOFError:
-                    proc.join()
-                    status, value = "error", f"its process ended with exit code {proc.exitcode}"
+                    status, value = "error", None
                 proc.join()
                 if status != "ok":
-                    raise RuntimeError(f"trial {j[0]} seed {j[1]}: {value}")
+                    stopping.check()  # a signal to the whole process group killed it: a stop, not a crash
+                    raise RuntimeError(f"trial {j[0]} seed {j[1]}: "
+                                       + (value or f"its process ended with exit code {proc.exitcode}"))
+                results.append(value)
+            for value in results:
                 on_done(*value)
             for j in [j for j in running if race.stopped(j[0])]:
                 proc, _, t0 = running.pop(j)
@@ -158,7 +163,12 @@ def run_race(race: Race, job_of, *, processes: int, on_done, final: bool, data_d
                 proc.join()
                 if on_cancel:
                     on_cancel(*j, time.time() - t0)
-    finally:
-        for proc, _, _ in running.values():
+    finally:  # a stop or an error: every child ends here, and what it ran is counted
+        for (trial, seed), (proc, _, t0) in running.items():
             proc.terminate()
             proc.join()
+            if on_cancel:
+                try:
+                    on_cancel(trial, seed, time.time() - t0)
+                except Exception:  # noqa: BLE001 - the stop or error under way is what the caller must see
+                    pass

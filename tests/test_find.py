@@ -112,7 +112,7 @@ def test_find_fails_honestly_when_no_candidate_holds_the_target(cli, tmp_path):
     verified, fails, and the search goes on, until --n-trials; judged once each, exit 1."""
     make_tiny_mnist(tmp_path / "data", n_train=200, n_test=40)
     r = cli("find", "--study-name", "g", "--target", "100", "--min-robust", "0", "--max-seeds", "2",
-            "--train-limit", "20", "-o", "m.pt2", *LEGS, cwd=tmp_path, check=False)
+            "--train-limit", "20", "-o", "m.pt2", *LEGS, "--top", "3", cwd=tmp_path, check=False)
     assert r.returncode == 1, r.stderr
     out = r.stdout
     assert out.count("no candidate held yet: searching on") == 2 and "(leg 3)" in out and "(leg 4)" not in out
@@ -123,6 +123,11 @@ def test_find_fails_honestly_when_no_candidate_holds_the_target(cli, tmp_path):
     study = load(tmp_path, "g")
     assert len(study.trials) == 3 and study.user_attrs["find:searched"] == 3
     assert sorted(study.user_attrs["find:tests_used"]) == sorted(study.user_attrs["find:candidates"]) == [0, 1, 2]
+    # in legs --top caps the candidates that may meet the test set: with 1, the first failure ends it
+    r = cli("find", "--study-name", "g1", "--target", "100", "--min-robust", "0", "--max-seeds", "2",
+            "--train-limit", "20", "-o", "m.pt2", *LEGS, "--top", "1", cwd=tmp_path, check=False)
+    assert r.returncode == 1 and "1 candidates met the test set, --top 1: no more meet it" in r.stdout
+    assert "(leg 2)" not in r.stdout and len(load(tmp_path, "g1").trials) == 1
     # the bar keeps a trial below it from pausing the search: nothing to confirm, no test-set use
     r = cli("find", "--study-name", "g2", "--target", "100", "-o", "m.pt2", *LEGS, cwd=tmp_path, check=False)
     assert r.returncode == 1 and "FAIL: no trial under 6,000 parameters reached the bar 99.85" in r.stdout
@@ -170,6 +175,10 @@ def test_front_across_studies_marks_verified_trials_and_refuses_bad_pairs(cli, t
     a = load(tmp_path, "a")
     assert len(a.trials) == 1 and a.user_attrs["find:candidates"] == [0] == a.user_attrs["find:tests_used"]
     assert "find:searched" not in a.user_attrs  # paused, not searched to --n-trials
+    # the same command again: the winner is found, nothing is searched, trained or judged anew
+    again = cli("find", "--study-name", "a", "--target", "0", "-o", "a.pt2", *LEGS, cwd=tmp_path).stdout
+    assert "search: paused (1 finished trials of --n-trials 3): trial 0 passed verify before" in again
+    assert "verify: trial 0 verified before" in again and "epoch  1:" not in again and len(load(tmp_path, "a").trials) == 1
     cli("search", "--study-name", "b", "--data-dir", "data", "--epochs", "2", "--n-trials", "2", "--no-enqueue",
         "--max-params", "3000", cwd=tmp_path)
     pairs = ["--study", f"a=sqlite:///{tmp_path}/studies/a.db", "--study", f"b=sqlite:///{tmp_path}/studies/b.db"]

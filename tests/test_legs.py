@@ -9,7 +9,7 @@ from search.find import FindConfig, FreshCandidate
 from search.race import Race
 from space.target import default_bar
 from storage import records
-from storage.records import ConfirmRow
+from storage.records import ConfirmRow, VerifyRow, Winner
 
 
 def _study(trials):
@@ -22,15 +22,17 @@ def _study(trials):
     return study
 
 
-def _confirmed(study, trial, epochs=15, k=3):
-    records.save(study, ConfirmRow(trial=trial, params=1, epochs=epochs, k=k, results={}, scores=[99.3],
-                                   robust=99.3))
+def _confirmed(study, trial, epochs=15, k=3, results=None, params=1):
+    results = {10001: [99.3], 10002: [99.3]} if results is None else results
+    scores = [99.3, *(min(a) for a in results.values())]
+    records.save(study, ConfirmRow(trial=trial, params=params, epochs=epochs, k=k, results=results, scores=scores,
+                                   robust=min(scores)))
 
 
 def test_a_trial_at_or_above_the_bar_under_the_budget_and_unconfirmed_pauses_the_search():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _study([(99.20, 3000), (99.30, 3500), (99.40, 4000), (99.25, 3900)])
-    rule = FreshCandidate(bar=99.25, max_params=4000, epochs=15, k=3)
+    rule = FreshCandidate(bar=99.25, max_params=4000, epochs=15, k=3, seeds=(10001, 10002))
     # trial 2 is at the budget (fewer than 4,000 is the rule), trial 0 below the bar
     assert [t.number for t in rule.fresh(study)] == [1, 3]
     assert rule.why(study).startswith("trial 1 scores 99.30, at or above the bar 99.25")
@@ -39,7 +41,34 @@ def test_a_trial_at_or_above_the_bar_under_the_budget_and_unconfirmed_pauses_the
     _confirmed(study, 3, epochs=5)  # a row made under another protocol does not count as confirmed
     assert [t.number for t in rule.fresh(study)] == [3]
     _confirmed(study, 3)
-    assert rule.fresh(study) == [] and rule.why(study) is None
+    assert rule.fresh(study) == []
+    # confirmed at or above the bar, verify not done: still work before any more search
+    assert rule.unverified(study) == [1, 3] and rule.why(study).startswith("trial 1 is confirmed")
+    records.save(study, VerifyRow(trial=1, epochs=15, k=3, target=99.4, seeds=3, results={1: [99.1]}, passed=False))
+    records.save(study, VerifyRow(trial=3, epochs=15, k=3, target=99.4, seeds=3, results={1: [99.1]}, passed=False))
+    assert rule.unverified(study) == [] and rule.why(study) is None  # both failed: search on
+
+
+def test_a_confirm_missing_seeds_of_this_run_is_fresh_unless_it_is_below_the_bar_already():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _study([(99.30, 3000), (99.30, 3000)])
+    _confirmed(study, 0, results={10001: [99.3]})  # made with --seeds 2; this run asks 3
+    _confirmed(study, 1, results={10001: [99.2]})  # below the bar 99.25 after its first seed
+    rule = FreshCandidate(bar=99.25, max_params=4000, epochs=15, k=3, seeds=(10001, 10002))
+    assert [t.number for t in rule.fresh(study)] == [0]
+    lower = FreshCandidate(bar=99.1, max_params=4000, epochs=15, k=3, seeds=(10001, 10002))  # the bar lowered
+    assert [t.number for t in lower.fresh(study)] == [0, 1]
+
+
+def test_a_winner_under_the_budget_is_work_for_find_before_any_search():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _study([(99.30, 3000)])
+    _confirmed(study, 0, params=3000)
+    records.save(study, VerifyRow(trial=0, epochs=15, k=3, target=99.4, seeds=3, results={1: [99.5]}, passed=True))
+    records.save(study, Winner(0))
+    assert FreshCandidate(bar=99.25, max_params=4000, epochs=15, k=3, seeds=(10001, 10002)).why(study) == \
+        "trial 0 passed verify before: it is the winner"
+    assert FreshCandidate(bar=99.25, max_params=3000, epochs=15, k=3, seeds=(10001, 10002)).why(study) is None
 
 
 def test_the_default_bar_sits_below_the_target_and_the_flag_overrides_it(tmp_path):
@@ -49,7 +78,7 @@ def test_the_default_bar_sits_below_the_target_and_the_flag_overrides_it(tmp_pat
     assert FindConfig(search=search, output=tmp_path / "m.pt2", target=99.5).bar == 99.35
     assert FindConfig(search=search, output=tmp_path / "m.pt2", min_robust=0).bar == 0
     rule = FindConfig(search=search, output=tmp_path / "m.pt2").pause_rule()
-    assert rule == FreshCandidate(bar=99.25, max_params=3600, epochs=search.epochs, k=search.k)
+    assert rule == FreshCandidate(bar=99.25, max_params=3600, epochs=search.epochs, k=search.k, seeds=(10001, 10002))
     assert FindConfig(search=search, output=tmp_path / "m.pt2", search_all=True).pause_rule() is None
 
 
@@ -79,23 +108,14 @@ def test_without_enough_the_race_runs_rounds_across_every_candidate():
     assert race.next_job(set()) == (5, 1) and race.next_job({(5, 1)}) == (8, 1)
 
 
-def fake_seed(job, conn):
-    """A stand-in for training (run in a spawned process): trial 5's seed 1 ends at once below the
-    bar; every other seed takes 30 s unless ended."""
-    import time
-    trial, seed = job[0], job[3]
-    if (trial, seed) != (5, 1):
-        time.sleep(30)
-    conn.send(("ok", (trial, seed, [99.0 if trial == 5 else 99.5], 0.5, "cpu")))
-
-
 def test_a_seed_still_running_when_its_candidate_stops_is_ended_and_its_time_counted():
     import time
     from search.race import run_race
+    from tests.fake_seed import fake_seed
     race = Race(candidates=[5, 8], seeds=[1, 2], bar=99.25, first={5: 99.4, 8: 99.35}, enough=1)
     done, ended = [], []
     t0 = time.time()
-    # 2 workers: trial 5's seeds 1 and 2 start together; seed 1 puts it below the bar, so seed 2
+    # 2 workers: trial 5's seeds 1 and 2 start together (tests/fake_seed.py stands in for training); seed 1 puts it below the bar, so seed 2
     # is ended there and then, and trial 8 (the next candidate) takes both workers
     with pytest.raises(RuntimeError, match="never"):  # stop the test before trial 8's 30 s seeds end
         def on_done(trial, seed, accs, secs, device):
@@ -107,5 +127,5 @@ def test_a_seed_still_running_when_its_candidate_stops_is_ended_and_its_time_cou
             raise RuntimeError("never mind the rest")
         run_race(race, lambda trial, seed: ({}, {}, None), processes=2, on_done=on_done, final=False,
                  on_cancel=on_cancel, job_main=fake_seed)
-    assert done == [(5, 1)] and [e[:2] for e in ended] == [(5, 2)] and 0 < ended[0][2] < 25
-    assert time.time() - t0 < 25  # the running seed was not waited for; the raise ended every child
+    assert done == [(5, 1)] and [e[:2] for e in ended] == [(5, 2)] and 0 < ended[0][2] < 300
+    assert time.time() - t0 < 300  # the 600 s seed was not waited for; the raise ended every child
