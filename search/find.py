@@ -114,30 +114,32 @@ class FreshCandidate:
     k: int
     seeds: tuple[int, ...]  # the confirm seeds a candidate runs (CONFIRM_SEED_BASE + 1, ...)
 
-    def confirm_row(self, found: FindRecord, trial: int) -> ConfirmRow | None:
-        """The trial's confirm row if it was made with these epochs and K (else None)."""
-        row = found.confirmed().get(trial)
+    def confirm_row(self, confirmed: dict[int, ConfirmRow], trial: int) -> ConfirmRow | None:
+        """The trial's confirm row (confirmed: FindRecord.confirmed(), read once by the caller) if it
+        was made with these epochs and K (else None)."""
+        row = confirmed.get(trial)
         return row if row is not None and row.epochs == self.epochs and row.k == self.k else None
 
     def fresh(self, study: optuna.Study) -> list:
         """The trials whose confirm is not done, best first (storage.ranking's order)."""
-        found = FindRecord.of(study)
+        confirmed = FindRecord.of(study).confirmed()
         out = []
         for t in ranked_trials(study):
             if t.values[0] < self.bar or TrialRecord.of(t).params >= self.max_params:
                 continue
-            row = self.confirm_row(found, t.number)
-            if row is None or (min(row.scores) >= self.bar and any(s not in row.results for s in self.seeds)):
+            row = self.confirm_row(confirmed, t.number)
+            if row is None or (row.robust >= self.bar and any(s not in row.results for s in self.seeds)):
                 out.append(t)
         return out
 
     def unverified(self, study: optuna.Study) -> list[int]:
         """Confirmed trials at or above the bar whose verify has no row yet."""
         found = FindRecord.of(study)
+        confirmed = found.confirmed()
         out = []
         for t in ranked_trials(study):
-            row = self.confirm_row(found, t.number)
-            if (row is not None and row.params < self.max_params and min(row.scores) >= self.bar
+            row = self.confirm_row(confirmed, t.number)
+            if (row is not None and row.params < self.max_params and row.robust >= self.bar
                     and all(s in row.results for s in self.seeds) and found.verify(t.number) is None):
                 out.append(t.number)
         return out
@@ -246,8 +248,8 @@ def confirm_stage(config: FindConfig, study: optuna.Study, until: FreshCandidate
         ranked, fresh = under[:config.top], set()
     else:
         fresh = {t.number for t in until.fresh(study)[:config.top]}
-        found = FindRecord.of(study)
-        ranked = [t for t in under if t.number in fresh or until.confirm_row(found, t.number) is not None]
+        confirmed = FindRecord.of(study).confirmed()
+        ranked = [t for t in under if t.number in fresh or until.confirm_row(confirmed, t.number) is not None]
     if not ranked and under:  # legs: none at or above the bar, none confirmed before
         print(f"confirm: no trial scores at least the bar {config.bar:.2f} (the best: {under[0].values[0]:.2f}); "
               f"nothing to confirm", flush=True)
