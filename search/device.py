@@ -2,8 +2,8 @@
 
 An execution setting, not part of a recipe: the same trial trains on either, so it is kept out of
 TrainConfig (a stored recipe must not send a CPU-only verify to a GPU). The environment variable
-is the one carrier, because search and verify run their training in spawned worker processes,
-which inherit it; study.py's --device only checks the name and sets it.
+is the one carrier, because search and verify run their training in worker processes
+(search/procs.py), which inherit it; study.py's --device only checks the name and sets it.
 
 On a GPU the runs are not bit-for-bit repeatable (cuDNN's convolution backward sums in a varying
 order) and differ numerically from the CPU's: each trial and verify row records where it ran.

@@ -115,12 +115,12 @@ def run_race(race: Race, job_of, *, processes: int, on_done, final: bool, data_d
     device) runs here as each ends (it records the score into the race). A stop asked for
     (search.stopping) ends the wait, and every child with it. job_main(job, conn): what each
     process runs (tests stand a quick fake in for training)."""
-    import multiprocessing as mp
     import time
 
     from search import stopping
+    from search.procs import context
     from search.retrain import seed_job
-    ctx = mp.get_context("spawn")
+    ctx = context()
     running: dict[tuple[int, int], tuple] = {}  # (trial, seed) -> (process, its result pipe, start time)
     try:
         while True:

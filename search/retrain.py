@@ -63,7 +63,8 @@ def retrain_jobs(jobs: list[tuple], *, final: bool, data_dir=None, train_limit: 
         from search import stopping
         # the children ignore Ctrl-C: the parent hears it (a flag, or KeyboardInterrupt where no flag
         # is installed), stops waiting and, leaving the with-block, terminates them (no traceback each)
-        with mp.get_context("spawn").Pool(procs, initializer=ignore_sigint) as pool:
+        from search.procs import context
+        with context().Pool(procs, initializer=ignore_sigint) as pool:
             pending = pool.imap_unordered(run_seed, jobs)
             for _ in jobs:
                 while True:

@@ -9,7 +9,6 @@ study re-propose the same points; TPE runs with constant_liar so running trials 
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing as mp
 import os
 import signal
 import sys
@@ -18,6 +17,7 @@ import time
 import optuna
 
 from search import stopping
+from search.procs import context as procs_context
 from search.config import SearchConfig, check_protocol, make_pruner, make_sampler
 from space.searchspace import MODEL6_POINT, SearchSpace, space_diff
 from space.spec import count_params
@@ -347,6 +347,11 @@ def _worker_process(config: SearchConfig, worker: int, seed: int, run: str, unti
     sys.exit(130 if _worker(config, worker, seed, run, until) else 0)
 
 
+def _ran(study) -> int:
+    """Trials that started: an enqueued start point or retry still WAITING is not a new trial."""
+    return sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+
+
 def _state_counts(study) -> str:
     from collections import Counter
     from storage.report import trial_kind
@@ -389,7 +394,7 @@ def run_search(config: SearchConfig, until=None) -> optuna.Study:
     quiet_optuna()
     ensure_files(config.data_dir)  # bad data: one line now, before any worker starts
     study = create_or_resume(config)
-    before = sum(t.state != optuna.trial.TrialState.WAITING for t in study.trials)
+    before = _ran(study)
     done, _, retries, _ = budget_counts(study)
     remaining = max(config.n_trials - done, retries)  # a dead trial's retry still runs
     if remaining <= 0:
@@ -412,7 +417,7 @@ def run_search(config: SearchConfig, until=None) -> optuna.Study:
         except KeyboardInterrupt:  # between trials
             interrupted = True
     else:
-        ctx = mp.get_context("spawn")
+        ctx = procs_context()
         procs = [ctx.Process(target=_worker_process, args=(config, i, s, run, until)) for i, s in enumerate(seeds)]
         for p in procs:
             p.start()
@@ -421,10 +426,13 @@ def run_search(config: SearchConfig, until=None) -> optuna.Study:
                 p.join(timeout=0.2)
             if stopping.requested() and not interrupted:
                 interrupted = True
-                for p in procs:  # a signal to the parent alone reaches the workers too
+                # a signal to the parent alone reaches the workers too: the same one, so each
+                # worker's line names what stopped it (SIGTERM was reported as Ctrl-C before)
+                sig = signal.SIGTERM if stopping.cause() == "SIGTERM" else signal.SIGINT
+                for p in procs:
                     if p.is_alive() and p.pid:
                         try:
-                            os.kill(p.pid, signal.SIGINT)
+                            os.kill(p.pid, sig)
                         except ProcessLookupError:
                             pass  # ended meanwhile
         interrupted |= any(p.exitcode == 130 for p in procs)
@@ -434,7 +442,7 @@ def run_search(config: SearchConfig, until=None) -> optuna.Study:
     over = max(0, finished_count(study) - config.n_trials)
     paused = None if interrupted or until is None or finished_count(study) >= config.n_trials else until.why(study)
     print(f"{'stopped by ' + stopping.cause() if interrupted else 'paused' if paused else 'done'} after "
-          f"{time.time() - t0:.0f}s: {len(study.trials) - before} new trials; study now has {_state_counts(study)}"
+          f"{time.time() - t0:.0f}s: {_ran(study) - before} new trials; study now has {_state_counts(study)}"
           + (f" ({over} over the budget: workers that started at the same moment, or dead trials' retries)"
              if over else ""))
     if paused:

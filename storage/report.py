@@ -15,9 +15,17 @@ from storage.ranking import ranked_trials
 TrialState = optuna.trial.TrialState
 
 
+KINDS = ("complete", "pruned", "over budget", "stopped", "failed", "running", "waiting")
+
+
 def trial_kind(t: optuna.trial.FrozenTrial) -> str:
+    """One of KINDS. Optuna stores a refused trial as PRUNED and a trial stopped by Ctrl-C or
+    SIGTERM (retried with the same parameters on the next resume) as FAIL; neither is what its
+    state says, so each is counted apart."""
     if t.state == TrialState.PRUNED and str(TrialRecord.of(t).ended or "").startswith("over budget"):
         return "over budget"
+    if t.state == TrialState.FAIL and TrialRecord.of(t).stopped:
+        return "stopped"
     return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
             TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[t.state]
 
@@ -71,7 +79,7 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
         print(json.dumps(out, indent=1))
         return out
     print(f"study {study.study_name!r}: {n} trials — " +
-          ", ".join(f"{counts[k]} {k}" for k in ("complete", "pruned", "over budget", "failed", "running", "waiting") if counts[k]))
+          ", ".join(f"{counts[k]} {k}" for k in KINDS if counts[k]))
     if n:
         print(f"refused over budget before training: {counts['over budget']}/{n} = {100 * counts['over budget'] / n:.0f}%")
     space = records.StudySettings.of(study).space
@@ -129,7 +137,7 @@ def study_cost(study) -> dict:
     total = search / 3600 + sum(v["core_hours"] for v in stages.values())
     winners = 1 if found.winner is not None else 0
     return {"trials": len(trials), "complete": kinds["complete"], "pruned": kinds["pruned"],
-            "refused": kinds["over budget"], "failed": kinds["failed"],
+            "refused": kinds["over budget"], "stopped": kinds["stopped"], "failed": kinds["failed"],
             "wall_hours": (max(ends) - min(starts)).total_seconds() / 3600 if starts and ends else 0.0,
             "search_core_hours": search / 3600,
             "pruned_share": pruned / search if search else 0.0,
@@ -140,7 +148,7 @@ def study_cost(study) -> dict:
 def cost_section(study) -> None:
     c = study_cost(study)
     print(f"\ncost: {c['trials']} trials ({c['complete']} complete, {c['pruned']} pruned, {c['refused']} refused "
-          f"over budget, {c['failed']} failed); search wall time {c['wall_hours']:.1f} h (first trial's start to "
+          f"over budget, {c['stopped']} stopped and retried, {c['failed']} failed); search wall time {c['wall_hours']:.1f} h (first trial's start to "
           f"last trial's end, pauses between runs included; confirm and verify not in it)")
     print(f"  search  {c['search_core_hours']:.2f} core-hours, {100 * c['pruned_share']:.0f} % of it on trials "
           f"later pruned")

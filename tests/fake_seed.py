@@ -9,3 +9,13 @@ def fake_seed(job, conn):
     if (trial, seed) != (5, 1):
         time.sleep(600)
     conn.send(("ok", (trial, seed, [99.0 if trial == 5 else 99.5], 0.5, "cpu")))
+
+
+def report_start(conn):
+    """What a training process finds when it starts (tests/test_race.py): its signal handlers and
+    whether torch came preloaded from the fork server (this module imports nothing)."""
+    import signal
+    import sys
+    name = lambda h: getattr(h, "__name__", None) or signal.Handlers(h).name
+    conn.send({"sigterm": name(signal.getsignal(signal.SIGTERM)), "sigint": name(signal.getsignal(signal.SIGINT)),
+               "preloaded": sorted(m for m in ("torch", "torch._dynamo", "search.train") if m in sys.modules)})

@@ -129,3 +129,38 @@ def test_a_seed_still_running_when_its_candidate_stops_is_ended_and_its_time_cou
                  on_cancel=on_cancel, job_main=fake_seed)
     assert done == [(5, 1)] and [e[:2] for e in ended] == [(5, 2)] and 0 < ended[0][2] < 300
     assert time.time() - t0 < 300  # the 600 s seed was not waited for; the raise ended every child
+
+
+@pytest.mark.slow  # starts the fork server, a process that imports torch
+def test_training_processes_fork_from_a_server_that_preloaded_torch_and_keep_the_default_signals():
+    """search/procs.py: the server has imported torch (and torch._dynamo, which an optimizer's
+    constructor imports), so a child starts without importing it; the server ignores SIGTERM, yet
+    every child has SIGTERM's and Ctrl-C's defaults back, so terminate() ends it as it ends a
+    spawned process."""
+    import signal
+    from search.procs import context
+    from tests.fake_seed import report_start
+    ctx = context()
+    recv, send = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=report_start, args=(send,))
+    p.start()
+    send.close()
+    got = recv.recv()
+    p.join(timeout=60)
+    assert got == {"sigterm": "SIG_DFL", "sigint": "default_int_handler",
+                   "preloaded": ["search.train", "torch", "torch._dynamo"]}, got
+    assert p.exitcode == 0
+    sleeper = ctx.Process(target=__import__("time").sleep, args=(600,))
+    sleeper.start()
+    sleeper.terminate()
+    sleeper.join(timeout=60)
+    assert sleeper.exitcode == -signal.SIGTERM
+
+
+def test_a_start_point_still_waiting_when_the_search_pauses_is_not_counted_as_a_new_trial():
+    from search.runner import _ran
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    study.enqueue_trial({"x": 2.0})
+    study.optimize(lambda t: t.suggest_float("x", 0, 3), n_trials=1)  # runs the first start point only
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "WAITING"] and _ran(study) == 1

@@ -249,3 +249,20 @@ if __name__ == "__main__":
         sys.exit("usage: python tests/test_records.py --record  (writes tests/data/committed-studies.json)")
     EXPECTED.parent.mkdir(exist_ok=True)
     EXPECTED.write_text(json.dumps(record(), indent=1) + "\n")
+
+
+def test_report_counts_a_trial_stopped_by_a_signal_apart_from_one_that_failed():
+    """Optuna stores both as FAIL; a stopped trial is retried on the next resume, a failed one was an
+    error, and report's counts and cost say which is which."""
+    import optuna
+    from storage.records import trial_attrs
+    from storage.report import study_cost, trial_kind
+    study = optuna.create_study()
+    for attrs in (trial_attrs(stopped="SIGTERM", ended="stopped by SIGTERM after 2 of 15 epochs"), {}):
+        t = study.ask()
+        for k, v in attrs.items():
+            t.set_user_attr(k, v)
+        study.tell(t, state=optuna.trial.TrialState.FAIL)
+    assert [trial_kind(t) for t in study.trials] == ["stopped", "failed"]
+    cost = study_cost(study)
+    assert (cost["stopped"], cost["failed"]) == (1, 1)

@@ -10,7 +10,7 @@ from tests.conftest import make_tiny_mnist, read_lines_until, session_alive, wai
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-PG = pytest.param("postgresql", marks=pytest.mark.slow)  # a PostgreSQL server: the slow tier
+PG = pytest.param("postgresql", marks=[pytest.mark.slow, pytest.mark.postgresql])  # a PostgreSQL server: the slow tier
 
 
 def _search(cli, tmp_path, url, name, n, workers=1, extra=()):
@@ -104,8 +104,13 @@ def test_a_signal_to_the_parent_alone_stops_its_workers_and_records_the_running_
     assert p.returncode == 130, (out, err)
     assert "Traceback" not in err and f"stopped by {'Ctrl-C' if sig == 'SIGINT' else 'SIGTERM'}" in out
     url = f"sqlite:///{tmp_path}/studies/s.db"
-    states = [t.state.name for t in optuna.load_study(study_name="s", storage=url).trials]
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    states = [t.state.name for t in trials]
     assert "RUNNING" not in states and states.count("FAIL") >= 1
+    # each worker's trial names the signal the parent heard (it forwards that one, not always SIGINT)
+    cause = "Ctrl-C" if sig == "SIGINT" else "SIGTERM"
+    assert {t.user_attrs.get("stopped") for t in trials if t.state.name == "FAIL"} == {cause}
+    assert out.count(f": stopped by {cause} after ") == states.count("FAIL"), out
     # no orphaned worker goes on adding trials: every process of the search's session has ended
     # (so none is left that could add one), and the study has what it had when the parent exited
     wait_for(lambda: not session_alive(p.pid), timeout=30, what="every process of the search gone")
@@ -255,6 +260,7 @@ def test_a_search_killed_with_sigkill_mid_trial_resumes_and_reaches_its_count(cl
     assert 6 <= sum(s in ("COMPLETE", "PRUNED") for s in states.values()) <= 6 + 2 * (2 - 1)
 
 
+@pytest.mark.postgresql
 def test_the_postgresql_server_restarted_under_running_workers(cli, tmp_path):
     url, restart = os.environ.get("MNIST_NAS_PG_URL"), os.environ.get("MNIST_NAS_PG_RESTART")
     if not (url and restart):

@@ -19,7 +19,7 @@ raw = sys.argv[2] + "/MNIST/raw/"
 x = np.frombuffer(open(raw + "t10k-images-idx3-ubyte", "rb").read()[16:], np.uint8).reshape(-1, 1, 28, 28)
 y = np.frombuffer(open(raw + "t10k-labels-idx1-ubyte", "rb").read()[8:], np.uint8)
 with torch.no_grad():
-    pred = torch.cat([m(torch.tensor(x[i:i + 1000].copy()).float() / 255).argmax(1) for i in range(0, len(x), 1000)])
+    pred = torch.cat([m(torch.tensor(x[i:i + 250].copy()).float() / 255).argmax(1) for i in range(0, len(x), 250)])
 print(json.dumps({"correct": int((pred.numpy() == y).sum()), "n": len(y), "meta": json.loads(extra["mnist_nas.json"]),
                   "first": pred[:200].tolist()}))
 """

@@ -323,6 +323,7 @@ def test_verify_retrains_each_seed_on_the_full_set_and_exits_by_the_target(cli, 
     assert no.returncode == 1 and "FAIL: a seed fell below the target" in no.stdout
 
 
+@pytest.mark.postgresql
 def test_postgresql_storage_two_workers_then_report_and_export(cli, tmp_path):
     """Many machines share one PostgreSQL study; here two worker processes stand in for them."""
     url = os.environ.get("MNIST_NAS_PG_URL")
