@@ -5,7 +5,7 @@ moment instead of importing torch anew (2.5-3 s of CPU each on this machine: `py
 
 The server is multiprocessing's "forkserver": a fresh interpreter, started when the first process
 is asked for, that has run nothing but imports, so forking it is safe (no CUDA context, no lock
-held; torch's import leaves one idle thread). It ignores Ctrl-C (multiprocessing's rule) and
+held; torch's import leaves one idle thread). It ignores Ctrl-C (multiprocessing's rule), blocks
 SIGTERM (search/_forkserver.py), and ends when its parent does: were a signal to the process group
 to end it first, the parent would read every running child as ended (exit code 255) while they
 still finish their trials. Its children start as a spawned process would: default Ctrl-C and
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-# what the server imports before its first fork; search._forkserver first (its signal rules).
+# what the server imports before its first fork; search._forkserver first (its signal mask).
 # torch._dynamo: an optimizer's constructor imports it (torch._disable_dynamo), 2.15 s on this
 # machine (2026-11-30, `python -c "import torch; torch.optim.SGD(torch.nn.Linear(3, 2).parameters())"`),
 # once in every process that trains
