@@ -17,5 +17,7 @@ def report_start(conn):
     import signal
     import sys
     name = lambda h: getattr(h, "__name__", None) or signal.Handlers(h).name
+    import os
     conn.send({"sigterm": name(signal.getsignal(signal.SIGTERM)), "sigint": name(signal.getsignal(signal.SIGINT)),
+               "blocked": signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, []), "parent": os.getppid(),
                "preloaded": sorted(m for m in ("torch", "torch._dynamo", "search.train") if m in sys.modules)})

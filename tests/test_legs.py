@@ -156,13 +156,28 @@ def test_training_processes_fork_from_a_server_that_preloaded_torch_and_keep_the
     forked, spawned = start(ctx), start(mp.get_context("spawn"))
     assert forked["preloaded"] == ["search.train", "torch", "torch._dynamo"] and spawned["preloaded"] == []
     assert forked["sigterm"] == "SIG_DFL" and forked["sigint"] in ("default_int_handler", "SIG_IGN")
-    assert {k: forked[k] for k in ("sigterm", "sigint")} == {k: spawned[k] for k in ("sigterm", "sigint")}
+    assert {k: forked[k] for k in ("sigterm", "sigint", "blocked")} == {k: spawned[k] for k in ("sigterm", "sigint", "blocked")}
+    assert not forked["blocked"]
+    # the server (every forked child's parent) outlives a SIGTERM, as it must a signal to the group:
+    # the next child is forked by the same server, not by a new one started in its place
+    import os
+    os.kill(forked["parent"], signal.SIGTERM)
+    assert start(ctx)["parent"] == forked["parent"]
     for _ in range(5):  # SIGTERM at once after start() (the ignored-SIGTERM server lost it in 2 of 3 runs)
         sleeper = ctx.Process(target=__import__("time").sleep, args=(600,))
         sleeper.start()
         sleeper.terminate()
         sleeper.join(timeout=60)
         assert sleeper.exitcode == -signal.SIGTERM
+
+
+def test_the_fork_servers_signal_mask_is_set_in_the_server_only():
+    """search/_forkserver.py blocks SIGTERM in the fork server; imported anywhere else (the doctest
+    runner imports every module) it must do nothing, or that process would never hear SIGTERM."""
+    import importlib
+    import signal
+    importlib.reload(importlib.import_module("search._forkserver"))
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
 
 
 def test_a_start_point_still_waiting_when_the_search_pauses_is_not_counted_as_a_new_trial():
