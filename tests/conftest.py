@@ -17,20 +17,17 @@ sys.path.insert(0, str(ROOT))
 SLOW_FIXTURES = {"cli", "real_root", "real_mnist"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (its own hook of this name)
 def pytest_collection_modifyitems(config, items):
     """Every test that uses a slow fixture (directly or through another fixture) is marked `slow`,
     so a new CLI test cannot land in the fast tier by forgetting a marker.
 
-    Run in parallel (`pytest -n 2 --dist loadgroup`, pytest-xdist, as CI runs), a file's tests stay
-    in one process, so a module fixture (a study several tests read) is made once; the tests
-    marked `postgresql`, from any file, share one process and run one at a time (one restarts the
-    server under running workers)."""
+    CI runs the tests in two processes (`pytest -n 2 --dist loadfile`, pytest-xdist): a file's
+    tests stay in one process, so a module fixture (a study several tests read) is made once, and
+    the tests marked `postgresql`, all in tests/test_scale.py, run one at a time (one of them
+    restarts the server under running workers)."""
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        group = "postgresql" if item.get_closest_marker("postgresql") else item.path.name
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 class CLI:
