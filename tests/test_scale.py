@@ -6,6 +6,7 @@ import time
 import optuna
 import pytest
 
+from space.searchspace import MODEL6_POINT
 from tests.conftest import make_tiny_mnist, read_lines_until, session_alive, wait_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -329,7 +330,7 @@ def test_postgresql_storage_two_workers_then_report_and_export(cli, tmp_path):
     # two workers that check the shared count at the same moment can both start a trial: the
     # documented overshoot of up to workers - 1 (search/runner.py: _run_until_budget); CI once saw 5
     n = len(study.trials)
-    assert 4 <= n <= 5 and study.trials[0].params == __import__('space.searchspace', fromlist=['MODEL6_POINT']).MODEL6_POINT
+    assert 4 <= n <= 5 and study.trials[0].params == MODEL6_POINT
     assert f"{n} trials" in cli("report", "--storage", url, "--study-name", name, cwd=tmp_path).stdout
     cli("export", "--storage", url, "--study-name", name, "-o", "pg.pt2", cwd=tmp_path)
     assert (tmp_path / "pg.pt2").is_file()
