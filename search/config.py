@@ -140,15 +140,13 @@ class SearchConfig:
 
     def _check_point(self, i: int, point) -> None:
         """A start point must be a point of the space, under the budget: refused before any study exists."""
-        from space.spec import count_params
         if not isinstance(point, dict) or not all(isinstance(k, str) for k in point):
             raise ConfigError(f"--enqueue point {i}: must be an object of parameter: value, got {point!r:.60}")
         why = self.space.outside(point)
         if why:
             more = f" (and {len(why) - 2} more)" if len(why) > 2 else ""
             raise ConfigError(f"--enqueue point {i} is not a point of the space: {'; '.join(why[:2])}{more}")
-        spec, _ = self.space.sample(optuna.trial.FixedTrial(point))
-        n = count_params(spec)
+        n = self.space.params_of(point)
         if n >= self.max_params:
             raise ConfigError(f"--enqueue point {i} has {n:,} parameters: not under "
                               f"--max-params {self.max_params:,}")

@@ -109,7 +109,14 @@ def _create_or_resume(config: SearchConfig) -> optuna.Study:
         study.set_user_attr(records.SPACE, config.space.to_dict())
     new = not study.trials
     if new and config.enqueue and not config.space.outside(MODEL6_POINT):
-        study.enqueue_trial(MODEL6_POINT)  # start from the seed's known-good point
+        # start from the seed's known-good point where it fits: over the budget it would only be
+        # refused, after Optuna warned that its widths are outside the budget-capped ranges
+        model6 = config.space.params_of(MODEL6_POINT)
+        if model6 < config.max_params:
+            study.enqueue_trial(MODEL6_POINT)
+        else:
+            print(f"model6 ({model6:,} params) is not enqueued: not under --max-params {config.max_params:,}",
+                  flush=True)
     for point in config.start_points:  # the user's known-good points; a point already there is not run twice
         study.enqueue_trial(point, skip_if_exists=True)
     if new and config.warm_start:

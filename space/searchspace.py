@@ -494,6 +494,13 @@ class SearchSpace:
         extra = set(params) - trial.asked
         return trial.problems + [f"{p}: not a parameter of this space" for p in sorted(extra)]
 
+    def params_of(self, params: dict) -> int:
+        """The parameter count of the model the point `params` builds in this space (check outside()
+        first: a value outside the space is read as given, a missing one raises SpaceError)."""
+        from space.spec import count_params
+        spec, _ = self.sample(_Recorder(params))
+        return count_params(spec)
+
     def complete(self, params: dict) -> tuple[dict, list[str]]:
         """(point, problems): every value a draw of `params` takes in this space, the fixed ones
         included (a stored trial's params omit them), and why `params` is not a point of it ([] if

@@ -59,8 +59,8 @@ def test_warm_start_takes_an_earlier_studys_best_trials_scaled_to_the_budget(tmp
 
 def _config(tmp_path, **kw):
     from search.config import SearchConfig
-    return SearchConfig(study_name="p", storage=f"sqlite:///{tmp_path}/p.db", data_dir=str(tmp_path),
-                        max_params=3600, n_trials=10, enqueue=False, **kw)
+    return SearchConfig(**{"study_name": "p", "storage": f"sqlite:///{tmp_path}/p.db", "data_dir": str(tmp_path),
+                           "max_params": 3600, "n_trials": 10, "enqueue": False, **kw})
 
 
 def test_a_new_study_starts_from_the_prior_and_says_so(tmp_path, capsys):
@@ -76,6 +76,22 @@ def test_a_new_study_starts_from_the_prior_and_says_so(tmp_path, capsys):
     cold = create_or_resume(_config(tmp_path / "cold", warm_start=False))
     assert not cold.trials and "prior" not in cold.user_attrs
     assert "none from the prior" in describe_prior(cold.user_attrs.get("prior"))
+
+
+@pytest.mark.parametrize("budget, first", [(8000, "model6"), (7416, "under8k scaled")])
+def test_model6_is_the_first_trial_only_where_it_fits_the_budget(tmp_path, capsys, recwarn, budget, first):
+    # model6 has 7,416 parameters: under 8,000 it runs first; at 7,416 ("fewer than") it is not
+    # enqueued at all (it was, refused as trial 0, after Optuna warned its widths were out of range)
+    from search.runner import create_or_resume
+    from space.searchspace import MODEL6_POINT
+    space = SearchSpace.default()
+    assert space.params_of(MODEL6_POINT) == 7416
+    study = create_or_resume(_config(tmp_path, max_params=budget, enqueue=True))
+    waiting = study.get_trials(states=[optuna.trial.TrialState.WAITING])
+    assert (waiting[0].system_attrs["fixed_params"] == MODEL6_POINT) == (first == "model6")
+    assert first in (waiting[0].user_attrs.get("start_point") or "model6")
+    assert ("model6 (7,416 params) is not enqueued" in capsys.readouterr().out) == (first != "model6")
+    assert not [w for w in recwarn if "out of range" in str(w.message)]
 
 
 def test_a_bad_warm_start_is_refused_before_any_study_file_exists(tmp_path):
