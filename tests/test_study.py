@@ -48,12 +48,9 @@ def test_trials_complete_are_refused_over_budget_and_resume_adds(work):
     # workers see room at the same moment (search/runner.py; CI saw 11 once)
     assert 10 <= len(trials) <= 11, first.stdout + second.stdout
     assert re.search(r"\b[67] finished trials of a budget of 10", second.stdout)
-    # the seed's model6 recipe is the first trial: 7,416 params, over this study's 6,000 budget
-    assert trials[0].params == MODEL6_POINT
-    assert trials[0].user_attrs["params"] == 7416
-    assert trials[0].state == optuna.trial.TrialState.PRUNED
-    assert trials[0].user_attrs["ended"] == "over budget: 7416 >= 6000"
-    assert "epochs" not in trials[0].user_attrs  # refused before any training
+    # the seed's model6 (7,416 params) does not fit this study's 6,000: not enqueued, and said so
+    assert all(t.params != MODEL6_POINT for t in trials)
+    assert "model6 (7,416 params) is not enqueued: not under --max-params 6,000" in first.stdout
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert complete
     for t in complete:
@@ -63,6 +60,23 @@ def test_trials_complete_are_refused_over_budget_and_resume_adds(work):
         assert ua["weights_artifact"] and ua["spec"]["layers"][-1]["op"] == "head"
         assert ua["seconds_per_epoch"] > 0 and ua["ended"] == "completed 2 epochs"
     assert (d / "studies" / "tiny.artifacts").is_dir()
+
+
+def test_a_point_over_the_budget_is_refused_before_anything_is_built(tmp_path):
+    # what an enqueued point over the budget meets (the runner no longer enqueues model6 there; an
+    # Optuna user may still enqueue anything): pruned with its reason, no epoch run, no data read
+    from search.config import SearchConfig
+    from search.objective import make_objective
+    config = SearchConfig(study_name="r", storage=f"sqlite:///{tmp_path}/r.db", data_dir=str(tmp_path),
+                          max_params=6000, n_trials=1, enqueue=False)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(MODEL6_POINT)
+    lines = []
+    study.optimize(make_objective(config, split=None, log=lines.append), n_trials=1)
+    t = study.trials[0]
+    assert t.params == MODEL6_POINT and t.state == optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["params"] == 7416 and t.user_attrs["ended"] == "over budget: 7416 >= 6000"
+    assert "epochs" not in t.user_attrs and lines == ["trial 0: refused, 7,416 params >= 6,000"]
 
 
 def test_report_counts_and_plots(cli, work):
