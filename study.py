@@ -694,10 +694,12 @@ def commands() -> list[Command]:
                     study_flags(),
                     trial_flag(),
                     flag("--seeds", type=count, default=3),
-                    flag("--last-k", type=count, help=f"default {LAST_K}, or --epochs if fewer"),
+                    flag("--last-k", type=count, help=f"default: the study's K with its epochs, else {LAST_K} "
+                                                      "(or --epochs if fewer)"),
                     flag("--target", type=float, default=TARGET_ACC),
-                    flag("--epochs", type=count, default=EPOCH_LIMIT),
-                    flag("--train-limit", type=count, help="train on the first N images (for quick checks)"),
+                    flag("--epochs", type=count, help=f"default: the study's epochs (else {EPOCH_LIMIT})"),
+                    flag("--train-limit", type=count, help="train on the first N images (default: the study's "
+                                                           "limit with its epochs, else all)"),
                     json_flag("print the per-seed results as JSON (progress goes to stderr)"),
                     hold_flags(),
                     data_flag(),

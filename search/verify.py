@@ -13,7 +13,7 @@ from space.hold import HOLD_LEVEL, MAX_SEEDS, Decision, check_hold_settings, dec
 from space.target import EPOCH_LIMIT, TARGET_ACC, last_k_for
 from storage.db import load_study
 from storage.ranking import get_trial
-from storage.records import FindRecord, HoldEstimate, TrialRecord, stored_seeds
+from storage.records import FindRecord, HoldEstimate, StudySettings, TrialRecord, stored_seeds
 
 
 def until_decided(results: dict[int, list[float]], run: Callable[[list[int]], None], *, k: int, target: float,
@@ -40,12 +40,13 @@ def print_table(results: dict[int, list[float]], k: int, target: float | None, e
 
 
 def verify(*, study_name: str, storage: str | None = None, trial: str = "best", seeds: int = 3,
-           last_k: int | None = None, target: float = TARGET_ACC, epochs: int = EPOCH_LIMIT,
+           last_k: int | None = None, target: float = TARGET_ACC, epochs: int | None = None,
            train_limit: int | None = None, data_dir: str | None = None, as_json: bool = False,
            hold_level: float = HOLD_LEVEL, max_seeds: int = MAX_SEEDS) -> int:
     """0 when the model holds `target` in each of the last K epochs by the hold rule (space.hold:
     `seeds` seeds first, one more at a time while undecided, up to `max_seeds`), else 1. as_json:
-    the tables go to stderr and one JSON object to stdout."""
+    the tables go to stderr and one JSON object to stdout. epochs, last_k and train_limit left as
+    None follow the study's protocol (study_protocol), as find's verify stage does."""
     import contextlib
     import json
     import sys
@@ -59,6 +60,34 @@ def verify(*, study_name: str, storage: str | None = None, trial: str = "best", 
                    hold_level, max_seeds)[0]
 
 
+def study_protocol(settings: StudySettings, *, epochs: int | None, last_k: int | None,
+                   train_limit: int | None) -> tuple[int, int | None, int | None, str]:
+    """(epochs, last_k, train_limit, where from): each value given wins; one left as None is the
+    study's (what its trials were scored on: find's verify retrains that way too), else the
+    target's 15 epochs, K = 3 and every image. train_limit and last_k go together with epochs:
+    a study's K or image limit is taken only where its epochs are.
+
+    >>> study_protocol(StudySettings({"epochs": 3, "last_k": 1, "train_limit": 5000}), epochs=None,
+    ...                last_k=None, train_limit=None)
+    (3, 1, 5000, "the study's: 3 epochs, K = 1, the first 5,000 training images")
+    >>> study_protocol(StudySettings({"epochs": 3, "last_k": 1, "train_limit": 5000}), epochs=15,
+    ...                last_k=None, train_limit=None)[:3]
+    (15, None, None)
+    """
+    taken = []
+    if epochs is None and "epochs" in settings:
+        epochs = settings["epochs"]
+        taken.append(f"{epochs} epochs")
+        if last_k is None and settings.get("last_k") is not None:
+            last_k = settings["last_k"]
+            taken.append(f"K = {last_k}")
+        if train_limit is None and settings.get("train_limit") is not None:
+            train_limit = settings["train_limit"]
+            taken.append(f"the first {train_limit:,} training images")
+    where = f"the study's: {', '.join(taken)}" if taken else "as given (or the defaults)"
+    return (EPOCH_LIMIT if epochs is None else epochs), last_k, train_limit, where
+
+
 def _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_limit, data_dir, hold_level, max_seeds):
     from search.data import ensure_files
     check_counts(seeds=seeds, epochs=epochs, last_k=last_k, train_limit=train_limit, max_seeds=max_seeds)
@@ -69,6 +98,8 @@ def _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_lim
     except ValueError as e:
         raise ConfigError(str(e)) from None
     study = load_study(study_name=study_name, storage=storage)
+    epochs, last_k, train_limit, protocol = study_protocol(StudySettings.of(study), epochs=epochs, last_k=last_k,
+                                                           train_limit=train_limit)
     frozen = get_trial(study, trial)
     record = TrialRecord.of(frozen)
     ensure_files(data_dir)  # one-line error before any worker starts
@@ -81,8 +112,8 @@ def _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_lim
           f"{max_seeds} while undecided) on "
           f"{describe_training(final=True, train_limit=train_limit, epochs=epochs, images=images, available=available)}"
           f", test set scored every epoch; "
-          f"target >= {target} in each of the last {k}, PASS when P(a new seed holds) >= {hold_level:.0%}",
-          flush=True)
+          f"target >= {target} in each of the last {k}, PASS when P(a new seed holds) >= {hold_level:.0%}"
+          f"\nprotocol: {protocol} (--epochs, --last-k and --train-limit change it)", flush=True)
     earlier = FindRecord.of(study).verify(frozen.number)
     if earlier is not None:
         print(f"(find verified this trial before: {earlier.verdict} "
