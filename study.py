@@ -437,7 +437,7 @@ def hold_flags() -> tuple:
                  help=f"verify seeds at most per candidate while undecided, each a test-set use (default {MAX_SEEDS})"))
 
 
-def search_flags(n_trials: int = 20) -> tuple:
+def search_flags(n_trials: int = 20, timeout: str = "stop starting trials after SEC seconds") -> tuple:
     """search's and find's: the study, how it is searched, the data and device."""
     from search.config import OBJECTIVES, PRUNERS, SAMPLERS
     from space.target import EPOCH_LIMIT, LAST_K, MAX_PARAMS
@@ -452,7 +452,7 @@ def search_flags(n_trials: int = 20) -> tuple:
         flag("--n-trials", type=count,
              help=f"the study's trial budget: finished trials across all workers and runs "
                   f"(default {n_trials})" + kept),
-        flag("--timeout", type=float, help="stop starting trials after SEC seconds"),
+        flag("--timeout", type=float, help=timeout),
         flag("--workers", type=count, help="worker processes, one thread each (default: one per core)"),
         flag("--max-params", type=count, help=f"budget: fewer than this (default {MAX_PARAMS})" + fixed),
         flag("--epochs", type=count, help=f"epochs per trial (default {EPOCH_LIMIT})" + fixed),
@@ -576,7 +576,9 @@ def commands() -> list[Command]:
                             "the same command. Example: mnist-nas find --max-params 5000 -o under5k.pt2",
                 example="mnist-nas find --max-params 5000 -o under5k.pt2",
                 flags=(
-                    search_flags(n_trials=40),
+                    search_flags(n_trials=40, timeout="stop starting search trials after SEC seconds (in all "
+                                 "legs); the search is then over, and confirm and verify of what it found run to "
+                                 "their end"),
                     flag("--target", type=float, default=TARGET_ACC,
                          help=f"test accuracy to hold (default {TARGET_ACC})"),
                     flag("--seeds", type=count, default=3,
