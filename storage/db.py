@@ -158,17 +158,60 @@ def _folder_lock(path: Path):
             os.close(fd)
 
 
+# PostgreSQL advisory lock key for creation_lock (any fixed 64-bit number; zlib.crc32(b"mnist-nas creation"))
+CREATION_LOCK_KEY = 1_212_830_716
+_server_held: dict[str, int] = {}  # URL -> depth of this process's advisory lock on it (re-entrant)
+
+
+@contextlib.contextmanager
+def _server_lock(url: str):
+    """A session-level PostgreSQL advisory lock held on its own connection, re-entrant within a
+    process (another connection of the same process would wait for this one forever)."""
+    import sqlalchemy as sa
+    with _held_guard:
+        if _server_held.get(url):
+            _server_held[url] += 1
+            try:
+                yield
+            finally:
+                _server_held[url] -= 1
+            return
+        try:
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+            conn = engine.connect()
+        except Exception as e:  # SQLAlchemy or driver errors: the line open_storage gives for them
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StudyError(f"cannot open storage {safe_url(url)}: {msg}") from None
+        try:
+            with conn:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": CREATION_LOCK_KEY})
+                _server_held[url] = 1
+                try:
+                    yield
+                finally:
+                    _server_held.pop(url, None)
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": CREATION_LOCK_KEY})
+        finally:
+            engine.dispose()
+
+
 @contextlib.contextmanager
 def creation_lock(url: str):
-    """Serialise study creation on one SQLite file: two `search`es started at the same moment on a
-    new file would otherwise race to create the schema (the loser failed with exit 2). The lock is
-    an flock on the database's folder, so no extra file is left behind. Other URLs: no-op (the
-    server serialises)."""
+    """Serialise what a process does when it creates or resumes a study (the schema, model6 and
+    the start points, the stopped trials' retries): each reads the study, then writes what is
+    missing, and two processes at one instant would both write it. SQLite: two `search`es started
+    together on a new file raced to create the schema (the loser failed with exit 2); the lock is
+    an flock on the database's folder, so no extra file is left behind. PostgreSQL: an advisory
+    lock on the database (4 workers resuming at one instant had enqueued 4 retries of one stopped
+    trial: tests/test_scale.py). Other servers: no lock."""
     path = sqlite_path(url)
-    if path is None:
-        yield
-        return
-    with _folder_lock(path):
+    if path is not None:
+        with _folder_lock(path):
+            yield
+    elif url.startswith("postgresql"):
+        with _server_lock(url):
+            yield
+    else:
         yield
 
 

@@ -199,6 +199,47 @@ def test_workers_failing_one_stale_trial_together_retry_it_once(tmp_path, backen
         optuna.delete_study(study_name=name, storage=url)
 
 
+def _retry_stopped(url, name, start_at, out):
+    """One process resuming a study, as search and worker do: the stopped trials' retries, under
+    the creation lock, from the common start instant."""
+    from search.runner import retry_stopped_trials
+    from storage.db import creation_lock, open_storage
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    time.sleep(max(0.0, start_at - time.time()))
+    with creation_lock(url):
+        out.put(retry_stopped_trials(study))
+
+
+@pytest.mark.slow  # spawns 4 processes
+@pytest.mark.parametrize("backend", ["sqlite", PG])
+def test_workers_resuming_together_retry_a_stopped_trial_once(tmp_path, backend):
+    # PostgreSQL had no creation lock (the server "serialises" single statements, not this
+    # read-then-enqueue): 4 processes at one instant enqueued 2-4 retries of the one stopped trial
+    import multiprocessing as mp
+    url = _storage_for(backend, tmp_path, "retry.db")
+    name = f"retry-{os.getpid()}-{int(time.time())}"
+    study = optuna.create_study(study_name=name, storage=url)
+    for i in range(3):
+        study.enqueue_trial({"x": float(i)})
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 10)})
+    trial.set_user_attr("stopped", "SIGTERM")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    start_at = time.time() + 8  # spawned interpreters need a few seconds to import
+    ps = [ctx.Process(target=_retry_stopped, args=(url, name, start_at, out)) for _ in range(4)]
+    for p in ps:
+        p.start()
+    retried = [n for _ in ps for n in out.get(timeout=120)]
+    for p in ps:
+        p.join(timeout=60)
+    waiting = optuna.load_study(study_name=name, storage=url).get_trials(states=[optuna.trial.TrialState.WAITING])
+    assert retried == [trial.number] and len(waiting) == 2 + 1, (retried, len(waiting))  # 2 enqueued left, 1 retry
+    if backend == "postgresql":
+        optuna.delete_study(study_name=name, storage=url)
+
+
 def test_a_dead_trials_retry_runs_even_when_the_budget_filled_first(cli, tmp_path):
     """Optuna fails a stale trial, then enqueues its retry: a worker counting in between can fill
     the budget with a fresh trial (CI saw it). The retry must still run, not wait for ever; an
