@@ -8,8 +8,10 @@ is asked for, that has run nothing but imports, so forking it is safe (no CUDA c
 held; torch's import leaves one idle thread). It ignores Ctrl-C (multiprocessing's rule), blocks
 SIGTERM (search/_forkserver.py), and ends when its parent does: were a signal to the process group
 to end it first, the parent would read every running child as ended (exit code 255) while they
-still finish their trials. Its children start as a spawned process would: default Ctrl-C and
-SIGTERM, in the parent's process group, with the parent's environment and working directory as
+still finish their trials. Its children start with the signal handlers a spawned process would
+have: a signal the parent ignores stays ignored (exec keeps SIG_IGN; pytest-xdist's workers ignore
+Ctrl-C), every other is the default, SIGTERM unblocked (tests/test_legs.py compares the two); they
+run in the parent's process group, with the parent's environment and working directory as
 they were when the first child started (the device is chosen, and $MNIST_NAS_DEVICE set, before).
 """
 from __future__ import annotations
