@@ -131,6 +131,19 @@ def test_a_seed_still_running_when_its_candidate_stops_is_ended_and_its_time_cou
     assert time.time() - t0 < 300  # the 600 s seed was not waited for; the raise ended every child
 
 
+def test_a_race_child_that_dies_ends_the_race_with_its_exit_code_and_every_other_child_counted():
+    import time
+    from search.race import run_race
+    from tests.fake_seed import dying_seed
+    race = Race(candidates=[5, 8], seeds=[1, 2], bar=99.25, first={5: 99.4, 8: 99.35})
+    ended, t0 = [], time.time()
+    with pytest.raises(RuntimeError, match=r"^trial 5 seed 1: its process ended with exit code 3$"):
+        run_race(race, lambda trial, seed: ({}, {}, None), processes=2, on_done=lambda *a: None, final=False,
+                 on_cancel=lambda trial, seed, secs: ended.append((trial, seed)), job_main=dying_seed)
+    # rounds: trial 5 seed 1 and trial 8 seed 1 started together; the survivor was ended, its time counted
+    assert ended == [(8, 1)] and time.time() - t0 < 300
+
+
 @pytest.mark.slow  # starts the fork server, a process that imports torch
 def test_training_processes_fork_from_a_server_that_preloaded_torch_and_keep_the_default_signals():
     """search/procs.py: the server has imported torch (and torch._dynamo, which an optimizer's
@@ -187,3 +200,21 @@ def test_a_start_point_still_waiting_when_the_search_pauses_is_not_counted_as_a_
     study.enqueue_trial({"x": 2.0})
     study.optimize(lambda t: t.suggest_float("x", 0, 3), n_trials=1)  # runs the first start point only
     assert [t.state.name for t in study.trials] == ["COMPLETE", "WAITING"] and _ran(study) == 1
+
+
+def test_a_timeout_reached_before_a_leg_ends_the_search_for_good_and_a_rerun_reads_it_as_done(tmp_path, capsys):
+    # --timeout is one deadline for the whole run, however many legs: a leg that starts after it
+    # runs no trial, records the search as over, and the next `find` goes straight to its candidates
+    import time
+    from search.find import search_stage
+    from search.runner import create_or_resume
+    from storage.records import FindRecord
+    search = SearchConfig(study_name="t", storage=f"sqlite:///{tmp_path}/t.db", data_dir=str(tmp_path),
+                          max_params=3600, n_trials=6, enqueue=False, warm_start=False, timeout=60)
+    config = FindConfig(search=search, output=tmp_path / "t.pt2")
+    create_or_resume(search)
+    study, more = search_stage(config, config.pause_rule(), deadline=time.time() - 1)
+    assert not more and not study.trials and FindRecord.of(study).searched == 6
+    assert "search: --timeout 60 s reached (0 finished trials)" in capsys.readouterr().out
+    study, more = search_stage(config, config.pause_rule())
+    assert not more and "search: done before" in capsys.readouterr().out
