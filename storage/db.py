@@ -124,75 +124,86 @@ def open_storage(url: str, create: bool = False, heartbeat: int | None = None,
         return ClaimSafeRDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     except Exception as e:  # SQLAlchemy or driver errors: a URL we cannot open
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StudyError(f"cannot open storage {safe_url(url)}: {msg}") from None
+        raise _cannot_open(url, e) from None
 
 
-_held: dict[Path, int] = {}  # folder -> depth of this process's flock on it (re-entrant)
+def _cannot_open(url: str, e: BaseException) -> StudyError:
+    """The one line for a storage URL that SQLAlchemy or its driver cannot open."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return StudyError(f"cannot open storage {safe_url(url)}: {msg}")
+
+
+_held: dict = {}  # lock key -> depth of this process's hold on it (re-entrant)
 _held_guard = threading.RLock()
 
 
 @contextlib.contextmanager
-def _folder_lock(path: Path):
-    """An exclusive flock on the folder holding a SQLite file, re-entrant within a process (a
-    second open()+flock of the same folder by the same process would wait for itself forever)."""
-    import fcntl
-    folder = (path.parent if str(path.parent) else Path(".")).resolve()
-    with _held_guard:  # threads of one process (the heartbeat thread, say) take turns here
-        if _held.get(folder):
-            _held[folder] += 1
+def _reentrant(key, take):
+    """Hold the lock `take()` takes (a context manager), once per process for `key`: a nested use
+    waits for nothing (a second flock or server session of the same process would wait for the
+    first forever); threads of one process (the heartbeat thread, say) take turns."""
+    with _held_guard:
+        if _held.get(key):
+            _held[key] += 1
             try:
                 yield
             finally:
-                _held[folder] -= 1
+                _held[key] -= 1
             return
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            _held[folder] = 1
-            yield
-        finally:
-            _held.pop(folder, None)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        with take():
+            _held[key] = 1
+            try:
+                yield
+            finally:
+                _held.pop(key, None)
+
+
+@contextlib.contextmanager
+def _flock(folder: Path):
+    import fcntl
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _folder_lock(path: Path):
+    """An exclusive flock on the folder holding a SQLite file, re-entrant within a process."""
+    folder = (path.parent if str(path.parent) else Path(".")).resolve()
+    return _reentrant(("folder", folder), lambda: _flock(folder))
 
 
 # PostgreSQL advisory lock key for creation_lock (any fixed 64-bit number; zlib.crc32(b"mnist-nas creation"))
 CREATION_LOCK_KEY = 1_212_830_716
-_server_held: dict[str, int] = {}  # URL -> depth of this process's advisory lock on it (re-entrant)
 
 
 @contextlib.contextmanager
-def _server_lock(url: str):
-    """A session-level PostgreSQL advisory lock held on its own connection, re-entrant within a
-    process (another connection of the same process would wait for this one forever)."""
+def _advisory_lock(url: str):
+    """A session-level PostgreSQL advisory lock, held on a connection of its own."""
     import sqlalchemy as sa
-    with _held_guard:
-        if _server_held.get(url):
-            _server_held[url] += 1
+    try:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        conn = engine.connect()
+    except Exception as e:  # SQLAlchemy or driver errors: a URL we cannot open
+        raise _cannot_open(url, e) from None
+    try:
+        with conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": CREATION_LOCK_KEY})
             try:
                 yield
             finally:
-                _server_held[url] -= 1
-            return
-        try:
-            engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-            conn = engine.connect()
-        except Exception as e:  # SQLAlchemy or driver errors: the line open_storage gives for them
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise StudyError(f"cannot open storage {safe_url(url)}: {msg}") from None
-        try:
-            with conn:
-                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": CREATION_LOCK_KEY})
-                _server_held[url] = 1
-                try:
-                    yield
-                finally:
-                    _server_held.pop(url, None)
-                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": CREATION_LOCK_KEY})
-        finally:
-            engine.dispose()
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": CREATION_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
+def _server_lock(url: str):
+    """creation_lock on a PostgreSQL server, re-entrant within a process."""
+    return _reentrant(("server", url), lambda: _advisory_lock(url))
 
 
 @contextlib.contextmanager
