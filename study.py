@@ -173,7 +173,7 @@ def cmd_train(args):
     from storage.provenance import training_record
     run = training_record(final=args.final, train_limit=args.train_limit, epochs=cfg.epochs, seeds=[cfg.seed],
                           devices=result.device, images=len(split.train_labels), available=split.available)
-    (out / "metrics.json").write_text(json.dumps({**result.to_json_dict(), "summary": summary, "provenance": run},
+    (out / "metrics.json").write_text(json.dumps({**result.to_json_dict(), "summary": summary, "provenance": run.to_stored()},
                                                  indent=2))
     plot_curves(result.history, split.eval_name, out / "curves.png",
                 title=f"{name} ({result.params:,} params), seed {cfg.seed}")

@@ -40,7 +40,7 @@ from space.hold import HOLD_LEVEL, MAX_SEEDS, check_hold_settings
 from space.recipe import ConfigError, TrainConfig
 from space.target import TARGET_ACC, default_bar
 from storage import notes, records
-from storage.records import (Candidates, ConfirmRow, StudySettings, FindRecord, HoldEstimate, PartialRow, Provenance, RaceStop,
+from storage.records import (Candidates, ConfirmRow, StudySettings, FindRecord, HoldEstimate, PartialRow, RaceStop,
                              RejudgeEvent, Rejudged, Rejudgement, Searched, TestsUsed, TrialRecord, VerifyRow, Winner)
 from storage.provenance import describe_training, training_record
 from storage.artifacts import verified_weights_path
@@ -331,8 +331,8 @@ def confirm_stage(config: FindConfig, study: optuna.Study, until: FreshCandidate
         ran_on = {seed: d for seed, d in devices.items() if seed in ran}
         stopped = (RaceStop(why=race.why_stopped(t.number), bar=race.bar, seeds_not_run=race.skipped(t.number))
                    if race.stopped(t.number) and race.skipped(t.number) else None)
-        run = (Provenance.from_stored(training_record(final=False, train_limit=s.train_limit, epochs=s.epochs,
-                                                      seeds=ran, devices=ran_on, images=images, available=available))
+        run = (training_record(final=False, train_limit=s.train_limit, epochs=s.epochs, seeds=ran, devices=ran_on,
+                               images=images, available=available)
                if t.number in retrained else made[t.number])
         row = ConfirmRow(trial=t.number, params=params[t.number], epochs=s.epochs, k=s.k,
                          results={seed: results[seed] for seed in ran}, scores=scores, robust=min(scores),
@@ -428,9 +428,9 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[Confi
             if trained or stored.finished is None:
                 stored = stored.replace(finished=_now())
             if trained:  # the facts and the versions that made these runs (storage.provenance)
-                stored = stored.replace(provenance=Provenance.from_stored(training_record(
+                stored = stored.replace(provenance=training_record(
                     final=True, train_limit=s.train_limit, epochs=s.epochs, seeds=sorted(results), devices=devices,
-                    images=images, available=available)))
+                    images=images, available=available))
             records.save(study, stored)
             notes.add_section(study, t.number, notes.VERIFY_HEADING, notes.verify_markdown(
                 stored.results, s.k, config.target, passed=stored.passed, hold=hold,

@@ -99,7 +99,7 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
             curves = notes.upload_curves(trial, artifacts.store, history)
         notes.save_trial_note(trial, notes.trial_note(
             number=trial.number, spec=spec, params=params, max_params=config.max_params, recipe=cfg.to_dict(),
-            history=history, ended=ended, curves_url=curves, trained_on=run["text"]))
+            history=history, ended=ended, curves_url=curves, trained_on=run.text))
         log(f"trial {trial.number}: done, consistency score {score:.2f} ({params:,} params)")
         return (score, params) if config.pareto else score
 

@@ -133,9 +133,9 @@ def _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_lim
                           images=images, available=available)
     notes.add_section(study, frozen.number, notes.VERIFY_HEADING, notes.verify_markdown(
         results, k, target, passed=ok_all, hold=hold,
-        title=f"`verify` retrained it on {run['text']}; the official test set scored every epoch."))
+        title=f"`verify` retrained it on {run.text}; the official test set scored every epoch."))
     print(f"{decision.verdict}: {decision.why} ({len(results)} seeds, each a test-set use)")
     return (0 if ok_all else 1), {"trial": frozen.number, "params": record.params, "epochs": epochs,
                                   "k": k, "target": target, "passed": ok_all, "hold": hold.to_stored(),
                                   "results": stored_seeds(results), "devices": stored_seeds(devices),
-                                  "provenance": run}
+                                  "provenance": run.to_stored()}

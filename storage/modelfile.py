@@ -174,14 +174,14 @@ def export_verified(*, study_name: str, storage: str | None = None, trial: str =
     if made:  # the record of the seed this file holds, from the facts of the verify runs
         run = training_record(final=True, train_limit=made.train_limit, epochs=verified.epochs, seeds=[1],
                               devices=device, images=made.images, available=made.available, made=made.made_by)
-        trained_on = run["trained_on"]
+        trained_on = run.trained_on
     else:  # an older row: what the study's settings say
         run, trained_on = None, describe_training(final=True, train_limit=_train_limit(study), epochs=verified.epochs,
                                                   seeds=[1], device=device)
     confirm = found.confirm(number)
     meta = save_model_file(module, spec, {
         "study": study.study_name, "trial": number, "config": weights.config,
-        "trained_on": trained_on + " (seed 1 of the verify stage)", "provenance": run, "exported_by": made_by(),
+        "trained_on": trained_on + " (seed 1 of the verify stage)", "provenance": run.to_stored() if run else None, "exported_by": made_by(),
         "test_acc_per_epoch": seed1, "test_acc": seed1[-1],
         "verify": verified.to_stored(), "confirm": confirm.to_stored() if confirm else {},
         "tests_used": list(found.tests_used), "test_set_uses": found.test_set_uses().to_stored(),

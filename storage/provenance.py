@@ -106,10 +106,12 @@ def describe_versions(made: dict) -> str:
 
 def training_record(*, final: bool, train_limit: int | None, epochs: int, seeds: list[int],
                     devices: dict | str | None = None, images: int | None = None, available: int | None = None,
-                    made: dict | None = None) -> dict:
+                    made: dict | None = None) -> "Provenance":
     """The record of a training run (one seed or several alike): the facts and, from them, the
-    sentence. devices: where each seed trained ({seed: device}) or one device for all. made: the
-    versions that made it (default: this process's, made_by())."""
+    sentence (storage.records.Provenance; .to_stored() is what a study or a file keeps). devices:
+    where each seed trained ({seed: device}) or one device for all. made: the versions that made it
+    (default: this process's, made_by())."""
+    from storage.records import Provenance
     seeds = sorted(int(s) for s in seeds)
     if isinstance(devices, str):
         devices = {str(s): devices for s in seeds}
@@ -118,6 +120,7 @@ def training_record(*, final: bool, train_limit: int | None, epochs: int, seeds:
     made = dict(made or made_by())
     trained_on = describe_training(final=final, train_limit=train_limit, epochs=epochs, seeds=seeds, device=where,
                                    images=images, available=available)
-    return {"trained_on": trained_on, "images": images, "available": available, "final": final,
-            "train_limit": train_limit, "epochs": epochs, "seeds": seeds, "devices": devices, "made_by": made,
-            "text": f"{trained_on}; made by {describe_versions(made)}"}
+    return Provenance.from_stored({
+        "trained_on": trained_on, "images": images, "available": available, "final": final,
+        "train_limit": train_limit, "epochs": epochs, "seeds": seeds, "devices": devices, "made_by": made,
+        "text": f"{trained_on}; made by {describe_versions(made)}"})
