@@ -576,9 +576,9 @@ def commands() -> list[Command]:
                             "the same command. Example: mnist-nas find --max-params 5000 -o under5k.pt2",
                 example="mnist-nas find --max-params 5000 -o under5k.pt2",
                 flags=(
-                    search_flags(n_trials=40, timeout="stop starting search trials after SEC seconds (in all "
-                                 "legs); the search is then over, and confirm and verify of what it found run to "
-                                 "their end"),
+                    search_flags(n_trials=40, timeout="stop starting search trials SEC seconds after find "
+                                 "starts (in any leg); the search is then over, and confirm and verify of what it "
+                                 "found run to their end (a rerun searches on only with a larger --n-trials)"),
                     flag("--target", type=float, default=TARGET_ACC,
                          help=f"test accuracy to hold (default {TARGET_ACC})"),
                     flag("--seeds", type=count, default=3,
@@ -686,7 +686,8 @@ def commands() -> list[Command]:
                               "or delete artifacts); off by default"),
                 ), run=cmd_dashboard),
         Command("verify", help="retrain a trial's architecture on 60,000 and check the target",
-                description="Retrain from scratch on all 60,000 images with each seed, score "
+                description="Retrain from scratch on all 60,000 images (the study's epochs, K and "
+                            "image limit unless the flags say otherwise) with each seed, score "
                             "the test set every epoch; exit 0 only if the model holds the target in "
                             "each of the last K epochs: no seed below it and an estimated probability "
                             "of at least --hold-level that a new seed holds (one more seed at a time "

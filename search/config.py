@@ -104,7 +104,7 @@ class SearchConfig:
     objective: str = "consistency"
     seed: int = 0
     train_limit: int | None = None
-    enqueue: bool = True  # a new study's first trial is the seed's model6, if the space holds it
+    enqueue: bool = True  # a new study's first trial is the seed's model6, if the space holds it and it fits the budget
     start_points: tuple[dict, ...] = ()  # points (parameter -> value) run first, unless already in the study
     # A new study starts from the service's prior (search/prior.py: the shipped models' designs and
     # recipes scaled to the budget) and from the best trials of these earlier studies (storage URLs,

@@ -62,29 +62,30 @@ def verify(*, study_name: str, storage: str | None = None, trial: str = "best", 
 
 def study_protocol(settings: StudySettings, *, epochs: int | None, last_k: int | None,
                    train_limit: int | None) -> tuple[int, int | None, int | None, str]:
-    """(epochs, last_k, train_limit, where from): each value given wins; one left as None is the
-    study's (what its trials were scored on: find's verify retrains that way too), else the
-    target's 15 epochs, K = 3 and every image. train_limit and last_k go together with epochs:
-    a study's K or image limit is taken only where its epochs are.
+    """(epochs, last_k, train_limit, what came from the study): each value given wins; each left as
+    None is the study's (what its trials were scored on; find's verify stage retrains that way
+    too), else the target's 15 epochs, K = 3 and every image. K never exceeds the epochs run
+    (space.target.last_k_for).
 
-    >>> study_protocol(StudySettings({"epochs": 3, "last_k": 1, "train_limit": 5000}), epochs=None,
-    ...                last_k=None, train_limit=None)
-    (3, 1, 5000, "the study's: 3 epochs, K = 1, the first 5,000 training images")
-    >>> study_protocol(StudySettings({"epochs": 3, "last_k": 1, "train_limit": 5000}), epochs=15,
-    ...                last_k=None, train_limit=None)[:3]
-    (15, None, None)
+    >>> quick = StudySettings({"epochs": 3, "last_k": 1, "train_limit": 5000})
+    >>> study_protocol(quick, epochs=None, last_k=None, train_limit=None)
+    (3, 1, 5000, '3 epochs, K = 1, the first 5,000 training images')
+    >>> study_protocol(quick, epochs=15, last_k=None, train_limit=None)
+    (15, 1, 5000, 'K = 1, the first 5,000 training images')
+    >>> study_protocol(StudySettings({}), epochs=None, last_k=None, train_limit=None)
+    (15, None, None, 'nothing (the flags given, else 15 epochs, K = 3, every image)')
     """
     taken = []
-    if epochs is None and "epochs" in settings:
+    if epochs is None and settings.get("epochs") is not None:
         epochs = settings["epochs"]
         taken.append(f"{epochs} epochs")
-        if last_k is None and settings.get("last_k") is not None:
-            last_k = settings["last_k"]
-            taken.append(f"K = {last_k}")
-        if train_limit is None and settings.get("train_limit") is not None:
-            train_limit = settings["train_limit"]
-            taken.append(f"the first {train_limit:,} training images")
-    where = f"the study's: {', '.join(taken)}" if taken else "as given (or the defaults)"
+    if last_k is None and settings.get("last_k") is not None:
+        last_k = settings["last_k"]
+        taken.append(f"K = {last_k}")
+    if train_limit is None and settings.get("train_limit") is not None:
+        train_limit = settings["train_limit"]
+        taken.append(f"the first {train_limit:,} training images")
+    where = ", ".join(taken) or f"nothing (the flags given, else {EPOCH_LIMIT} epochs, K = 3, every image)"
     return (EPOCH_LIMIT if epochs is None else epochs), last_k, train_limit, where
 
 
@@ -113,7 +114,7 @@ def _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_lim
           f"{describe_training(final=True, train_limit=train_limit, epochs=epochs, images=images, available=available)}"
           f", test set scored every epoch; "
           f"target >= {target} in each of the last {k}, PASS when P(a new seed holds) >= {hold_level:.0%}"
-          f"\nprotocol: {protocol} (--epochs, --last-k and --train-limit change it)", flush=True)
+          f"\nfrom the study's protocol: {protocol} (--epochs, --last-k and --train-limit change it)", flush=True)
     earlier = FindRecord.of(study).verify(frozen.number)
     if earlier is not None:
         print(f"(find verified this trial before: {earlier.verdict} "

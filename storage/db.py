@@ -181,29 +181,58 @@ def _folder_lock(path: Path):
 CREATION_LOCK_KEY = 1_212_830_716
 
 
+CREATION_LOCK_LIMIT = 600  # seconds a process waits for another's creation lock before it gives up
+
+
 @contextlib.contextmanager
-def _advisory_lock(url: str):
-    """A session-level PostgreSQL advisory lock, held on a connection of its own."""
+def _advisory_lock(url: str, limit: float = CREATION_LOCK_LIMIT):
+    """A session-level PostgreSQL advisory lock, held on a connection of its own. The connection
+    runs in autocommit (no transaction left open for a server's idle-in-transaction timeout to
+    end); closing it releases the lock too, so an unlock that fails because the server went away
+    is not an error of its own. Taken with pg_try_advisory_lock, polled: a process that holds it
+    and hangs makes the others say so and give up after `limit` seconds, in one line."""
+    import time
+
     import sqlalchemy as sa
     try:
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
         conn = engine.connect()
     except Exception as e:  # SQLAlchemy or driver errors: a URL we cannot open
         raise _cannot_open(url, e) from None
     try:
         with conn:
-            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": CREATION_LOCK_KEY})
+            waited, told = time.monotonic(), False
+            while True:
+                try:
+                    got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": CREATION_LOCK_KEY}).scalar()
+                except sa.exc.DBAPIError as e:
+                    raise _cannot_open(url, e) from None
+                if got:
+                    break
+                if time.monotonic() - waited > limit:
+                    raise StudyError(f"another process has held the study creation lock of {safe_url(url)} for "
+                                     f"over {limit:g} s; is a search or worker stuck while creating or resuming one?")
+                if not told and time.monotonic() - waited > 5:
+                    print("waiting for another process that is creating or resuming a study in this database",
+                          flush=True)
+                    told = True
+                time.sleep(0.2)
             try:
                 yield
             finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": CREATION_LOCK_KEY})
+                with contextlib.suppress(sa.exc.DBAPIError):  # the server gone: the lock went with the session
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": CREATION_LOCK_KEY})
     finally:
         engine.dispose()
 
 
 def _server_lock(url: str):
-    """creation_lock on a PostgreSQL server, re-entrant within a process."""
-    return _reentrant(("server", url), lambda: _advisory_lock(url))
+    """creation_lock on a PostgreSQL server, re-entrant within a process. The lock is the
+    database's, so the re-entrancy key is too (host, port, database: not the URL's spelling, whose
+    driver or user may differ)."""
+    from sqlalchemy.engine import make_url
+    u = make_url(url)
+    return _reentrant(("server", u.host, u.port, u.database), lambda: _advisory_lock(url))
 
 
 @contextlib.contextmanager

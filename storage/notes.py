@@ -92,7 +92,7 @@ def epochs_table(history: list[dict], eval_name: str = "val") -> str:
 
 def trial_note(*, number: int, spec: ArchSpec, params: int, max_params: int, recipe: dict, history: list[dict],
                ended: str, curves_url: str | None = None, eval_name: str = "val", trained_on: str | None = None) -> str:
-    """trained_on: the run's provenance sentence (storage.provenance.training_record's "text")."""
+    """trained_on: the run's provenance sentence (storage.provenance.training_record's .text)."""
     from space.searchspace import SCHEDULER_OF
     shown = {k: v for k, v in recipe.items() if k not in ("threads", "allow_long", "pooled_dropout", "fill")
              and recipe.get("scheduler") in SCHEDULER_OF.get(k, (recipe.get("scheduler"),))}

@@ -240,6 +240,36 @@ def test_workers_resuming_together_retry_a_stopped_trial_once(tmp_path, backend)
         optuna.delete_study(study_name=name, storage=url)
 
 
+@pytest.mark.slow
+@pytest.mark.postgresql
+def test_the_postgresql_creation_lock_waits_gives_up_in_one_line_and_survives_its_session_ending():
+    import sqlalchemy as sa
+    from storage.db import CREATION_LOCK_KEY, StudyError, _advisory_lock, creation_lock
+    url = os.environ.get("MNIST_NAS_PG_URL")
+    if not url:
+        pytest.skip("no PostgreSQL given (CI starts one and sets MNIST_NAS_PG_URL)")
+    other = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
+    with other.connect() as conn:  # another process holds it
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": CREATION_LOCK_KEY})
+        with pytest.raises(StudyError, match=r"^another process has held the study creation lock of .* for over 1 s"):
+            with _advisory_lock(url, limit=1):
+                pass
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": CREATION_LOCK_KEY})
+    # re-entrant per database, whatever the URL's driver prefix: no wait for itself
+    with creation_lock(url), creation_lock(url.replace("postgresql://", "postgresql+psycopg://", 1)):
+        pass
+    # the lock's session ended by the server while held: the body's own error is what surfaces
+    with pytest.raises(StudyError, match="^the body's error$"):
+        with _advisory_lock(url):
+            with other.connect() as conn:
+                ended = conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
+                                             "'advisory' AND objid = :k AND pid <> pg_backend_pid()"),
+                                     {"k": CREATION_LOCK_KEY}).scalars().all()
+            assert ended == [True]  # the session holding the lock is gone
+            raise StudyError("the body's error")
+    other.dispose()
+
+
 def test_a_dead_trials_retry_runs_even_when_the_budget_filled_first(cli, tmp_path):
     """Optuna fails a stale trial, then enqueues its retry: a worker counting in between can fill
     the budget with a fresh trial (CI saw it). The retry must still run, not wait for ever; an

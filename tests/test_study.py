@@ -337,7 +337,7 @@ def test_verify_retrains_each_seed_on_the_full_set_and_exits_by_the_target(cli, 
     assert no.returncode == 1 and "FAIL: a seed fell below the target" in no.stdout
     # left out, --epochs / --last-k follow the study (2 epochs, K = 2), not the target's 15
     own = cli("verify", "--study-name", "tiny", "--seeds", "1", "--target", "0", "--data-dir", "data", cwd=d)
-    assert "protocol: the study's: 2 epochs, K = 2 (" in own.stdout and "in each of the last 2" in own.stdout
+    assert "from the study's protocol: 2 epochs, K = 2 (" in own.stdout and "in each of the last 2" in own.stdout
     assert "seed 1 epoch  2: test" in own.stdout and "epoch  3:" not in own.stdout
 
 
