@@ -134,11 +134,20 @@ def study_cost(study) -> dict:
         recorded = [r.core_seconds for r in rows + going if r.core_seconds is not None]
         stages[stage] = {"candidates": len(rows), "in_progress": len(going), "core_hours": sum(recorded) / 3600,
                          "unrecorded": len(rows) - sum(r.core_seconds is not None for r in rows)}
+    # find's wall time: to the last confirm or verify row finished (rows older than the timestamps
+    # have none: then only the search's span is known)
+    from datetime import datetime
+    finished = [datetime.fromisoformat(r.finished) for stage in records.STAGES
+                for r in found.runs(stage).values() if r.finished]
+    # Optuna's times are naive local times, the rows' are UTC: astimezone() makes both aware
+    find_wall = ((max([*finished, *(e.astimezone() for e in ends)]) - min(starts).astimezone()).total_seconds()
+                 / 3600 if finished and starts else None)
     total = search / 3600 + sum(v["core_hours"] for v in stages.values())
     winners = 1 if found.winner is not None else 0
     return {"trials": len(trials), "complete": kinds["complete"], "pruned": kinds["pruned"],
             "refused": kinds["over budget"], "stopped": kinds["stopped"], "failed": kinds["failed"],
             "wall_hours": (max(ends) - min(starts)).total_seconds() / 3600 if starts and ends else 0.0,
+            "find_wall_hours": find_wall,
             "search_core_hours": search / 3600,
             "pruned_share": pruned / search if search else 0.0,
             "confirm": stages["confirm"], "verify": stages["verify"], "total_core_hours": total,
@@ -147,9 +156,11 @@ def study_cost(study) -> dict:
 
 def cost_section(study) -> None:
     c = study_cost(study)
+    find_wall = ("" if c["find_wall_hours"] is None else
+                 f", find {c['find_wall_hours']:.1f} h (to its last confirm or verify result)")
     print(f"\ncost: {c['trials']} trials ({c['complete']} complete, {c['pruned']} pruned, {c['refused']} refused "
-          f"over budget, {c['stopped']} stopped and retried, {c['failed']} failed); search wall time {c['wall_hours']:.1f} h (first trial's start to "
-          f"last trial's end, pauses between runs included; confirm and verify not in it)")
+          f"over budget, {c['stopped']} stopped and retried, {c['failed']} failed); wall time, pauses between runs "
+          f"included: search {c['wall_hours']:.1f} h (first trial's start to last trial's end){find_wall}")
     print(f"  search  {c['search_core_hours']:.2f} core-hours, {100 * c['pruned_share']:.0f} % of it on trials "
           f"later pruned")
     for stage in ("confirm", "verify"):

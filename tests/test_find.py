@@ -77,6 +77,8 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
     assert cost["confirm"]["candidates"] == 2 and cost["confirm"]["core_hours"] > 0 and not cost["confirm"]["unrecorded"]
     assert cost["verify"]["candidates"] == 1 and cost["verify"]["core_hours"] > 0
     assert cost["core_hours_per_verified_model"] == cost["total_core_hours"] > cost["search_core_hours"]
+    # find's wall time runs past the search's: confirm and verify came after it (and it is said)
+    assert cost["find_wall_hours"] > cost["wall_hours"] > 0 and ", find " in r.stdout.split("\ncost:")[1]
     # stopped mid-stage: the seeds finished before are kept, only the missing ones are retrained
     verified, other = study.user_attrs[f"find:verify:{winner}"], study.user_attrs["find:candidates"][-1]
     confirmed = study.user_attrs[f"find:confirm:{other}"]
