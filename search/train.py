@@ -77,7 +77,7 @@ def ema_decay(t: int, decay: float) -> float:
     Why the warm-up: a plain 0.999 still gives the initial weights 46 % of the average after one
     epoch of 782 steps, 4 % after four; in find-4k-sep (results/find-4k-sep.run1.log) trials with
     ema 0.999 scored 9-34 % on validation at epoch 4 while training at 79-92 %, and the pruner, which
-    judges from epoch 4, cut them. With the warm-up the average follows the live weights early
+    then judged from epoch 4 (now epoch 2: search/config.py), cut them. With the warm-up the average follows the live weights early
     (decay 0.99 at step 890) and reaches the full decay only after ~9,000 steps."""
     return min(decay, (1 + t) / (10 + t))
 

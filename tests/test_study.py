@@ -14,7 +14,7 @@ import optuna
 import pytest
 import torch
 
-from search.config import SearchConfig, make_pruner
+from search.config import JUDGED_FROM, SearchConfig, make_pruner
 from search.objective import make_objective
 from space.searchspace import MODEL6_POINT
 from search.data import load_mnist, make_split
@@ -190,8 +190,8 @@ def test_pruner_stops_a_weak_trial_and_records_why(tmp_path, tiny_root):
     study.optimize(objective, n_trials=1)
     t = study.trials[-1]
     assert t.state == optuna.trial.TrialState.PRUNED
-    assert t.user_attrs["ended"].startswith("pruned after epoch 4")  # n_warmup_steps=4: epochs 1-3 are never pruned
-    assert len(t.user_attrs["epochs"]) == 4
+    assert t.user_attrs["ended"].startswith(f"pruned after epoch {JUDGED_FROM}")  # epochs before it are never judged
+    assert len(t.user_attrs["epochs"]) == JUDGED_FROM
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() instead of optimize(): on purpose

@@ -85,7 +85,36 @@ def main() -> None:
                           if k.startswith("pooled_on_") and v is not None)
         print(f"{name:<16} {r['cost_epochs']:>5.1f}  {vals}{pooled}")
     print("per study: complete trials " + ", ".join(f"{s} {len(ts)}" for s, ts in sorted(by_study.items())))
-    Path(__file__).with_name("analysis.json").write_text(json.dumps(rows, indent=1) + "\n")
+    misses = median_misses(by_study)
+    print("\nwhat a median rule at epoch k would cut (studies with at least 5 complete trials): how many studies'"
+          " best trial, and how many of their top-3 trials, sat below their study's median at epoch k")
+    for k, m in misses.items():
+        print(f"  epoch {k:>2}: best below the median in {m['best_below']} of {m['studies']} studies; "
+              f"top-3 trials below it: {m['top3_below']} of {m['top3']}")
+    Path(__file__).with_name("analysis.json").write_text(json.dumps({**rows, "median_misses": misses}, indent=1) + "\n")
+
+
+def median_misses(by_study: dict, least: int = 5) -> dict:
+    """For each epoch k: in how many studies (of those with `least` complete trials or more) the
+    trial with the best final score was below the median of the study's complete trials at epoch
+    k, i.e. a median pruner judging epoch k against those trials would have cut it; likewise for
+    each study's top 3. Complete trials only: a trial the real pruner cut has no final score."""
+    out = {}
+    for k in (1, 2, 3, 4, 6, 8):
+        best_below = top3_below = top3 = n = 0
+        for ts in by_study.values():
+            if len(ts) < least:
+                continue
+            n += 1
+            at_k = sorted(t.user_attrs["epochs"][k - 1]["val_acc"] for t in ts)
+            median = (at_k[(len(at_k) - 1) // 2] + at_k[len(at_k) // 2]) / 2
+            final = sorted(ts, key=lambda t: -min(e["val_acc"] for e in t.user_attrs["epochs"][-3:]))
+            below = [t.user_attrs["epochs"][k - 1]["val_acc"] < median for t in final[:3]]
+            best_below += below[0]
+            top3_below += sum(below)
+            top3 += len(below)
+        out[k] = {"studies": n, "best_below": best_below, "top3_below": top3_below, "top3": top3}
+    return out
 
 
 if __name__ == "__main__":
