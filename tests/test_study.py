@@ -1,5 +1,6 @@
 """The study service on a real SQLite file with tiny trials (tiny IDX data, 1-2 epochs)."""
 import hashlib
+import shutil
 import json
 import re
 import os
@@ -148,13 +149,16 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+HALF = "sqlite:///studies/half.db"  # the tiny study's copy with a pruned trial (made by the test below)
+
+
 @pytest.mark.parametrize("args, needle", [
     (["report", "--study-name", "nope"], "no study database"),
     (["report", "--study-name", "nope", "--storage", "sqlite:///studies/tiny.db"], "no study named 'nope'"),
     (["export", "--study-name", "tiny", "--trial", "999", "-o", "x.pt2"], "no trial 999"),
-    (["export", "--study-name", "tiny", "--trial", "0", "-o", "x.pt2"], "is PRUNED, not COMPLETE"),
+    (["export", "--study-name", "tiny", "--storage", HALF, "--trial", "PRUNED", "-o", "x.pt2"], "is PRUNED, not COMPLETE"),
     (["export", "--study-name", "tiny", "--trial", "seven", "-o", "x.pt2"], "trial number or 'best'"),
-    (["verify", "--study-name", "tiny", "--trial", "0"], "not COMPLETE"),
+    (["verify", "--study-name", "tiny", "--storage", HALF, "--trial", "PRUNED"], "not COMPLETE"),
     (["report", "--storage", "nosuchdb://x/y"], "cannot open storage"),
     (["report", "--storage", "postgresql://u:p@127.0.0.1:9/db"], "cannot open storage"),
     (["search", "--study-name", "fresh", "--max-params", "140", "--data-dir", "data"], "admits no model"),
@@ -168,6 +172,15 @@ def digest(path: Path) -> str:
 def test_bad_input_is_one_line_exit_2_and_leaves_the_study_unchanged(cli, work, args, needle):
     d, _, _ = work
     db = d / "studies" / "tiny.db"
+    if "PRUNED" in args:  # a copy of the study with a pruned trial for certain (the tiny study may have none)
+        db = d / "studies" / "half.db"
+        if not db.exists():
+            shutil.copy2(d / "studies" / "tiny.db", db)
+            half = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
+            half.tell(half.ask(), state=optuna.trial.TrialState.PRUNED)
+        pruned = next(t.number for t in optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").trials
+                      if t.state == optuna.trial.TrialState.PRUNED)
+        args = [str(pruned) if a == "PRUNED" else a for a in args]
     before = digest(db)
     if "nodata" in args:
         env_args = args + []  # the download is attempted and fails fast (offline or not) -> one line
