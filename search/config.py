@@ -31,10 +31,10 @@ JUDGED_FROM = 2  # the first epoch the median pruner judges (below, PRUNERS, say
 PRUNERS = {
     # Judged from epoch JUDGED_FROM (Optuna judges steps >= n_warmup_steps; a trial's steps are its
     # epochs, from 1). Replayed on the stored curves of every committed study
-    # (experiments/proxy/pruner_replay.py, 2,848 search epochs, 41 top-3 complete trials), the median
-    # rule judged from epoch 2 runs 16 % fewer search epochs than from epoch 4 (2,143 against 2,548)
+    # (experiments/proxy/pruner_replay.py, 2,935 search epochs, 41 top-3 complete trials), the median
+    # rule judged from epoch 2 runs 15 % fewer search epochs than from epoch 4 (2,229 against 2,635)
     # and cuts no more of the studies' top-3 trials (7 against 7) nor bests (2 against 3); from epoch 1
-    # saves 29 % but cuts one more top-3 trial. Epoch 3 was judged once by mistake (n_warmup_steps=3
+    # saves 29 % but cuts two more top-3 trials. Epoch 3 was judged once by mistake (n_warmup_steps=3
     # with a comment promising 1-3): that and the lessons of results/find-5k-v2.db are in docs/studies.md.
     "median": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=JUDGED_FROM),
     "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(min_resource=2, max_resource=epochs,
