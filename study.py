@@ -697,12 +697,12 @@ def commands() -> list[Command]:
                     study_flags(),
                     trial_flag(),
                     flag("--seeds", type=count, default=3),
-                    flag("--last-k", type=count, help=f"default: the study's K with its epochs, else {LAST_K} "
-                                                      "(or --epochs if fewer)"),
+                    flag("--last-k", type=count, help=f"default: the study's K, else {LAST_K} (never more than "
+                                                      "the epochs)"),
                     flag("--target", type=float, default=TARGET_ACC),
                     flag("--epochs", type=count, help=f"default: the study's epochs (else {EPOCH_LIMIT})"),
                     flag("--train-limit", type=count, help="train on the first N images (default: the study's "
-                                                           "limit with its epochs, else all)"),
+                                                           "limit, else all)"),
                     json_flag("print the per-seed results as JSON (progress goes to stderr)"),
                     hold_flags(),
                     data_flag(),
