@@ -122,9 +122,18 @@ class FreshCandidate:
 
     def fresh(self, study: optuna.Study) -> list:
         """The trials whose confirm is not done, best first (storage.ranking's order)."""
-        confirmed = FindRecord.of(study).confirmed()
+        return self._fresh(FindRecord.of(study), ranked_trials(study))
+
+    def unverified(self, study: optuna.Study) -> list[int]:
+        """Confirmed trials at or above the bar whose verify has no row yet."""
+        return self._unverified(FindRecord.of(study), ranked_trials(study))
+
+    # why() runs before every search trial of every worker: it reads the study's records and trials
+    # once and hands them to both rules (fresh() and unverified() each read them again).
+    def _fresh(self, found: FindRecord, ranked: list) -> list:
+        confirmed = found.confirmed()
         out = []
-        for t in ranked_trials(study):
+        for t in ranked:
             if t.values[0] < self.bar or TrialRecord.of(t).params >= self.max_params:
                 continue
             row = self.confirm_row(confirmed, t.number)
@@ -132,12 +141,10 @@ class FreshCandidate:
                 out.append(t)
         return out
 
-    def unverified(self, study: optuna.Study) -> list[int]:
-        """Confirmed trials at or above the bar whose verify has no row yet."""
-        found = FindRecord.of(study)
+    def _unverified(self, found: FindRecord, ranked: list) -> list[int]:
         confirmed = found.confirmed()
         out = []
-        for t in ranked_trials(study):
+        for t in ranked:
             row = self.confirm_row(confirmed, t.number)
             if (row is not None and row.params < self.max_params and row.robust >= self.bar
                     and all(s in row.results for s in self.seeds) and found.verify(t.number) is None):
@@ -150,12 +157,13 @@ class FreshCandidate:
         won = found.confirmed().get(winner) if winner is not None else None
         if won is not None and won.params < self.max_params:
             return f"trial {winner} passed verify before: it is the winner"
-        fresh = self.fresh(study)
+        ranked = ranked_trials(study)
+        fresh = self._fresh(found, ranked)
         if fresh:
             t = fresh[0]
             return (f"trial {t.number} scores {t.values[0]:.2f}, at or above the bar {self.bar:.2f}, and its confirm "
                     f"is not done: confirm and verify it before searching on")
-        waiting = self.unverified(study)
+        waiting = self._unverified(found, ranked)
         if waiting:
             return f"trial {waiting[0]} is confirmed at or above the bar and its verify is not finished: verify it first"
         return None

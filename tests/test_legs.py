@@ -47,6 +47,13 @@ def test_a_trial_at_or_above_the_bar_under_the_budget_and_unconfirmed_pauses_the
     records.save(study, VerifyRow(trial=1, epochs=15, k=3, target=99.4, seeds=3, results={1: [99.1]}, passed=False))
     records.save(study, VerifyRow(trial=3, epochs=15, k=3, target=99.4, seeds=3, results={1: [99.1]}, passed=False))
     assert rule.unverified(study) == [] and rule.why(study) is None  # both failed: search on
+    # why() runs before every search trial of every worker: one read of the trials, one of the records
+    reads = {"trials": 0, "attrs": 0}
+    get_trials, storage_attrs = study.get_trials, study._storage.get_study_user_attrs
+    study.get_trials = lambda *a, **kw: (reads.__setitem__("trials", reads["trials"] + 1), get_trials(*a, **kw))[1]
+    study._storage.get_study_user_attrs = lambda *a: (reads.__setitem__("attrs", reads["attrs"] + 1),
+                                                      storage_attrs(*a))[1]
+    assert rule.why(study) is None and reads == {"trials": 1, "attrs": 1}
 
 
 def test_a_confirm_missing_seeds_of_this_run_is_fresh_unless_it_is_below_the_bar_already():
