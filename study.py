@@ -28,15 +28,17 @@ class Parser(argparse.ArgumentParser):
 
 
 def read_text_file(path: str, what: str) -> str:
-    """The text of a JSON file the user names (--arch, --space, --enqueue): one error line if it is
-    missing or not text."""
+    """The text of a JSON file the user names (--arch, --space, --enqueue, --recipe): one error line
+    if it is missing, unreadable (a name too long, no permission, an I/O error) or not text."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"no such {what} file: {p}")
     try:
+        if not p.is_file():
+            raise UserError(f"no such {what} file: {p}")
         return p.read_text()
     except UnicodeDecodeError:
         raise UserError(f"{p} is not a text (JSON) file") from None
+    except OSError as e:
+        raise UserError(f"cannot read the {what} file {p}: {e.strerror or type(e).__name__}") from None
 
 
 # Numbers a user types ----------------------------------------------------------------------------
@@ -120,13 +122,13 @@ RECIPE_FLAGS = {"lr": float, "momentum": float, "batch_size": int, "dropout": fl
 
 
 def read_json_file(path: str, what: str) -> dict:
+    """The JSON object in a file the user names (read_text_file's checks, then the parser's)."""
+    from space.spec import parse_json
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"no such {what} file: {p}")
     try:
-        d = json.loads(p.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{p} is not a JSON {what} file ({type(e).__name__})") from None
+        d = parse_json(read_text_file(path, what), UserError)
+    except UserError as e:
+        raise UserError(f"{p}: {e}" if str(e).startswith("not valid JSON") else str(e)) from None
     if not isinstance(d, dict):
         raise UserError(f"{p} must hold a JSON object")
     return d
@@ -137,7 +139,10 @@ def train_config(recipe: dict, args, **extra):
     from search.train import TrainConfig
     if getattr(args, "recipe", None):
         d = read_json_file(args.recipe, "recipe")
-        recipe = {**recipe, **d.get("config", d)}  # a trial's or a model file's {"config": ...} works too
+        d = d.get("config", d)  # a trial's or a model file's {"config": ...} works too
+        if not isinstance(d, dict):
+            raise UserError(f"{args.recipe}: \"config\" must be a JSON object of recipe settings")
+        recipe = {**recipe, **d}
     overrides = {k: v for k, v in dict(
         epochs=args.epochs, seed=args.seed, threads=args.threads, allow_long=args.allow_long or None,
         **{name: getattr(args, name, None) for name in RECIPE_FLAGS},
@@ -152,6 +157,7 @@ def cmd_train(args):
     from search.train import train
     from space.spec import check_budget
     from storage.plots import plot_curves
+    from storage.outputs import check_output
 
     spec, recipe = resolve_spec(args)
     if not args.no_budget:
@@ -159,8 +165,12 @@ def cmd_train(args):
     cfg = train_config(recipe, args)
     split = make_split(load_mnist(args.data_dir), final=args.final, train_limit=args.train_limit)
     name = spec.name or Path(args.arch).stem
-    out = Path(args.out or f"runs/{name}-{'final' if args.final else 'val'}-seed{cfg.seed}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output(args.out or f"runs/{name}-{'final' if args.final else 'val'}-seed{cfg.seed}",
+                       what="--out", folder=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out: cannot make {out}: {e.strerror or type(e).__name__}") from None
     print(f"{name}: {len(split.train_labels):,} training images, scored on {split.eval_name} "
           f"({len(split.eval_labels):,}); {cfg}")
     result = train(spec, cfg, split, log=lambda line: print(line, flush=True))
@@ -744,6 +754,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mnist-nas report | head`: the reader left; the rest of the output goes nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -84,6 +84,8 @@ class FindConfig:
         out = Path(self.output)
         if out.suffix != ".pt2" or out.is_dir():
             raise ConfigError(f"-o must name a .pt2 file, got {out}")
+        from storage.outputs import check_output
+        check_output(out, what="-o", suffixes=(".pt2",))  # a folder that cannot be written: now, not after hours
 
     @property
     def bar(self) -> float:

@@ -38,7 +38,7 @@ from typing import Any
 
 from space.recipe import SCHEDULERS, ConfigError, TrainConfig
 from space.ops import OPS
-from space.spec import ORDERS, ArchSpec, Layer, SpecError, IMAGE_SIZE, count_layer_params, parse_json
+from space.spec import ORDERS, ArchSpec, Layer, SpecError, IMAGE_SIZE, _is_int, count_layer_params, parse_json
 
 
 class SpaceError(ValueError):
@@ -204,6 +204,8 @@ def dim_from_json(value, where: str) -> Dim:
 
 # The space --------------------------------------------------------------------------------------
 
+MAX_CONVS = 8  # 3x3 convolutions per block at most: a bound on what a file may ask (the default draws 1-4)
+MAX_WIDTH = 1024  # channels per layer at most: far past any budget this service is for (8,000 parameters)
 DOWNSAMPLES = ("maxpool", "stride")  # arch.downsample: a max-pool, or the block's last 3x3 with stride 2
 
 # Recipe settings that only mean something under some schedulers: sampled only when one is chosen.
@@ -290,6 +292,19 @@ class SearchSpace:
         choices = _values(sched)
         if not choices or any(c not in SCHEDULERS for c in choices):
             raise SpaceError(f"recipe.scheduler must be among {', '.join(SCHEDULERS)}")
+        # The shape dimensions are counts: integers, in bounds that build (a width of 10**6 or a
+        # choice of [8, "a"] would fail deep inside a draw, or allocate without end).
+        for where, dim, lo, hi in ([("arch.convs", self.convs, 1, MAX_CONVS), ("arch.padding", self.padding, 0, 1),
+                                    ("arch.squeeze_width", self.squeeze_width, 1, MAX_WIDTH)]
+                                   + [(f"arch.widths[{i}]", w, 1, MAX_WIDTH) for i, w in enumerate(self.widths)]):
+            vals = (dim.low, dim.high) if isinstance(dim, IntRange) else _values(dim)
+            if not vals or not all(_is_int(v) and lo <= v <= hi for v in vals):
+                raise SpaceError(f"{where} must be whole numbers from {lo} to {hi} (a value, an int range or a choice), "
+                                 f"got {json.dumps(dim.to_json())}")
+        for name in ("squeeze", "bias"):
+            vals = _values(getattr(self, name))
+            if not vals or not all(isinstance(v, bool) for v in vals):
+                raise SpaceError(f"arch.{name} must be among true, false")
         for name, ok, say in (("order", lambda v: v in ORDERS, ", ".join(ORDERS)),
                               ("separable", lambda v: isinstance(v, bool), "true, false"),
                               ("linear_depthwise", lambda v: isinstance(v, bool), "true, false"),
@@ -361,9 +376,6 @@ class SearchSpace:
             if not isinstance(arch["widths"], list) or not arch["widths"]:
                 raise SpaceError("arch.widths must be a list with one width range per block")
             kw["widths"] = tuple(dim_from_json(w, f"arch.widths[{i}]") for i, w in enumerate(arch["widths"]))
-            for i, w in enumerate(kw["widths"]):
-                if not isinstance(w.lowest(), int) or isinstance(w.lowest(), bool) or w.lowest() < 1:
-                    raise SpaceError(f"arch.widths[{i}] must be positive integers")
         kw["recipe"] = {k: dim_from_json(v, f"recipe.{k}") for k, v in recipe.items()}
         return cls(**kw)
 
@@ -496,7 +508,8 @@ class SearchSpace:
 
     def params_of(self, params: dict) -> int:
         """The parameter count of the model the point `params` builds in this space (check outside()
-        first: a value outside the space is read as given, a missing one raises SpaceError)."""
+        first: a value outside the space is replaced by the lowest inside it, a missing one raises
+        SpaceError)."""
         from space.spec import count_params
         spec, _ = self.sample(_Recorder(params))
         return count_params(spec)
@@ -570,24 +583,29 @@ class _Recorder:
     def fixed(self, name, value) -> None:
         self.fixed_values[name] = value
 
-    def _get(self, name, ok: bool | None, desc: str):
+    def _get(self, name, ok, desc: str, inside):
+        """The point's value; one outside the space is noted, and the draw goes on with `inside` (a
+        value of the space), so every problem is found and nothing is built from the outside one
+        (a b1_convs of 10**19 would be a list of 10**19 layers)."""
         self.asked.add(name)
         if name not in self.params:
             raise SpaceError(f"{name}: missing")
         v = self.params[name]
-        if not ok(v):
-            self.problems.append(f"{name}: {v!r} is outside {desc}")
         self.values[name] = v
+        if not ok(v):
+            self.problems.append(f"{name}: {v!r:.40} is outside {desc}")
+            return inside
         return v
 
     def suggest_int(self, name, low, high, step=1, log=False):
-        return self._get(name, lambda v: isinstance(v, int) and low <= v <= high, f"{low}..{high}")
+        return self._get(name, lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high,
+                         f"{low}..{high}", low)
 
     def suggest_float(self, name, low, high, step=None, log=False):
-        return self._get(name, lambda v: FloatRange(low, high, step, log).contains(v), f"[{low}, {high}]")
+        return self._get(name, lambda v: FloatRange(low, high, step, log).contains(v), f"[{low}, {high}]", low)
 
     def suggest_categorical(self, name, choices):
-        return self._get(name, lambda v: Choice(tuple(choices)).contains(v), f"{list(choices)}")
+        return self._get(name, lambda v: Choice(tuple(choices)).contains(v), f"{list(choices)}", choices[0])
 
 
 # The seed's model6 and its recipe, as a point of the default space (enqueued as a new study's

@@ -136,12 +136,18 @@ class ArchSpec:
         return sizes
 
 
-def parse_json(text: str, error: type[Exception]):
-    """json.loads, with a syntax error reported as `error` in one line (spec and space files)."""
+def parse_json(text: str | bytes, error: type[Exception]):
+    """json.loads of text a user handed us (spec, space, points, recipe files; a model file's
+    metadata), anything the parser refuses reported as `error` in one line: a syntax error, an
+    integer too long to convert (Python's 4,300-digit limit: ValueError), nesting too deep for the
+    parser (RecursionError)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise error(f"not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (ValueError, RecursionError) as e:  # after JSONDecodeError, a ValueError of its own
+        what = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0][:120]
+        raise error(f"not valid JSON ({what})") from None
 
 
 def _is_int(v) -> bool:

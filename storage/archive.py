@@ -94,7 +94,19 @@ def _check_program(obj, member: str) -> None:
 
 
 def check_model_archive(path: Path) -> None:
-    """Raise UnsafeModelFile unless `path` is a plain torch.export archive safe to load."""
+    """Raise UnsafeModelFile unless `path` is a plain torch.export archive safe to load. A file the
+    checks cannot even read (a member with a bad CRC, a config of the wrong JSON type, text that is
+    not UTF-8, JSON nested past the parser's depth) is refused too: whatever stops the check is a
+    reason to refuse the file, never a traceback."""
+    try:
+        _check_model_archive(path)
+    except UnsafeModelFile:
+        raise
+    except Exception as e:  # RecursionError, UnicodeDecodeError, BadZipFile, AttributeError, ...
+        raise UnsafeModelFile(f"a malformed archive ({type(e).__name__})") from None
+
+
+def _check_model_archive(path: Path) -> None:
     import torch
     try:
         zf = zipfile.ZipFile(path)

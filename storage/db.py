@@ -72,9 +72,18 @@ def safe_url(url: str) -> str:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file of a sqlite:/// URL; None for a server URL."""
+    """The file of a SQLite URL, however it is spelt (sqlite:///x.db, sqlite+pysqlite:///x.db, ...);
+    None for a server URL or an in-memory SQLite one. Every SQLite spelling must come here: a file
+    URL treated as a server's would reach SQLAlchemy, which creates the file on connecting."""
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///"):])
+    try:
+        from sqlalchemy.engine import make_url
+        parsed = make_url(url)
+    except Exception:
+        return None  # not a URL SQLAlchemy reads: refused where it is opened
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return Path(parsed.database)
     return None
 
 
@@ -329,12 +338,21 @@ class ClaimSafeRDBStorage(RDBStorage):
 
 
 def _optuna_tables() -> set[str]:
+    """The tables an Optuna storage holds: its models', and alembic's version table (without it
+    RDBStorage writes one, so a read-only command would change the file)."""
     from optuna.storages._rdb import models
-    return set(models.BaseModel.metadata.tables)
+    return set(models.BaseModel.metadata.tables) | {"alembic_version"}
+
+
+# Rows Optuna's RDBStorage writes on opening when they are missing (its version row, alembic's
+# revision): a read-only command refuses a database without them rather than let Optuna add them.
+_STAMPS = ("version_info", "alembic_version")
 
 
 def _require_optuna_tables(url: str, path: Path | None) -> None:
-    """Refuse, without writing a byte, a database that does not already hold Optuna's schema."""
+    """Refuse, without writing a byte, a database that does not already hold Optuna's schema and the
+    version rows it stamps on opening."""
+    count = lambda table: f"select count(*) from {table}"  # table: one of _STAMPS, never user text
     if path is not None:
         import sqlite3
         with open(path, "rb") as f:
@@ -344,6 +362,7 @@ def _require_optuna_tables(url: str, path: Path | None) -> None:
             con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
             try:
                 tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
+                stamped = {t for t in _STAMPS if t in tables and con.execute(count(t)).fetchone()[0]}
             finally:
                 con.close()
         except sqlite3.Error as e:
@@ -354,16 +373,22 @@ def _require_optuna_tables(url: str, path: Path | None) -> None:
             engine = sqlalchemy.create_engine(url)
             try:
                 tables = set(sqlalchemy.inspect(engine).get_table_names())
+                with engine.connect() as con:
+                    stamped = {t for t in _STAMPS if t in tables and con.execute(sqlalchemy.text(count(t))).scalar()}
             finally:
                 engine.dispose()
         except Exception as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise StudyError(f"cannot open storage {safe_url(url)}: {msg}") from None
+    where = path if path is not None else safe_url(url)
     missing = _optuna_tables() - tables
     if missing:
-        where = path if path is not None else safe_url(url)
         raise StudyError(f"{where} holds no Optuna studies (missing tables: {', '.join(sorted(missing)[:3])}"
                          f"{', ...' if len(missing) > 3 else ''}); read-only commands never create them")
+    unstamped = set(_STAMPS) - stamped
+    if unstamped:
+        raise StudyError(f"{where} is not a complete Optuna storage (no row in {', '.join(sorted(unstamped))}); "
+                         f"read-only commands never write one")
 
 
 def load_study(*, study_name: str, storage: str | None = None) -> optuna.Study:

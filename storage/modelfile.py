@@ -16,13 +16,14 @@ import torch
 
 from space.model import Normalised, build_model
 from space.rf import receptive_field
-from space.spec import ArchSpec, count_params
+from space.spec import ArchSpec, count_params, parse_json
 from storage import records
 from storage.records import ConfirmRow, FindRecord, TrialRecord, VerifyRow, WeightsFile, verify_key
 from storage.archive import UnsafeModelFile, check_model_archive
 from storage.provenance import describe_training, describe_versions, made_by, training_record
 from storage.artifacts import ArtifactSink, verified_weights_path
 from storage.db import StudyError, load_study, storage_url
+from storage.outputs import check_output
 from storage.ranking import get_trial
 
 META_NAME = "mnist_nas.json"
@@ -49,8 +50,8 @@ def save_model_file(module, spec: ArchSpec, meta: dict, path: Path, onnx_path: P
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.export.save(ep, str(path), extra_files={META_NAME: json.dumps(meta)})
-    except OSError as e:
-        raise StudyError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
+    except (OSError, RuntimeError) as e:  # torch's zip writer raises RuntimeError where a folder refuses files
+        raise StudyError(f"cannot write {path}: {getattr(e, 'strerror', None) or type(e).__name__}") from None
     if onnx_path:
         try:
             onnx_path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,11 +66,15 @@ def save_model_file(module, spec: ArchSpec, meta: dict, path: Path, onnx_path: P
 def load_model_file(path) -> tuple[torch.nn.Module, dict]:
     """(callable module, metadata). Refuses, in one line, anything that is not such a file."""
     path = Path(path)
-    if not path.is_file():
-        raise StudyError(f"no such model file: {path}")
-    with open(path, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":  # a .pt2 is a zip archive
-            raise StudyError(f"{path} is not a model file (not a torch.export .pt2 archive)")
+    try:
+        if not path.is_file():
+            raise StudyError(f"no such model file: {path}")
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:  # a name too long, no permission, an I/O error
+        raise StudyError(f"cannot read the model file {path}: {e.strerror or type(e).__name__}") from None
+    if head != b"PK\x03\x04":  # a .pt2 is a zip archive
+        raise StudyError(f"{path} is not a model file (not a torch.export .pt2 archive)")
     try:
         check_model_archive(path)
     except UnsafeModelFile as e:
@@ -91,9 +96,9 @@ def load_model_file(path) -> tuple[torch.nn.Module, dict]:
         else:
             os.environ[FORCE_WEIGHTS_ONLY] = forced
     try:
-        meta = json.loads(extra[META_NAME]) if extra[META_NAME] else {}
-    except ValueError:
-        raise StudyError(f"{path} has broken metadata ({META_NAME} is not JSON)") from None
+        meta = parse_json(extra[META_NAME], StudyError) if extra[META_NAME] else {}
+    except StudyError as e:
+        raise StudyError(f"{path} has broken metadata ({META_NAME}: {e})") from None
     if not isinstance(meta, dict):
         raise StudyError(f"{path} has broken metadata ({META_NAME} is not a JSON object)")
     return ep.module(), meta
@@ -101,15 +106,8 @@ def load_model_file(path) -> tuple[torch.nn.Module, dict]:
 
 def _outputs(output, onnx) -> tuple[Path, Path | None]:
     """The .pt2 and .onnx paths asked for, refused before any work when they cannot be such files."""
-    out, onnx = Path(output), Path(onnx) if onnx else None
-    for p, suffix, flag in ((out, ".pt2", "-o"), (onnx, ".onnx", "--onnx")):
-        if p is None:
-            continue
-        if p.suffix != suffix:
-            raise StudyError(f"{flag} must name a {suffix} file, got {p}")
-        if p.is_dir():
-            raise StudyError(f"{p} is a directory; give a file name")
-    return out, onnx
+    out = check_output(output, what="-o", suffixes=(".pt2",))
+    return out, check_output(onnx, what="--onnx", suffixes=(".onnx",)) if onnx else None
 
 
 def export_trial(*, study_name: str, storage: str | None = None, trial: str = "best",

@@ -10,6 +10,7 @@ import optuna
 from storage import records
 from storage.records import FindRecord, Prior, TrialRecord
 from storage.db import StudyError, load_study
+from storage.outputs import PLOT_SUFFIXES, check_output
 from storage.ranking import ranked_trials
 
 TrialState = optuna.trial.TrialState
@@ -60,6 +61,8 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
     object instead, for scripts."""
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise StudyError(f"--top must be a positive integer, got {top!r}")
+    if plots:  # checked before any reading: a folder that cannot be written is one line, with or without --json
+        check_output(plots, what="--plots", folder=True)
     study = load_study(study_name=study_name, storage=storage)
     trials = study.get_trials(deepcopy=False)
     counts = Counter(trial_kind(t) for t in trials)
@@ -74,8 +77,7 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
                "find": records.find_attrs(study.user_attrs),  # as stored
                "cost": study_cost(study)}
         if plots:
-            from storage.plots import plot_study
-            plot_study(study, order, front, Path(plots), top)
+            _write_plots(study, order, front, plots, top)
         print(json.dumps(out, indent=1))
         return out
     print(f"study {study.study_name!r}: {n} trials — " +
@@ -104,12 +106,16 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
     find_section(study)
     cost_section(study)
     if plots:
-        try:
-            from storage.plots import plot_study
-            out = plot_study(study, order, front, Path(plots), top)
-        except OSError as e:
-            raise StudyError(f"cannot write plots to {plots}: {e.strerror or type(e).__name__}") from None
+        out = _write_plots(study, order, front, plots, top)
         print(f"\nplots: {', '.join(str(p) for p in out)}")
+
+
+def _write_plots(study, order, front, plots, top) -> list[Path]:
+    try:
+        from storage.plots import plot_study
+        return plot_study(study, order, front, Path(plots), top)
+    except OSError as e:
+        raise StudyError(f"cannot write plots to {plots}: {e.strerror or type(e).__name__}") from None
 
 
 def study_cost(study) -> dict:
@@ -206,6 +212,8 @@ def front(studies: list[tuple[str, str]], *, output: str | Path | None = None, a
     seed each, so the front is drawn through them); where `find` confirmed a trial, its seed-robust
     score (the minimum over its seeds) is given beside it as `robust` and drawn below the seed-0 point:
     the distance between the two is how much of a trial's lead was its seed."""
+    if output:  # checked before any study is read: matplotlib picks the format by the suffix
+        check_output(output, what="-o", suffixes=PLOT_SUFFIXES)
     points, per_study = [], {}
     for name, url in studies:
         study = load_study(study_name=name, storage=url)

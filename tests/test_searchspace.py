@@ -86,6 +86,12 @@ def test_outside_names_what_is_not_in_the_space():
     bad = dict(MODEL6_POINT, b1_w0=99, batch_size=48, extra=1)
     problems = " | ".join(SearchSpace.default().outside(bad))
     assert "b1_w0: 99" in problems and "batch_size: 48" in problems and "extra: not a parameter" in problems
+    # a value outside is noted and never built from: a count of 10**19 convolutions was a list of
+    # 10**19 layers (OverflowError), and a boolean was read as the integer 1 (found by a review)
+    huge = SearchSpace.default().outside(dict(MODEL6_POINT, b1_convs=10 ** 19, b2_w0=10 ** 9))
+    assert any(p.startswith("b1_convs: 10000000000000000000 is outside") for p in huge), huge
+    assert any(p.startswith("b2_w0: 1000000000 is outside") for p in huge), huge
+    assert "blocks: True is outside 2..3" in SearchSpace.default().outside(dict(MODEL6_POINT, blocks=True))
 
 
 def test_smallest_is_minimal(draws):
@@ -220,7 +226,18 @@ def test_a_partial_space_file_takes_the_defaults_for_the_rest():
     ({"arch": {"blocks": {"int": [3, 2]}}}, "bad int range"),
     ({"arch": {"blocks": {"int": [2, 5]}}}, "arch.widths has 3"),
     ({"arch": {"blocks": {"int": [2, 3.5]}}}, "needs integers"),
-    ({"arch": {"widths": [{"int": [0, 4]}, {"int": [4, 8]}, {"int": [4, 8]}]}}, "positive integers"),
+    ({"arch": {"widths": [{"int": [0, 4]}, {"int": [4, 8]}, {"int": [4, 8]}]}}, "arch.widths[0] must be whole numbers"),
+    # every shape dimension is a count in bounds, whatever form it takes (found by a review: a choice
+    # of [8, "a"] raised TypeError, "convs": "x" passed and failed in the first draw)
+    ({"arch": {"widths": [{"choice": [8, "a"]}, {"int": [4, 8]}, {"int": [4, 8]}]}}, "arch.widths[0] must be whole"),
+    ({"arch": {"widths": [{"int": [4, 10 ** 6]}, {"int": [4, 8]}, {"int": [4, 8]}]}}, "from 1 to 1024"),
+    ({"arch": {"convs": "x"}}, "arch.convs must be whole numbers"),
+    ({"arch": {"convs": {"choice": [2, 3.5]}}}, "arch.convs must be whole numbers"),
+    ({"arch": {"convs": 10 ** 19}}, "arch.convs must be whole numbers from 1 to 8"),
+    ({"arch": {"padding": 2}}, "arch.padding must be whole numbers from 0 to 1"),
+    ({"arch": {"squeeze_width": True}}, "arch.squeeze_width must be whole numbers"),
+    ({"arch": {"squeeze": 1}}, "arch.squeeze must be among true, false"),
+    ({"arch": {"bias": "no"}}, "arch.bias must be among true, false"),
     ({"arch": {"widths": 5}}, "one width range per block"),
     ({"arch": {"order": {"choice": ["relu-bn", "bn-bn"]}}}, "arch.order"),
     ({"arch": {"separable": {"choice": [False, 1]}}}, "arch.separable"),
