@@ -425,7 +425,7 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[Confi
                           on_seed=keep)
 
         decision = until_decided(results, run, k=s.k, target=config.target, level=config.hold_level,
-                                 min_seeds=config.seeds, max_seeds=config.max_seeds)
+                                 min_seeds=config.seeds, max_seeds=config.max_seeds, at_once=s.workers)
         hold = HoldEstimate.of(decision)
         if trained or moved or stored is None or stored.hold != hold:
             fresh = dict(trial=t.number, epochs=s.epochs, k=s.k, target=config.target, seeds=config.seeds,

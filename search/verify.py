@@ -4,6 +4,7 @@ retraining pool (search/retrain.py), the official test set scored every epoch; P
 are shared with find's verify stage."""
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from search.config import check_counts
@@ -17,9 +18,12 @@ from storage.records import FindRecord, HoldEstimate, StudySettings, TrialRecord
 
 
 def until_decided(results: dict[int, list[float]], run: Callable[[list[int]], None], *, k: int, target: float,
-                  level: float, min_seeds: int, max_seeds: int) -> Decision:
+                  level: float, min_seeds: int, max_seeds: int, at_once: int) -> Decision:
     """Add seeds until the hold rule (space.hold) decides: first seeds 1..min_seeds (those not in
-    `results`), then one at a time. run(seeds) trains them and puts their accuracies in `results`."""
+    `results`), at_once of them at a time (the processes that train side by side), then one at a
+    time. run(seeds) trains them and puts their accuracies in `results`. The rule is asked after
+    every batch, so a seed below the target ends the verdict before the next batch meets the test
+    set (find-3400, 2026-11-30: with one worker, seed 3 trained after seed 2 had already failed)."""
     while True:
         d = decide([last_k_minimum(results[s], k) for s in sorted(results)], target=target, level=level,
                    min_seeds=min_seeds, max_seeds=max_seeds)
@@ -28,7 +32,7 @@ def until_decided(results: dict[int, list[float]], run: Callable[[list[int]], No
         missing = [s for s in range(1, min_seeds + 1) if s not in results]
         if len(results) >= min_seeds:
             print(f"undecided: {d.why}", flush=True)
-        run(missing or [max(results) + 1])
+        run(missing[:max(1, at_once)] or [max(results) + 1])
 
 
 def print_table(results: dict[int, list[float]], k: int, target: float | None, eval_name: str = "test") -> None:
@@ -121,11 +125,12 @@ def _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_lim
               f"on seeds {', '.join(map(str, earlier.results))})")
     devices: dict[int, str] = {}  # where each seed trained, as find's verify rows record it
     results: dict[int, list[float]] = {}
+    processes = os.cpu_count() or 1  # retrain_seeds' own default: one process per core
     decision = until_decided(
         results, lambda todo: results.update(retrain_seeds(
             record.spec, cfg.to_dict(), todo, final=True, data_dir=data_dir, train_limit=train_limit,
-            on_seed=lambda seed, accs, secs, device: devices.__setitem__(seed, device))),
-        k=k, target=target, level=hold_level, min_seeds=seeds, max_seeds=max_seeds)
+            processes=processes, on_seed=lambda seed, accs, secs, device: devices.__setitem__(seed, device))),
+        k=k, target=target, level=hold_level, min_seeds=seeds, max_seeds=max_seeds, at_once=processes)
     print_table(results, k, target)
     ok_all = decision.verdict == "PASS"
     hold = HoldEstimate.of(decision)

@@ -35,25 +35,36 @@ def _runner(minima_by_seed, results, ran):
 def test_seeds_are_added_one_at_a_time_while_undecided_and_stop_at_the_maximum():
     minima = {s: m for s, m in enumerate([99.43, 99.47, 99.45, 99.46, 99.44, 99.47], 1)}
     results, ran = {}, []
-    d = until_decided(results, _runner(minima, results, ran), k=3, target=99.4, level=0.9, min_seeds=3, max_seeds=5)
+    d = until_decided(results, _runner(minima, results, ran), k=3, target=99.4, level=0.9, min_seeds=3, max_seeds=5,
+                      at_once=3)
     assert ran == [[1, 2, 3], [4], [5]] and d.verdict == "FAIL" and d.seeds == 5 and "the maximum" in d.why
 
 
 def test_a_seed_below_the_target_fails_at_once_and_a_wide_margin_passes_on_the_first_seeds():
     results, ran = {}, []
     d = until_decided(results, _runner({1: 99.6, 2: 99.38, 3: 99.6}, results, ran), k=3, target=99.4, level=0.9,
-                      min_seeds=3, max_seeds=8)
+                      min_seeds=3, max_seeds=8, at_once=3)
     assert d.verdict == "FAIL" and "below the target" in d.why and ran == [[1, 2, 3]]
     results, ran = {}, []
     d = until_decided(results, _runner({1: 99.6, 2: 99.62, 3: 99.58}, results, ran), k=3, target=99.4, level=0.9,
-                      min_seeds=3, max_seeds=8)
+                      min_seeds=3, max_seeds=8, at_once=3)
     assert d.verdict == "PASS" and ran == [[1, 2, 3]] and d.probability >= 0.9
+
+
+@pytest.mark.parametrize("at_once, ran_then", [(1, [[1], [2]]), (2, [[1, 2]]), (8, [[1, 2, 3]])])
+def test_the_first_seeds_run_as_many_at_once_as_train_side_by_side_and_a_failed_one_ends_them(at_once, ran_then):
+    """With one worker, find-3400's verify trained seed 3 after seed 2 had fallen below the target:
+    a test-set use and 0.19 core-hours for a verdict already made."""
+    results, ran = {}, []
+    d = until_decided(results, _runner({1: 99.44, 2: 99.34, 3: 99.6}, results, ran), k=3, target=99.4, level=0.9,
+                      min_seeds=3, max_seeds=8, at_once=at_once)
+    assert d.verdict == "FAIL" and ran == ran_then
 
 
 def test_seeds_already_run_are_not_run_again():
     results, ran = {1: [99.6] * 3, 2: [99.61] * 3}, []
     d = until_decided(results, _runner({3: 99.59}, results, ran), k=3, target=99.4, level=0.9, min_seeds=3,
-                      max_seeds=8)
+                      max_seeds=8, at_once=2)
     assert ran == [[3]] and d.verdict == "PASS"
 
 
