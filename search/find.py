@@ -218,17 +218,25 @@ def search_stage(config: FindConfig, until: FreshCandidate | None = None,
 
 
 def _keep_seed(study: optuna.Study, stage: str, trial: int, same: dict, results: dict, spent: dict,
-               devices: dict):
+               devices: dict, met: set[int] | None = None):
     """on_seed for retrain_seeds: store the seeds finished so far as the trial's PartialRow of
-    `stage` (with their training seconds and where they trained), so a stage stopped mid-candidate
-    resumes with only the missing seeds."""
+    `stage` (with their training seconds and where they trained; verify: with `met`, every seed
+    started), so a stage stopped mid-candidate resumes with only the missing seeds."""
     def keep(seed: int, accs: list[float], secs: float, device: str) -> None:
         results[seed] = accs
         spent[seed] = secs
         devices[seed] = device
         records.save(study, PartialRow(stage=stage, trial=trial, **same, results=dict(results),
-                                       core_seconds=sum(spent.values()), devices=dict(devices)))
+                                       core_seconds=sum(spent.values()), devices=dict(devices),
+                                       met=sorted(met) if met is not None else None))
     return keep
+
+
+def _met(stored) -> set[int]:
+    """The seeds a verify row (full or partial) records as having met the test set."""
+    if stored is None:
+        return set()
+    return set(stored.results) | set(getattr(stored, "met", None) or getattr(stored, "stopped", None) or ())
 
 
 def _resumed(stored, same: bool, keep=lambda seed: True) -> tuple[dict, dict, dict]:
@@ -404,15 +412,21 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[Confi
         if moved:
             stored = _rejudged(study, stored, moved)
         results, spent, devices = _verify_runs(config, study, t.number, stored)
+        seeds_met = _verify_met(config, study, t.number, stored)  # every seed that met the test set
         settings = {"epochs": s.epochs, "k": s.k, "target": config.target, "seeds": config.seeds}
         cfg = TrainConfig.from_dict({**rec.config, "epochs": s.epochs}).to_dict()
-        keep = _keep_seed(study, "verify", t.number, settings, results, spent, devices)
+        keep = _keep_seed(study, "verify", t.number, settings, results, spent, devices, met=seeds_met)
         trained: list[int] = []
 
-        def run(todo: list[int], t=t, rec=rec, row=row, cfg=cfg, keep=keep) -> None:
+        def run(todo: list[int], t=t, rec=rec, row=row, cfg=cfg, keep=keep, seeds_met=seeds_met,
+                settings=settings) -> None:
             if t.number not in met:
                 met.append(t.number)
                 records.save(study, TestsUsed(tuple(met)))  # counted before the test set is scored
+            seeds_met.update(todo)  # each seed is a test-set use from its first epoch: counted before it starts
+            records.save(study, PartialRow(stage="verify", trial=t.number, **settings, results=dict(results),
+                                           core_seconds=sum(spent.values()),
+                                           devices=dict(devices), met=sorted(seeds_met)))
             print(f"verify: trial {t.number} ({rec.params:,} params, robust {row.robust:.2f}): "
                   f"seed{'s' if len(todo) > 1 else ''} {', '.join(map(str, todo))} on "
                   f"{describe_training(final=True, train_limit=s.train_limit, epochs=s.epochs, images=images, available=available)}"
@@ -433,7 +447,8 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[Confi
                          passed=decision.verdict == "PASS", hold=hold,
                          trained_on=describe_training(final=True, train_limit=s.train_limit, epochs=s.epochs,
                                                       seeds=sorted(results), images=images, available=available),
-                         core_seconds=sum(spent.values()), devices=dict(devices))
+                         core_seconds=sum(spent.values()), devices=dict(devices),
+                         stopped=sorted(seeds_met - set(results)) or None)
             stored = stored.replace(**fresh) if stored is not None else VerifyRow(**fresh)  # other fields kept
             if trained or stored.finished is None:
                 stored = stored.replace(finished=_now())
@@ -515,6 +530,15 @@ def _verify_runs(config: FindConfig, study: optuna.Study, trial: int, stored: Ve
     partial = FindRecord.of(study).partial("verify", trial)
     return _resumed(partial, partial is not None and partial.epochs == config.search.epochs,
                     keep=lambda seed: _weights_path(config, trial, seed).is_file())
+
+
+def _verify_met(config: FindConfig, study: optuna.Study, trial: int, stored: VerifyRow | None) -> set[int]:
+    """The seeds of this trial that met the test set under this run's epochs before this run: the
+    stored row's (results and seeds stopped midway), else an interrupted run's (every seed started)."""
+    if stored is not None:
+        return _met(stored)
+    partial = FindRecord.of(study).partial("verify", trial)
+    return _met(partial) if partial is not None and partial.epochs == config.search.epochs else set()
 
 
 def export_winner(config: FindConfig, study: optuna.Study, verified: VerifyRow) -> Path:

@@ -224,6 +224,13 @@ class SeedRuns(Stored):
     devices: dict[int, str] | None = field(default=None, metadata=SEEDS)
     finished: str | None = None
     provenance: Provenance | None = field(default=None, metadata=_one(Provenance))
+    met: list[int] | None = None  # verify, partial row: every seed started
+    stopped: list[int] | None = None  # verify, full row: seeds that met the test set and did not finish
+
+    @property
+    def test_seeds(self) -> int:
+        """Verify: the seeds that met the test set, finished or stopped midway (each a use)."""
+        return len(set(self.results) | set(self.met or ()) | set(self.stopped or ()))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,6 +246,9 @@ class PartialRow(Stored):
     results: dict[int, list[float]] = field(metadata=SEEDS)
     core_seconds: float | None = None
     devices: dict[int, str] | None = field(default=None, metadata=SEEDS)
+    # verify only: every seed that has started, so has met the test set (scored from its first
+    # epoch), finished or not: a seed stopped midway is a test-set use too
+    met: list[int] | None = None
 
     @property
     def key(self) -> str:
@@ -287,6 +297,9 @@ class VerifyRow(Stored):
     finished: str | None = None
     provenance: Provenance | None = field(default=None, metadata=_one(Provenance))
     rejudged: list[Rejudgement] | None = field(default=None, metadata=_list_of(Rejudgement))
+    # seeds that met the test set and did not finish (stopped midway, then not needed for the
+    # verdict): test-set uses with no result
+    stopped: list[int] | None = None
 
     @property
     def key(self) -> str:
@@ -738,6 +751,6 @@ class FindRecord:
 
     def test_set_uses(self) -> TestSetUses:
         # every verify seed that met the test set, those of a verify still under way (or stopped) too
-        seeds = sum(len(r.results) for r in [*self.runs("verify").values(), *self.in_progress("verify").values()])
+        seeds = sum(r.test_seeds for r in [*self.runs("verify").values(), *self.in_progress("verify").values()])
         rejudged = len(self.rejudged)
         return TestSetUses(candidates=len(self.tests_used), seeds=seeds, rejudged=rejudged, total=seeds + rejudged)

@@ -125,6 +125,23 @@ def test_find_fails_honestly_when_no_candidate_holds_the_target(cli, tmp_path):
     study = load(tmp_path, "g")
     assert len(study.trials) == 3 and study.user_attrs["find:searched"] == 3
     assert sorted(study.user_attrs["find:tests_used"]) == sorted(study.user_attrs["find:candidates"]) == [0, 1, 2]
+    # one worker: the seeds meet the test set one at a time, and the first below the target ends the
+    # verdict (--seeds 2 asked for two; the second would have been a test-set use for nothing)
+    rows = {c: study.user_attrs[f"find:verify:{c}"] for c in (0, 1, 2)}
+    assert all(sorted(r["results"]) == ["1"] and not r["passed"] for r in rows.values()), rows
+    assert "test-set uses: 3 verify seeds" in cli("report", "--study-name", "g", cwd=tmp_path).stdout
+    # a seed stopped midway met the test set too: a resumed verify that needs it no more keeps it counted
+    first = rows[0]
+    study.set_user_attr("find:partial:verify:0", {k: first[k] for k in ("epochs", "k", "target", "seeds")}
+                        | {"results": first["results"], "core_seconds": 1.0, "met": [1, 2]})
+    import sqlite3
+    with sqlite3.connect(tmp_path / "studies" / "g.db") as db:  # Optuna cannot delete a user attribute
+        db.execute("DELETE FROM study_user_attributes WHERE key = ?", ("find:verify:0",))
+    again = cli("find", "--study-name", "g", "--target", "100", "--min-robust", "0", "--max-seeds", "2",
+                "--train-limit", "20", "-o", "m.pt2", *LEGS, "--top", "3", cwd=tmp_path, check=False)
+    assert "seed 2 epoch" not in again.stdout, again.stdout  # nothing trained: seed 1 decides
+    assert load(tmp_path, "g").user_attrs["find:verify:0"]["stopped"] == [2]
+    assert "test-set uses: 4 verify seeds" in cli("report", "--study-name", "g", cwd=tmp_path).stdout
     # in legs --top caps the candidates that may meet the test set: with 1, the first failure ends it
     r = cli("find", "--study-name", "g1", "--target", "100", "--min-robust", "0", "--max-seeds", "2",
             "--train-limit", "20", "-o", "m.pt2", *LEGS, "--top", "1", cwd=tmp_path, check=False)

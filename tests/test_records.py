@@ -138,6 +138,22 @@ def test_a_new_verify_row_is_written_in_the_order_find_always_wrote_it():
                                  "verdict_before": "PASS", "at": "t"}
 
 
+def test_every_verify_seed_that_met_the_test_set_is_counted_finished_or_not():
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    done = records.VerifyRow(trial=0, epochs=15, k=3, target=99.4, seeds=3, results={1: [99.3]}, passed=False,
+                             stopped=[2])  # seed 2 stopped midway, then not needed: seed 1 had decided
+    records.save(study, done)
+    assert records.VerifyRow.from_stored(done.to_stored()) == done
+    assert records.FindRecord.of(study).runs("verify")[0].test_seeds == 2
+    # a verify under way: seeds 1 and 2 finished, 3 started (so scored on the test set already)
+    records.save(study, records.PartialRow(stage="verify", trial=1, epochs=15, k=3, target=99.4, seeds=3,
+                                           results={1: [99.5], 2: [99.5]}, met=[1, 2, 3]))
+    uses = records.FindRecord.of(study).test_set_uses()
+    assert uses.seeds == 5 and uses.total == 5
+
+
 def test_a_trial_record_refuses_a_field_it_does_not_have():
     assert records.trial_attrs(params=3, start_point="x") == {"params": 3, "start_point": "x"}
     with pytest.raises(TypeError, match="no field 'parms'"):
