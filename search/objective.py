@@ -14,7 +14,7 @@ from space.rf import head_receptive_field
 from space.searchspace import SpaceError
 from space.spec import count_params
 from search import stopping
-from search.config import SearchConfig
+from search.config import SearchConfig, pruner_judges
 from search.device import describe, resolve
 from storage import notes
 from storage.provenance import training_record
@@ -64,7 +64,7 @@ def make_objective(config: SearchConfig, split, artifacts=None, log=print, threa
                 f"val {rec['val_acc']:.2f}  train {rec['train_acc']:.2f}  lr {rec['lr']:.3g}  {rec['seconds']:.1f}s")
             if config.prune:
                 trial.report(rec["val_acc"], rec["epoch"])
-                if trial.should_prune():
+                if pruner_judges(rec["epoch"], epochs=config.epochs, k=config.k) and trial.should_prune():
                     why = f"pruned after epoch {rec['epoch']} (val {rec['val_acc']:.2f})"
                     set_trial_attrs(trial, ended=why)
                     notes.save_trial_note(trial, notes.pruned_note(

@@ -207,6 +207,23 @@ def test_pruner_stops_a_weak_trial_and_records_why(tmp_path, tiny_root):
     assert len(t.user_attrs["epochs"]) == JUDGED_FROM
 
 
+def test_the_pruner_never_judges_the_epochs_the_score_is_made_of(tmp_path, tiny_root):
+    """Inside the last K epochs the trial is let finish: find-3400's trial 22 was cut after epoch 13
+    of 15 at 99.27, over the bar 99.25 (search.config.pruner_judges)."""
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("median", 5))
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for i in range(5):  # five strong trials, known only from epoch 3: the median judges epochs 3-5
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=100.0,
+                                                  intermediate_values={s: 100.0 for s in range(3, 6)}))
+    split = make_split(load_mnist(tiny_root, download=False))
+    study.optimize(make_objective(SearchConfig(epochs=5, last_k=3), split, log=lambda s: None), n_trials=1)
+    t = study.trials[-1]
+    assert t.state == optuna.trial.TrialState.COMPLETE and len(t.user_attrs["epochs"]) == 5
+    assert sorted(t.intermediate_values) == [1, 2, 3, 4, 5]  # every epoch still reported
+    study.optimize(make_objective(SearchConfig(epochs=5, last_k=2), split, log=lambda s: None), n_trials=1)
+    assert study.trials[-1].state == optuna.trial.TrialState.PRUNED  # epoch 3 is judged when K is 2
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() instead of optimize(): on purpose
 def test_a_dead_workers_trial_is_failed_and_retried(tmp_path):
     url = f"sqlite:///{tmp_path}/h.db"
