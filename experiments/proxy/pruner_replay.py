@@ -14,7 +14,13 @@ the trials finished when it reached each epoch, the replay lets it meet every ea
 studies ran other pruner settings (the replay of W = 4 is the baseline to compare with, not the
 studies' own history).
 
-Run: .venv/bin/python experiments/proxy/pruner_replay.py [W ...]   (default 1 2 3 4)
+Variants (2026-11-30, after find-3400): --window K judges no epoch of the last K (the ones the score
+is the minimum of; search/config.py: pruner_judges), and --draws-only judges the sampler's draws
+against the median of completed draws only, never a start point (enqueued trials: Optuna's
+"fixed_params"), which in find-3400 set a median that cut 29 of 35 draws at epoch 2.
+
+Run: .venv/bin/python experiments/proxy/pruner_replay.py [W ...] [--window K] [--draws-only]
+     (default W: 1 2 3 4)
 """
 from __future__ import annotations
 
@@ -32,35 +38,39 @@ from storage.db import studies_in  # noqa: E402
 STARTUP = 4  # MedianPruner(n_startup_trials=4): no trial is cut before 4 trials have finished
 
 
-def curves(study) -> list[tuple[int, list[float], bool]]:
-    """(number, validation accuracy per epoch as stored, complete?) of every trial that trained."""
+def curves(study) -> list[tuple[int, list[float], bool, bool]]:
+    """(number, validation accuracy per epoch as stored, complete?, enqueued?) of every trial that
+    trained."""
     out = []
     for t in study.get_trials(deepcopy=False):
         accs = [e["val_acc"] for e in t.user_attrs.get("epochs", [])]
         if accs and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
-            out.append((t.number, accs, t.state == optuna.trial.TrialState.COMPLETE))
+            out.append((t.number, accs, t.state == optuna.trial.TrialState.COMPLETE,
+                        "fixed_params" in t.system_attrs))
     return sorted(out)
 
 
-def replay(trials, warmup: int, epochs: int = 15) -> tuple[int, list[int]]:
-    """(epochs run, numbers of complete trials cut) under the median rule judged from `warmup`."""
+def replay(trials, warmup: int, epochs: int = 15, window: int = 0, draws_only: bool = False) -> tuple[int, list[int]]:
+    """(epochs run, numbers of complete trials cut) under the median rule judged from `warmup` to
+    epoch `epochs - window`; draws_only: start points are never judged nor part of the median."""
     ran, cut, done = 0, [], []  # done: the curves of the trials before it that completed in the replay
-    for number, accs, complete in trials:
+    for number, accs, complete, enqueued in trials:
         kept = len(accs)
-        if len(done) >= STARTUP:
-            for s in range(max(warmup, 1), len(accs) + 1):
+        if len(done) >= STARTUP and not (draws_only and enqueued):
+            for s in range(max(warmup, 1), min(len(accs), epochs - window) + 1):
                 if accs[s - 1] < statistics.median(c[s - 1] for c in done):
                     kept = s
                     break
         ran += kept
         if complete and kept == len(accs):
-            done.append(accs)
+            if not (draws_only and enqueued):
+                done.append(accs)
         elif complete:
             cut.append(number)
     return ran, cut
 
 
-def main(warmups: list[int]) -> None:
+def main(warmups: list[int], window: int = 0, draws_only: bool = False) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies = [s for s in studies_in(ROOT / "results")
                if any(len(t.user_attrs.get("epochs", [])) == 15 for t in s.get_trials(deepcopy=False))]
@@ -69,14 +79,14 @@ def main(warmups: list[int]) -> None:
     print(f"{'study':<16} {'real epochs':>11}  " + "  ".join(f"{'from ' + str(w) + ': epochs, cut':>26}" for w in warmups))
     for study in studies:
         trials = curves(study)
-        real = sum(len(a) for _, a, _ in trials)
+        real = sum(len(t[1]) for t in trials)
         real_total += real
-        complete = sorted(((min(a[-3:]), n) for n, a, c in trials if c), reverse=True)
+        complete = sorted(((min(a[-3:]), n) for n, a, c, _ in trials if c), reverse=True)
         top3 = [n for _, n in complete[:3]]
         n_top3 += len(top3)
         cells = []
         for w in warmups:
-            ran, cut = replay(trials, w)
+            ran, cut = replay(trials, w, window=window, draws_only=draws_only)
             lost = [n for n in top3 if n in cut]
             totals[w][0] += ran
             totals[w][1] += bool(top3) and top3[0] in cut
@@ -92,4 +102,10 @@ def main(warmups: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [1, 2, 3, 4])
+    args = sys.argv[1:]
+    window = int(args[args.index("--window") + 1]) if "--window" in args else 0
+    draws_only = "--draws-only" in args
+    ws = [int(a) for i, a in enumerate(args) if a.isdigit() and (i == 0 or args[i - 1] != "--window")]
+    print(f"median rule; judged epochs W..{15 - window}" + ("; draws judged against draws only, start points never"
+                                                          if draws_only else ""))
+    main(ws or [1, 2, 3, 4], window=window, draws_only=draws_only)
