@@ -41,7 +41,8 @@ from space.recipe import ConfigError, TrainConfig
 from space.target import TARGET_ACC, default_bar
 from storage import notes, records
 from storage.records import (Candidates, ConfirmRow, StudySettings, FindRecord, HoldEstimate, PartialRow, RaceStop,
-                             RejudgeEvent, Rejudged, Rejudgement, Searched, TestsUsed, TrialRecord, VerifyRow, Winner)
+                             RejudgeEvent, Rejudged, Rejudgement, Searched, TestsUsed, TrialRecord, VerifyRow, Winner,
+                             seeds_met)
 from storage.provenance import describe_training, training_record
 from storage.artifacts import verified_weights_path
 from storage.db import StudyError, storage_url
@@ -85,7 +86,7 @@ class FindConfig:
         if out.suffix != ".pt2" or out.is_dir():
             raise ConfigError(f"-o must name a .pt2 file, got {out}")
         from storage.outputs import check_output
-        check_output(out, what="-o", suffixes=(".pt2",))  # a folder that cannot be written: now, not after hours
+        check_output(out, what="-o")  # the suffix is checked above; a folder that cannot be written: now, not after hours
 
     @property
     def bar(self) -> float:
@@ -217,26 +218,25 @@ def search_stage(config: FindConfig, until: FreshCandidate | None = None,
     return study, False
 
 
+def _save_partial(study: optuna.Study, stage: str, trial: int, same: dict, results: dict, spent: dict,
+                  devices: dict, met: set[int] | None = None) -> None:
+    """Store what a stage has done for one trial so far as its PartialRow: the seeds finished, their
+    training seconds and where they trained; verify: with `met`, every seed started."""
+    records.save(study, PartialRow(stage=stage, trial=trial, **same, results=dict(results),
+                                   core_seconds=sum(spent.values()), devices=dict(devices),
+                                   met=sorted(met) if met is not None else None))
+
+
 def _keep_seed(study: optuna.Study, stage: str, trial: int, same: dict, results: dict, spent: dict,
                devices: dict, met: set[int] | None = None):
-    """on_seed for retrain_seeds: store the seeds finished so far as the trial's PartialRow of
-    `stage` (with their training seconds and where they trained; verify: with `met`, every seed
-    started), so a stage stopped mid-candidate resumes with only the missing seeds."""
+    """on_seed for retrain_seeds: store each seed as it finishes (_save_partial), so a stage stopped
+    mid-candidate resumes with only the missing seeds."""
     def keep(seed: int, accs: list[float], secs: float, device: str) -> None:
         results[seed] = accs
         spent[seed] = secs
         devices[seed] = device
-        records.save(study, PartialRow(stage=stage, trial=trial, **same, results=dict(results),
-                                       core_seconds=sum(spent.values()), devices=dict(devices),
-                                       met=sorted(met) if met is not None else None))
+        _save_partial(study, stage, trial, same, results, spent, devices, met)
     return keep
-
-
-def _met(stored) -> set[int]:
-    """The seeds a verify row (full or partial) records as having met the test set."""
-    if stored is None:
-        return set()
-    return set(stored.results) | set(getattr(stored, "met", None) or getattr(stored, "stopped", None) or ())
 
 
 def _resumed(stored, same: bool, keep=lambda seed: True) -> tuple[dict, dict, dict]:
@@ -328,8 +328,7 @@ def confirm_stage(config: FindConfig, study: optuna.Study, until: FreshCandidate
     def cancelled(trial: int, seed: int, secs: float) -> None:
         results, spent, devices, _ = kept[trial]
         spent[f"ended {seed}"] = secs  # its cost counts (one thread: wall seconds are core-seconds)
-        records.save(study, PartialRow(stage="confirm", trial=trial, epochs=s.epochs, k=s.k, results=dict(results),
-                                       core_seconds=sum(spent.values()), devices=dict(devices)))
+        _save_partial(study, "confirm", trial, {"epochs": s.epochs, "k": s.k}, results, spent, devices)
         print(f"confirm: trial {trial} seed {seed} ended after {secs:.0f}s, its time counted"
               + (": its candidate is out of the race" if race.stopped(trial) else ""), flush=True)
 
@@ -412,21 +411,19 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[Confi
         if moved:
             stored = _rejudged(study, stored, moved)
         results, spent, devices = _verify_runs(config, study, t.number, stored)
-        seeds_met = _verify_met(config, study, t.number, stored)  # every seed that met the test set
+        started = _verify_met(config, study, t.number, stored)  # every seed that met the test set
         settings = {"epochs": s.epochs, "k": s.k, "target": config.target, "seeds": config.seeds}
         cfg = TrainConfig.from_dict({**rec.config, "epochs": s.epochs}).to_dict()
-        keep = _keep_seed(study, "verify", t.number, settings, results, spent, devices, met=seeds_met)
+        keep = _keep_seed(study, "verify", t.number, settings, results, spent, devices, met=started)
         trained: list[int] = []
 
-        def run(todo: list[int], t=t, rec=rec, row=row, cfg=cfg, keep=keep, seeds_met=seeds_met,
+        def run(todo: list[int], t=t, rec=rec, row=row, cfg=cfg, keep=keep, started=started,
                 settings=settings) -> None:
             if t.number not in met:
                 met.append(t.number)
                 records.save(study, TestsUsed(tuple(met)))  # counted before the test set is scored
-            seeds_met.update(todo)  # each seed is a test-set use from its first epoch: counted before it starts
-            records.save(study, PartialRow(stage="verify", trial=t.number, **settings, results=dict(results),
-                                           core_seconds=sum(spent.values()),
-                                           devices=dict(devices), met=sorted(seeds_met)))
+            started.update(todo)  # each seed is a test-set use from its first epoch: counted before it starts
+            _save_partial(study, "verify", t.number, settings, results, spent, devices, started)
             print(f"verify: trial {t.number} ({rec.params:,} params, robust {row.robust:.2f}): "
                   f"seed{'s' if len(todo) > 1 else ''} {', '.join(map(str, todo))} on "
                   f"{describe_training(final=True, train_limit=s.train_limit, epochs=s.epochs, images=images, available=available)}"
@@ -448,7 +445,7 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[Confi
                          trained_on=describe_training(final=True, train_limit=s.train_limit, epochs=s.epochs,
                                                       seeds=sorted(results), images=images, available=available),
                          core_seconds=sum(spent.values()), devices=dict(devices),
-                         stopped=sorted(seeds_met - set(results)) or None)
+                         stopped=sorted(started - set(results)) or None)
             stored = stored.replace(**fresh) if stored is not None else VerifyRow(**fresh)  # other fields kept
             if trained or stored.finished is None:
                 stored = stored.replace(finished=_now())
@@ -536,9 +533,9 @@ def _verify_met(config: FindConfig, study: optuna.Study, trial: int, stored: Ver
     """The seeds of this trial that met the test set under this run's epochs before this run: the
     stored row's (results and seeds stopped midway), else an interrupted run's (every seed started)."""
     if stored is not None:
-        return _met(stored)
+        return seeds_met(stored)
     partial = FindRecord.of(study).partial("verify", trial)
-    return _met(partial) if partial is not None and partial.epochs == config.search.epochs else set()
+    return seeds_met(partial) if partial is not None and partial.epochs == config.search.epochs else set()
 
 
 def export_winner(config: FindConfig, study: optuna.Study, verified: VerifyRow) -> Path:

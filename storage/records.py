@@ -230,7 +230,14 @@ class SeedRuns(Stored):
     @property
     def test_seeds(self) -> int:
         """Verify: the seeds that met the test set, finished or stopped midway (each a use)."""
-        return len(set(self.results) | set(self.met or ()) | set(self.stopped or ()))
+        return len(seeds_met(self))
+
+
+def seeds_met(row) -> set[int]:
+    """The verify seeds a row records as having met the test set: its finished ones and those it
+    lists as started (a PartialRow's `met`) or stopped midway (a VerifyRow's `stopped`); any row
+    kind, SeedRuns included."""
+    return set(row.results) | set(getattr(row, "met", None) or ()) | set(getattr(row, "stopped", None) or ())
 
 
 @dataclass(frozen=True, kw_only=True)
