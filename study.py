@@ -124,11 +124,11 @@ RECIPE_FLAGS = {"lr": float, "momentum": float, "batch_size": int, "dropout": fl
 def read_json_file(path: str, what: str) -> dict:
     """The JSON object in a file the user names (read_text_file's checks, then the parser's)."""
     from space.spec import parse_json
-    p = Path(path)
+    p, text = Path(path), read_text_file(path, what)
     try:
-        d = parse_json(read_text_file(path, what), UserError)
+        d = parse_json(text, UserError)
     except UserError as e:
-        raise UserError(f"{p}: {e}" if str(e).startswith("not valid JSON") else str(e)) from None
+        raise UserError(f"{p}: {e}") from None
     if not isinstance(d, dict):
         raise UserError(f"{p} must hold a JSON object")
     return d
