@@ -55,13 +55,22 @@ def affine_batch(x: torch.Tensor, gen: torch.Generator, *, rotation: float = 0.0
     affine_grid/grid_sample call: angle uniform in [-rotation, rotation] degrees, translation
     uniform in [-shift, shift] of the image side per axis, zoom uniform in [1 - scale, 1 + scale].
     What the transform uncovers is filled with `fill`."""
-    n, dev = x.shape[0], gen.device  # draws come from gen, on gen's device (x's, on a GPU)
+    return affine_apply(x, affine_theta(x.shape[0], gen, rotation=rotation, shift=shift, scale=scale), fill)
+
+
+def affine_theta(n: int, gen: torch.Generator, *, rotation: float, shift: float, scale: float) -> torch.Tensor:
+    """affine_batch's draws for n images, as (n, 2, 3) matrices; search.stacked draws each model's
+    from that model's own generator, so a stacked model sees the augmentation its lone run would."""
+    dev = gen.device  # draws come from gen, on gen's device (x's, on a GPU)
     angle = (torch.rand(n, generator=gen, device=dev) * 2 - 1) * math.radians(rotation)
     zoom = 1 + (torch.rand(n, generator=gen, device=dev) * 2 - 1) * scale
     move = (torch.rand(n, 2, generator=gen, device=dev) * 2 - 1) * (2 * shift)  # grid coordinates span 2 per side
     # theta maps output to input coordinates: the inverse zoom, then the rotation, then the shift
     cos, sin = angle.cos() / zoom, angle.sin() / zoom
-    theta = torch.stack([torch.stack([cos, -sin, move[:, 0]], 1), torch.stack([sin, cos, move[:, 1]], 1)], 1)
+    return torch.stack([torch.stack([cos, -sin, move[:, 0]], 1), torch.stack([sin, cos, move[:, 1]], 1)], 1)
+
+
+def affine_apply(x: torch.Tensor, theta: torch.Tensor, fill: float) -> torch.Tensor:
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # grid_sample pads with zeros; shifting by the fill makes the padding equal the fill.
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill

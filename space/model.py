@@ -50,15 +50,19 @@ class PooledDropout(nn.Module):
         return f"p={self.p}"
 
 
-def build_model(spec: ArchSpec, dropout: float = 0.0, pooled_dropout: bool = True) -> nn.Sequential:
-    """pooled_dropout=False uses nn.Dropout (the conventional pipeline in `bench`)."""
+def build_model(spec: ArchSpec, dropout: float = 0.0, pooled_dropout: bool = True,
+                copies: int = 1) -> nn.Sequential:
+    """pooled_dropout=False uses nn.Dropout (the conventional pipeline in `bench`). copies > 1 builds
+    that many independent models as one (search.stacked): input channels spec.in_channels * copies,
+    logits (batch, copies * num_classes); every parameter and buffer is the copies' own stacked on
+    its first dimension, so search.stacked slices one model out of it."""
     layers: list[nn.Module] = []
     cin = spec.in_channels
     make_dropout = PooledDropout if pooled_dropout else nn.Dropout
     for l in spec.layers:
         op = OPS[l.op]
         layers += op.build(l, cin=cin, bias=spec.bias, batchnorm=spec.batchnorm, order=spec.order,
-                           dropout=dropout, make_dropout=make_dropout)
+                           dropout=dropout, make_dropout=make_dropout, copies=copies)
         cin = l.out if op.convolves else cin
     return nn.Sequential(*layers)
 

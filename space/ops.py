@@ -32,7 +32,8 @@ class Op:
     kernels: tuple[int, ...]  # kernel sizes allowed (() for pools)
     downsamples: bool  # ends a block in the notes' words (a pool, or a strided conv in its place)
     weights: Callable  # (layer, cin) -> convolution weights (biases and BN apart)
-    convs: Callable  # (layer, cin, bias) -> [nn.Module]: the op's convolutions (or pool)
+    convs: Callable  # (layer, cin, bias, copies) -> [nn.Module]: the op's convolutions (or pool), for
+    # `copies` independent models side by side: channels and groups times copies (search.stacked)
     out_size: Callable  # (layer, n) -> side length after the op
     rf_step: Callable  # (layer, n) -> (kernel, stride, padding) as the RF table sees the op
     word: Callable  # (layer) -> its token in a note's block ("8", "8f", "8/2")
@@ -51,11 +52,13 @@ class Op:
         return 2 * layer.out if self.name == "fconv" else layer.out  # fconv: two convolutions, each biased
 
     def build(self, layer, *, cin: int, bias: bool, batchnorm: bool, order: str, dropout: float,
-              make_dropout: Callable) -> list:
-        mods = self.convs(layer, cin, bias)
+              make_dropout: Callable, copies: int = 1) -> list:
+        """The op's modules. copies > 1: that many models' layers as one, each model's channels a
+        contiguous block (model-major) that grouped convolutions and per-channel BatchNorm keep apart."""
+        mods = self.convs(layer, cin, bias, copies)
         if self.unit and not layer.linear:
             nn = _nn()
-            unit = [nn.ReLU()] + ([nn.BatchNorm2d(layer.out)] if batchnorm else [])
+            unit = [nn.ReLU()] + ([nn.BatchNorm2d(layer.out * copies)] if batchnorm else [])
             mods += unit if order == "relu-bn" else unit[::-1]
             if dropout > 0:
                 mods.append(make_dropout(dropout))
@@ -75,7 +78,8 @@ OPS: dict[str, Op] = {op.name: op for op in (
                "(depthwise when groups = in = out); `linear`: no ReLU/BN/Dropout after it",
        convolves=True, unit=True, kernels=(1, 3), downsamples=False,
        weights=lambda l, cin: l.kernel * l.kernel * (cin // l.groups) * l.out,
-       convs=lambda l, cin, bias: [_nn().Conv2d(cin, l.out, l.kernel, padding=l.padding, groups=l.groups, bias=bias)],
+       convs=lambda l, cin, bias, c: [_nn().Conv2d(cin * c, l.out * c, l.kernel, padding=l.padding,
+                                                   groups=l.groups * c, bias=bias)],
        out_size=_conv_size, rf_step=lambda l, n: (l.kernel, 1, l.padding),
        word=lambda l: str(l.out) + (f" (groups {l.groups})" if l.groups > 1 else "")),
     # The public 3,197-parameter design's convolution: 3x1 then 1x3 (Inception v3's factorisation),
@@ -83,8 +87,8 @@ OPS: dict[str, Op] = {op.name: op for op in (
     Op("fconv", "factorized 3x3: a 3x1 convolution to `out` channels, then a 1x3 one, then ReLU/BN",
        convolves=True, unit=True, kernels=(3,), downsamples=False,
        weights=lambda l, cin: 3 * cin * l.out + 3 * l.out * l.out,
-       convs=lambda l, cin, bias: [_nn().Conv2d(cin, l.out, (3, 1), padding=(l.padding, 0), bias=bias),
-                                   _nn().Conv2d(l.out, l.out, (1, 3), padding=(0, l.padding), bias=bias)],
+       convs=lambda l, cin, bias, c: [_nn().Conv2d(cin * c, l.out * c, (3, 1), padding=(l.padding, 0), groups=c, bias=bias),
+                                      _nn().Conv2d(l.out * c, l.out * c, (1, 3), padding=(0, l.padding), groups=c, bias=bias)],
        out_size=_conv_size, rf_step=lambda l, n: (3, 1, l.padding), word=lambda l: f"{l.out}f",
        legend="12f: factorized, a 3x1 then a 1x3"),
     # In place of a max-pool: a 3x3 convolution with stride 2 learns its downsampling (public
@@ -92,20 +96,21 @@ OPS: dict[str, Op] = {op.name: op for op in (
     Op("sconv", "strided 3x3: a 3x3 convolution with stride 2 to `out` channels (a learnt pool), then ReLU/BN",
        convolves=True, unit=True, kernels=(3,), downsamples=True,
        weights=lambda l, cin: 9 * cin * l.out,
-       convs=lambda l, cin, bias: [_nn().Conv2d(cin, l.out, 3, stride=2, padding=l.padding, bias=bias)],
+       convs=lambda l, cin, bias, c: [_nn().Conv2d(cin * c, l.out * c, 3, stride=2, padding=l.padding, groups=c, bias=bias)],
        out_size=lambda l, n: _conv_size(l, n, 2), rf_step=lambda l, n: (3, 2, l.padding),
        word=lambda l: f"{l.out}/2", legend="12/2: stride 2, in place of a max-pool"),
     Op("maxpool", "2x2 max-pool, stride 2", convolves=False, unit=False, kernels=(), downsamples=True,
-       weights=lambda l, cin: 0, convs=lambda l, cin, bias: [_nn().MaxPool2d(2, 2)],
+       weights=lambda l, cin: 0, convs=lambda l, cin, bias, c: [_nn().MaxPool2d(2, 2)],
        out_size=lambda l, n: n // 2, rf_step=lambda l, n: (2, 2, 0), word=lambda l: "pool"),
     Op("gap", "global average pooling over whatever spatial size arrives", convolves=False, unit=False,
        kernels=(), downsamples=True, weights=lambda l, cin: 0,
-       convs=lambda l, cin, bias: [_nn().AdaptiveAvgPool2d(1)], out_size=lambda l, n: 1,
+       convs=lambda l, cin, bias, c: [_nn().AdaptiveAvgPool2d(1)], out_size=lambda l, n: 1,
        rf_step=lambda l, n: (n, 1, 0), word=lambda l: "GAP"),
     Op("head", "kernel x kernel convolution to the classes; no ReLU/BN/Dropout, its output is the logits",
        convolves=True, unit=False, kernels=(1, 3), downsamples=False,
        weights=lambda l, cin: l.kernel * l.kernel * (cin // l.groups) * l.out,
-       convs=lambda l, cin, bias: [_nn().Conv2d(cin, l.out, l.kernel, padding=l.padding, groups=l.groups, bias=bias),
-                                   _nn().Flatten()],
+       convs=lambda l, cin, bias, c: [_nn().Conv2d(cin * c, l.out * c, l.kernel, padding=l.padding,
+                                                   groups=l.groups * c, bias=bias),
+                                      _nn().Flatten()],
        out_size=_conv_size, rf_step=lambda l, n: (l.kernel, 1, l.padding), word=lambda l: f"{l.out}"),
 )}
