@@ -41,7 +41,9 @@ try: rows = [r for r in json.load(open(path)) if not r['layout'].endswith('x1')]
 except Exception: rows = []
 r = max(rows, key=lambda r: r['model_epochs_per_hour'], default={'layout': '4x16', 'model_epochs_per_hour': 0})
 p, c = (int(v) for v in r['layout'].split('x'))
+# (2026-11-30 this floored at 2 copies on 14 processes: 28 seeds each where ~11 fitted, under4k cut)
 fit = int(r['model_epochs_per_hour'] * max(left - 60, 0) / 2 / 3600 / 15 * 0.8)  # seeds per model
+p = max(1, min(p, fit // 2))  # at least 2 copies a process; fewer processes, not more seeds than fit
 print(p, max(2, min(c, fit // p)), int(r['model_epochs_per_hour']))
 PYEOF
 )
