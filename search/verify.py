@@ -14,7 +14,7 @@ from space.hold import HOLD_LEVEL, MAX_SEEDS, Decision, check_hold_settings, dec
 from space.target import EPOCH_LIMIT, TARGET_ACC, last_k_for
 from storage.db import load_study
 from storage.ranking import get_trial
-from storage.records import FindRecord, HoldEstimate, StudySettings, TrialRecord, stored_seeds
+from storage.records import FindRecord, HoldEstimate, StudySettings, TrialRecord, VerifyCommandRun, save, stored_seeds
 
 
 def until_decided(results: dict[int, list[float]], run: Callable[[list[int]], None], *, k: int, target: float,
@@ -126,11 +126,22 @@ def _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_lim
     devices: dict[int, str] = {}  # where each seed trained, as find's verify rows record it
     results: dict[int, list[float]] = {}
     processes = os.cpu_count() or 1  # retrain_seeds' own default: one process per core
-    decision = until_decided(
-        results, lambda todo: results.update(retrain_seeds(
+    # every seed is counted before it meets the test set (report's test-set uses), as find's are
+    from datetime import datetime, timezone
+    uses = VerifyCommandRun(trial=frozen.number, started=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                            met=[])
+
+    def run_seeds(todo: list[int]) -> None:
+        nonlocal uses
+        uses = uses.replace(met=sorted(set(uses.met) | set(todo)))
+        save(study, uses)
+        results.update(retrain_seeds(
             record.spec, cfg.to_dict(), todo, final=True, data_dir=data_dir, train_limit=train_limit,
-            processes=processes, on_seed=lambda seed, accs, secs, device: devices.__setitem__(seed, device))),
-        k=k, target=target, level=hold_level, min_seeds=seeds, max_seeds=max_seeds, at_once=processes)
+            processes=processes, on_seed=lambda seed, accs, secs, device: devices.__setitem__(seed, device)))
+
+    decision = until_decided(results, run_seeds, k=k, target=target, level=hold_level, min_seeds=seeds,
+                             max_seeds=max_seeds, at_once=processes)
+    save(study, uses.replace(verdict=decision.verdict))
     print_table(results, k, target)
     ok_all = decision.verdict == "PASS"
     hold = HoldEstimate.of(decision)

@@ -14,6 +14,8 @@ Who writes and who reads each (find: search/find.py; a trial's record: its user 
 | find:winner               | Winner      | find, verify stage           | find, report, export --verified       |
 | find:candidates           | Candidates  | find, confirm stage          | people and tests                      |
 | find:searched             | Searched    | find, search stage           | find (a finished search is read)      |
+| verify:<trial>:<started>  | VerifyCommandRun | `verify` (the command), | report, export (test-set uses)   |
+|                           |             |   before each seed batch     |                                       |
 | prior                     | Prior       | search/runner.py, new study  | report, the study note (notes.py)     |
 | space and the settings    | StudySettings | search/runner.py (from   | search/config.py (resume, worker),    |
 |   (one attribute each)    |             |   SearchConfig.stored_...)   |   report, notes, plots, export, prior |
@@ -63,6 +65,7 @@ REJUDGED = "find:rejudged"  # stored test runs judged again at another target / 
 WINNER = "find:winner"
 CANDIDATES = "find:candidates"  # the confirm stage's order: best seed-robust score first
 SEARCHED = "find:searched"  # the --n-trials the search stage reached (or was stopped at by --timeout)
+VERIFY_COMMAND = "verify:"  # one row per run of the `verify` command: its seeds met the test set
 PRIOR = "prior"  # where a study's start points came from (search/runner.py)
 SPACE = "space"  # the study's search space (space.searchspace.SearchSpace.to_dict)
 # the settings a study keeps, one user attribute each (search.config.SearchConfig.stored_settings)
@@ -350,6 +353,26 @@ class RejudgeEvent(Stored):
     at: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class VerifyCommandRun(Stored):
+    """One run of the `verify` command ("verify:<trial>:<started>"), stored before each batch of its
+    seeds starts: every seed in `met` was scored on the test set from its first epoch, finished or
+    not, so each is a test-set use; `verdict` is written when the run ends (absent: it stopped).
+
+    >>> run = VerifyCommandRun(trial=4, started="2026-11-30T22:00:00.000001+00:00", met=[1, 2])
+    >>> run.key, run.to_stored()
+    ('verify:4:2026-11-30T22:00:00.000001+00:00', {'trial': 4, 'started': '2026-11-30T22:00:00.000001+00:00', 'met': [1, 2]})
+    """
+    trial: int
+    started: str  # UTC, ISO 8601 with microseconds: two runs of one trial get two rows
+    met: list[int]
+    verdict: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{VERIFY_COMMAND}{self.trial}:{self.started}"
+
+
 @dataclass(frozen=True)
 class Winner:
     """The trial whose verify row passed first: the model `find` exports ("find:winner")."""
@@ -437,11 +460,13 @@ def _ints(v, key: str) -> list[int]:
 @dataclass(frozen=True, kw_only=True)
 class TestSetUses(Stored):
     """How often a study's test set was used: candidates that met it, seeds trained and scored on it
-    (each a use), stored runs judged again at another target (each a use)."""
+    by find (each a use), stored runs judged again at another target (each a use), seeds the `verify`
+    command trained on it (each a use)."""
     __test__ = False
     candidates: int
     seeds: int
     rejudged: int
+    verify_command_seeds: int | None = None  # absent when none (what the stored form always was)
     total: int
 
 
@@ -654,9 +679,14 @@ def find_attrs(attrs: dict) -> dict:
     return {k: v for k, v in attrs.items() if k.startswith(FIND)}
 
 
+def verify_command_attrs(attrs: dict) -> dict:
+    """The study attributes the `verify` command wrote, as stored."""
+    return {k: v for k, v in attrs.items() if k.startswith(VERIFY_COMMAND)}
+
+
 def settings_attrs(attrs: dict) -> dict:
     """Every other study attribute: the settings, the space, the prior."""
-    return {k: v for k, v in attrs.items() if not k.startswith(FIND)}
+    return {k: v for k, v in attrs.items() if not k.startswith((FIND, VERIFY_COMMAND))}
 
 
 def save(study, record) -> None:
@@ -756,8 +786,20 @@ class FindRecord:
         full = self.runs(stage)
         return {t: r for t, r in self.runs(stage, partial=True).items() if t not in full}
 
+    def verify_command_runs(self) -> list[VerifyCommandRun]:
+        """Every run of the `verify` command on this study, in stored order (a damaged row: skipped)."""
+        out = []
+        for value in verify_command_attrs(self.attrs).values():
+            try:
+                out.append(VerifyCommandRun.from_stored(value))
+            except RecordError:
+                continue
+        return out
+
     def test_set_uses(self) -> TestSetUses:
         # every verify seed that met the test set, those of a verify still under way (or stopped) too
         seeds = sum(r.test_seeds for r in [*self.runs("verify").values(), *self.in_progress("verify").values()])
+        command = sum(len(set(r.met)) for r in self.verify_command_runs())
         rejudged = len(self.rejudged)
-        return TestSetUses(candidates=len(self.tests_used), seeds=seeds, rejudged=rejudged, total=seeds + rejudged)
+        return TestSetUses(candidates=len(self.tests_used), seeds=seeds, rejudged=rejudged,
+                           verify_command_seeds=command or None, total=seeds + rejudged + command)

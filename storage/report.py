@@ -76,6 +76,8 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
                "top": [trial_dict(t) for t in order[:top]], "pareto_front": [t.number for _, _, t in front],
                "find": records.find_attrs(study.user_attrs),  # as stored
                "cost": study_cost(study)}
+        if records.verify_command_attrs(study.user_attrs):  # the `verify` command's runs, as stored
+            out["verify"] = records.verify_command_attrs(study.user_attrs)
         if plots:
             _write_plots(study, order, front, plots, top)
         print(json.dumps(out, indent=1))
@@ -186,6 +188,9 @@ def find_section(study) -> None:
     found = FindRecord.of(study)
     confirmed, verified = list(found.confirmed().values()), found.verified()
     if not confirmed:
+        command = found.test_set_uses().verify_command_seeds
+        if command:  # a study verified by the `verify` command alone
+            print(f"\ntest-set uses: {command} seeds of `verify` runs")
         return
     print("\nfind: confirmed on validation (consistency score per seed; robust = the minimum):")
     print(f"{'trial':>5} {'params':>7}  {'per seed':<28} {'robust':>7}  verified on test")
@@ -202,6 +207,7 @@ def find_section(study) -> None:
     print(f"candidates that met the test set: {used.candidates}"
           + (f"; winner: trial {found.winner}" if found.winner is not None else "")
           + f"; test-set uses: {used.seeds} verify seeds"
+          + (f", {used.verify_command_seeds} seeds of `verify` runs" if used.verify_command_seeds else "")
           + (f" and {used.rejudged} re-judgement(s)" if used.rejudged else ""))
 
 

@@ -154,6 +154,24 @@ def test_every_verify_seed_that_met_the_test_set_is_counted_finished_or_not():
     assert uses.seeds == 5 and uses.total == 5
 
 
+def test_every_seed_the_verify_command_started_is_counted():
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    first = records.VerifyCommandRun(trial=2, started="2026-11-30T22:00:00.000001+00:00", met=[1, 2, 3])
+    records.save(study, first.replace(verdict="FAIL"))
+    # a second run of the same trial, stopped after its first batch had started: no verdict
+    records.save(study, records.VerifyCommandRun(trial=2, started="2026-11-30T23:00:00.000002+00:00", met=[1, 2]))
+    study.set_user_attr("verify:2:damaged", {"met": "not a list of seeds"})  # skipped, not counted
+    found = records.FindRecord.of(study)
+    assert [r.verdict for r in found.verify_command_runs()] == ["FAIL", None]
+    uses = found.test_set_uses()
+    assert uses.verify_command_seeds == 5 and uses.total == 5 and uses.seeds == 0
+    assert records.FindRecord.of(optuna.create_study()).test_set_uses().to_stored() == {
+        "candidates": 0, "seeds": 0, "rejudged": 0, "total": 0}  # the stored form as it always was
+    assert "verify:2:damaged" not in records.settings_attrs(study.user_attrs)
+
+
 def test_a_trial_record_refuses_a_field_it_does_not_have():
     assert records.trial_attrs(params=3, start_point="x") == {"params": 3, "start_point": "x"}
     with pytest.raises(TypeError, match="no field 'parms'"):

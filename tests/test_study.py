@@ -13,6 +13,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+
+from storage import records
 import torch
 
 from search.config import JUDGED_FROM, SearchConfig, make_pruner
@@ -369,6 +371,10 @@ def test_verify_retrains_each_seed_on_the_full_set_and_exits_by_the_target(cli, 
     own = cli("verify", "--study-name", "tiny", "--seeds", "1", "--target", "0", "--data-dir", "data", cwd=d)
     assert "from the study's protocol: 2 epochs, K = 2 (" in own.stdout and "in each of the last 2" in own.stdout
     assert "seed 1 epoch  2: test" in own.stdout and "epoch  3:" not in own.stdout
+    # every seed of the three runs met the test set: the study counts them (2 + 1 + 1), report says so
+    runs = records.FindRecord.of(load(d, "tiny")).verify_command_runs()
+    assert [(r.met, r.verdict) for r in runs] == [([1, 2], "PASS"), ([1], "FAIL"), ([1], "PASS")]
+    assert "test-set uses: 4 seeds of `verify` runs" in cli("report", "--study-name", "tiny", cwd=d).stdout
 
 
 def test_the_best_trial_is_the_same_in_search_report_and_export(cli, work):

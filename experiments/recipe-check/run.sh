@@ -10,7 +10,8 @@ cd "$(dirname "$0")/../.."
 OUTDIR=${OUTDIR:-experiments/recipe-check}
 PY=${PY:-.venv/bin/python}
 jobs=()
-for arm in "${@:-base b32 wd}"; do
+arms=("$@"); [ ${#arms[@]} -gt 0 ] || arms=(base b32 wd)
+for arm in "${arms[@]}"; do
   case $arm in
     base) extra=(); seeds="10002 10003 10004";;
     b32) extra=(--batch-size 32); seeds="10001 10002 10003 10004";;
