@@ -428,7 +428,10 @@ def verify_stage(config: FindConfig, study: optuna.Study, candidates: list[Confi
                   f"seed{'s' if len(todo) > 1 else ''} {', '.join(map(str, todo))} on "
                   f"{describe_training(final=True, train_limit=s.train_limit, epochs=s.epochs, images=images, available=available)}"
                   f", test set every "
-                  f"epoch" + (f" (seeds {', '.join(map(str, sorted(results)))} done before)" if results else ""),
+                  f"epoch" + "".join(f" (seed{'s' if len(done) > 1 else ''} {', '.join(map(str, done))} {when})"
+                                     for done, when in ((sorted(set(results) - set(trained)), "done in an earlier run"),
+                                                        (sorted(set(results) & set(trained)), "done above"))
+                                     if done),
                   flush=True)
             trained.extend(todo)
             retrain_seeds(rec.spec, cfg, todo, final=True, data_dir=s.data_dir, train_limit=s.train_limit,

@@ -48,6 +48,11 @@ def seed_job(tag, spec: dict, config: dict, seed: int, weights_path: str | None,
     return tag, spec, config, seed, data_dir, train_limit, final, weights_path, stream
 
 
+def default_processes() -> int:
+    """Retraining's processes when none are asked for: one per core (one thread each)."""
+    return os.cpu_count() or 1
+
+
 def retrain_jobs(jobs: list[tuple], *, final: bool, data_dir=None, train_limit: int | None = None,
                  processes: int | None = None,
                  on_done: Callable[[object, int, list[float], float, str], None] | None = None) -> list[tuple]:
@@ -57,7 +62,7 @@ def retrain_jobs(jobs: list[tuple], *, final: bool, data_dir=None, train_limit: 
     job finishes. Returns the (tag, seed, accs, seconds, device) of every job."""
     jobs = [seed_job(tag, spec, config, seed, path, final=final, data_dir=data_dir, train_limit=train_limit)
             for tag, spec, config, seed, path in jobs]
-    procs = min(len(jobs), processes or os.cpu_count() or 1)
+    procs = min(len(jobs), processes or default_processes())
     results = []
     if procs > 1:
         from search import stopping

@@ -4,11 +4,10 @@ retraining pool (search/retrain.py), the official test set scored every epoch; P
 are shared with find's verify stage."""
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 from search.config import check_counts
-from search.retrain import retrain_seeds
+from search.retrain import default_processes, retrain_seeds
 from space.recipe import ConfigError, TrainConfig
 from space.hold import HOLD_LEVEL, MAX_SEEDS, Decision, check_hold_settings, decide, last_k_minimum, seed_held
 from space.target import EPOCH_LIMIT, TARGET_ACC, last_k_for
@@ -125,7 +124,7 @@ def _verify(study_name, storage, trial, seeds, last_k, target, epochs, train_lim
               f"on seeds {', '.join(map(str, earlier.results))})")
     devices: dict[int, str] = {}  # where each seed trained, as find's verify rows record it
     results: dict[int, list[float]] = {}
-    processes = os.cpu_count() or 1  # retrain_seeds' own default: one process per core
+    processes = default_processes()  # the seeds of a batch train side by side
     # every seed is counted before it meets the test set (report's test-set uses), as find's are
     from datetime import datetime, timezone
     uses = VerifyCommandRun(trial=frozen.number, started=datetime.now(timezone.utc).isoformat(timespec="microseconds"),

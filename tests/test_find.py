@@ -94,7 +94,7 @@ def test_find_runs_three_stages_exports_the_winner_and_resumes_without_repeating
                    (f"find:verify:{winner}", f"find:confirm:{other}", "find:winner"))
     resumed = cli("find", "--study-name", "f", "--target", "0", "-o", "models/win.pt2", *TINY, cwd=tmp_path).stdout
     assert f"confirm: trial {other}" in resumed and "retraining with seeds 10001 on" in resumed
-    assert "seed 2 on all 200 training images, 2 epochs" in resumed and "(seeds 1 done before)" in resumed
+    assert "seed 2 on all 200 training images, 2 epochs" in resumed and "(seed 1 done in an earlier run)" in resumed
     assert "seed 1 epoch" not in resumed and "seed 2 epoch  2: test" in resumed
     after = load(tmp_path, "f").user_attrs
     assert after[f"find:verify:{winner}"]["results"]["1"] == verified["results"]["1"]
