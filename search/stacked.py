@@ -62,9 +62,10 @@ def unstack_state(state: dict, index: int, copies: int) -> dict:
     return out
 
 
-def unstack_model(stacked: nn.Module, spec: ArchSpec, index: int, *, copies: int, dropout: float = 0.0) -> nn.Sequential:
+def unstack_model(stacked: nn.Module, spec: ArchSpec, index: int, *, copies: int, dropout: float = 0.0,
+                  pooled_dropout: bool = True) -> nn.Sequential:
     """Model `index` as a plain build_model(spec) network (CPU, default layout): what a lone run returns."""
-    model = build_model(spec, dropout=dropout)
+    model = build_model(spec, dropout=dropout, pooled_dropout=pooled_dropout)
     state = {k: v.to("cpu").contiguous() for k, v in stacked.state_dict().items()}
     model.load_state_dict(unstack_state(state, index, copies))
     return model
@@ -191,6 +192,6 @@ def train_stacked(spec: ArchSpec, cfg: TrainConfig, split: Split, seeds: list[in
         if on_epoch:
             on_epoch(records)
     for i, r in enumerate(results):
-        r.model = unstack_model(scored, spec, i, copies=copies, dropout=cfg.dropout)
+        r.model = unstack_model(scored, spec, i, copies=copies, dropout=cfg.dropout, pooled_dropout=cfg.pooled_dropout)
     return results
 

@@ -95,6 +95,15 @@ def _codec(decode, encode) -> dict:
 SEEDS = _codec(typed_seeds, stored_seeds)
 
 
+def _seed_list(v) -> list[int]:
+    if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) for x in v):
+        raise ValueError(f"expected a list of seeds, got {v!r}")
+    return list(v)
+
+
+SEED_LIST = _codec(_seed_list, list)  # seeds that met the test set: a damaged list must not be counted
+
+
 def _list_of(cls) -> dict:
     return _codec(lambda v: [cls.from_stored(x) for x in v], lambda v: [x.to_stored() for x in v])
 
@@ -227,8 +236,10 @@ class SeedRuns(Stored):
     devices: dict[int, str] | None = field(default=None, metadata=SEEDS)
     finished: str | None = None
     provenance: Provenance | None = field(default=None, metadata=_one(Provenance))
-    met: list[int] | None = None  # verify, partial row: every seed started
-    stopped: list[int] | None = None  # verify, full row: seeds that met the test set and did not finish
+    met: list[int] | None = field(default=None, metadata=SEED_LIST)  # verify, partial row: every seed started
+    # verify, full row: seeds that met the test set and did not finish (a confirm row's `stopped` is
+    # the race's reason, a RaceStop: any row kind reads here, so seeds_met checks it is seeds)
+    stopped: Any = None
 
     @property
     def test_seeds(self) -> int:
@@ -240,7 +251,10 @@ def seeds_met(row) -> set[int]:
     """The verify seeds a row records as having met the test set: its finished ones and those it
     lists as started (a PartialRow's `met`) or stopped midway (a VerifyRow's `stopped`); any row
     kind, SeedRuns included."""
-    return set(row.results) | set(getattr(row, "met", None) or ()) | set(getattr(row, "stopped", None) or ())
+    stopped = getattr(row, "stopped", None)
+    if not isinstance(stopped, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in stopped):
+        stopped = ()  # not seeds: a confirm row's race stop, or a damaged list (never its characters counted)
+    return set(row.results) | set(getattr(row, "met", None) or ()) | set(stopped)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,7 +272,7 @@ class PartialRow(Stored):
     devices: dict[int, str] | None = field(default=None, metadata=SEEDS)
     # verify only: every seed that has started, so has met the test set (scored from its first
     # epoch), finished or not: a seed stopped midway is a test-set use too
-    met: list[int] | None = None
+    met: list[int] | None = field(default=None, metadata=SEED_LIST)
 
     @property
     def key(self) -> str:
@@ -309,7 +323,7 @@ class VerifyRow(Stored):
     rejudged: list[Rejudgement] | None = field(default=None, metadata=_list_of(Rejudgement))
     # seeds that met the test set and did not finish (stopped midway, then not needed for the
     # verdict): test-set uses with no result
-    stopped: list[int] | None = None
+    stopped: list[int] | None = field(default=None, metadata=SEED_LIST)
 
     @property
     def key(self) -> str:
@@ -365,8 +379,12 @@ class VerifyCommandRun(Stored):
     """
     trial: int
     started: str  # UTC, ISO 8601 with microseconds: two runs of one trial get two rows
-    met: list[int]
+    met: list[int] = field(metadata=SEED_LIST)
     verdict: str | None = None
+
+    def __post_init__(self):
+        if self.met is None:  # stored as null: not a run's record (the codec checks any list)
+            raise RecordError(f"{VERIFY_COMMAND}: 'met' is null")
 
     @property
     def key(self) -> str:

@@ -152,6 +152,10 @@ def test_every_verify_seed_that_met_the_test_set_is_counted_finished_or_not():
                                            results={1: [99.5], 2: [99.5]}, met=[1, 2, 3]))
     uses = records.FindRecord.of(study).test_set_uses()
     assert uses.seeds == 5 and uses.total == 5
+    # a damaged list of seeds is never counted by its characters: the row's one result is
+    study.set_user_attr("find:verify:7", {**done.to_stored(), "trial": 7, "stopped": "abc"})
+    found = records.FindRecord.of(study)
+    assert 7 not in found.verified() and found.runs("verify")[7].test_seeds == 1
 
 
 def test_every_seed_the_verify_command_started_is_counted():
@@ -162,7 +166,9 @@ def test_every_seed_the_verify_command_started_is_counted():
     records.save(study, first.replace(verdict="FAIL"))
     # a second run of the same trial, stopped after its first batch had started: no verdict
     records.save(study, records.VerifyCommandRun(trial=2, started="2026-11-30T23:00:00.000002+00:00", met=[1, 2]))
-    study.set_user_attr("verify:2:damaged", {"met": "not a list of seeds"})  # skipped, not counted
+    # damaged rows are skipped, not counted (nor a crash): a list that is not seeds, none at all
+    study.set_user_attr("verify:2:damaged", {"trial": 2, "started": "x", "met": "abc"})
+    study.set_user_attr("verify:2:null", {"trial": 2, "started": "y", "met": None})
     found = records.FindRecord.of(study)
     assert [r.verdict for r in found.verify_command_runs()] == ["FAIL", None]
     uses = found.test_set_uses()
