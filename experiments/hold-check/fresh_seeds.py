@@ -8,6 +8,9 @@ never saw are the check: how many of them hold T, against the estimate it passed
 across the minima's spread, so the rule meets easy and hard targets alike; 2,000 orders each.
 
     .venv/bin/python experiments/hold-check/fresh_seeds.py > experiments/hold-check/fresh-seeds.txt
+
+Seeds of the same model trained here on the CPU (cpu-seeds/run.sh), if any, are set beside the
+GPU's first: same recipe and split, lone runs in fp32.
 """
 from __future__ import annotations
 
@@ -25,9 +28,33 @@ from space.hold import MAX_SEEDS, MIN_SEEDS, PRIOR_SD, decide, hold_probability,
 K, ORDERS = 3, 2000
 
 
+def cpu_beside(gpu: dict) -> None:
+    """The same model's seeds trained here on the CPU (cpu-seeds/, lone runs) against the GPU's."""
+    files = sorted((HERE / "cpu-seeds").glob("*.json"))
+    if not files:
+        return
+    runs = {}
+    for f in files:
+        d = json.loads(f.read_text())
+        runs.update({(d["model"], int(s)): a for s, a in d["val_acc"].items() if len(a) == d["epochs"]})
+    for name in sorted({m for m, _ in runs}):
+        cpu = [last_k_minimum(a, K) for (m, _), a in sorted(runs.items()) if m == name]
+        g = [last_k_minimum(a, K) for a in gpu[name]["val_acc"].values()]
+        if len(cpu) < 2:
+            continue
+        diff = statistics.mean(cpu) - statistics.mean(g)
+        se = (statistics.variance(cpu) / len(cpu) + statistics.variance(g) / len(g)) ** 0.5
+        print(f"\n{name} on this CPU (cpu-seeds/, lone runs, seeds {min(s for m, s in runs if m == name)}-"
+              f"{max(s for m, s in runs if m == name)}): {len(cpu)} seeds, mean {statistics.mean(cpu):.3f}, "
+              f"sd {statistics.stdev(cpu):.3f}; the GPU's {len(g)}: mean {statistics.mean(g):.3f}, sd "
+              f"{statistics.stdev(g):.3f}; CPU - GPU {diff:+.3f} (standard error {se:.3f}, Welch t {diff / se:+.2f})")
+        print("  sorted: " + " ".join(f"{v:.2f}" for v in sorted(cpu)))
+
+
 def main() -> None:
     data = json.loads((HERE / "fresh-seeds.json").read_text())
     print(data["source"])
+    cpu_beside(data["models"])
     rng = random.Random(0)
     for name, m in data["models"].items():
         minima = [last_k_minimum(a, K) for a in m["val_acc"].values()]
