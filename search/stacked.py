@@ -41,7 +41,8 @@ from space.spec import ArchSpec, count_params
 from search import stopping
 from search.data import Split
 from search.device import describe as describe_device, resolve as resolve_device
-from search.train import (TrainResult, _ema_update, affine_apply, affine_theta, ema_decay, make_scheduler)
+from search.train import (TrainResult, _ema_update, affine_apply, affine_theta, ema_decay, make_scheduler,
+                          training_memory_format)
 
 
 def stack_states(states: list[dict]) -> dict:
@@ -122,8 +123,10 @@ def train_stacked(spec: ArchSpec, cfg: TrainConfig, split: Split, seeds: list[in
     model = build_model(spec, dropout=cfg.dropout, pooled_dropout=cfg.pooled_dropout, copies=copies)
     model.load_state_dict(stack_states(states))
     # channels_last on the CPU: oneDNN's grouped convolutions are the fast ones in NHWC (train.py's
-    # training_memory_format); a stack is grouped throughout
-    memory_format = torch.channels_last if device.type == "cpu" and copies > 1 else torch.contiguous_format
+    # training_memory_format); a stack is grouped throughout, and one copy is train()'s own case
+    # (2026-11-30: one copy of under3762 in the default layout took 49 s an epoch beside another)
+    memory_format = (torch.channels_last if copies > 1 and device.type == "cpu"
+                     else training_memory_format(spec, device))
     model = model.to(device, memory_format=memory_format)
     decay_now = {"decay": 0.0}
     averaged = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=_ema_update(decay_now), use_buffers=True)
