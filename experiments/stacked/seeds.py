@@ -22,11 +22,14 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 
 def worker(args) -> None:
+    import torch
     from bench import load_model
     from search.data import load_mnist, make_split
     from search.device import select
     from search.stacked import train_stacked
     select(args.device)
+    if args.no_tf32:  # cuDNN's convolutions in full fp32, as on the CPU (its default on a GPU is TF32)
+        torch.backends.cudnn.allow_tf32 = False
     import dataclasses
     spec, cfg = load_model(args.model)
     if args.epochs:  # a dry run only: the check itself keeps the recipe's 15
@@ -41,6 +44,7 @@ def worker(args) -> None:
         for s, rec in zip(seeds, records):
             histories[s].append(rec["val_acc"])
         out.write_text(json.dumps({"model": args.model, "device": args.device, "epochs": cfg.epochs,
+                                   "tf32": bool(torch.backends.cudnn.allow_tf32) if args.device != "cpu" else None,
                                    "seconds": time.perf_counter() - t0, "val_acc": histories}))
 
     train_stacked(spec, cfg, split, seeds, on_epoch=save)
@@ -57,6 +61,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--epochs", type=int, default=None, help="dry runs: fewer epochs than the recipe's")
     ap.add_argument("--images", type=int, default=None, help="dry runs: fewer training images")
+    ap.add_argument("--no-tf32", action="store_true", help="cuDNN convolutions in full fp32 on a GPU")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -65,6 +70,7 @@ def main() -> None:
     base = [sys.executable, __file__, "--worker", "--device", args.device, "--model", args.model,
             "--copies", str(args.copies), "--out", args.out] + (["--data-dir", args.data_dir] if args.data_dir else [])
     base += (["--epochs", str(args.epochs)] if args.epochs else []) + (["--images", str(args.images)] if args.images else [])
+    base += ["--no-tf32"] if args.no_tf32 else []
     t0 = time.perf_counter()
     ps = [subprocess.Popen(base + ["--first-seed", str(args.first_seed + i * args.copies)]) for i in range(args.procs)]
     codes = [p.wait() for p in ps]
