@@ -9,8 +9,9 @@ across the minima's spread, so the rule meets easy and hard targets alike; 2,000
 
     .venv/bin/python experiments/hold-check/fresh_seeds.py > experiments/hold-check/fresh-seeds.txt
 
-Seeds of the same model trained here on the CPU (cpu-seeds/run.sh), if any, are set beside the
-GPU's first: same recipe and split, lone runs in fp32.
+Seeds of the same model trained otherwise are set beside these first: on the GPU with cuDNN's TF32
+off, one seed a process (fresh-seeds-tf32off.json, experiments/stacked/gpu-tf32.sh), and on this
+CPU (cpu-seeds/run.sh); same recipe and split.
 """
 from __future__ import annotations
 
@@ -28,33 +29,35 @@ from space.hold import MAX_SEEDS, MIN_SEEDS, PRIOR_SD, decide, hold_probability,
 K, ORDERS = 3, 2000
 
 
-def cpu_beside(gpu: dict) -> None:
-    """The same model's seeds trained here on the CPU (cpu-seeds/, lone runs) against the GPU's."""
-    files = sorted((HERE / "cpu-seeds").glob("*.json"))
-    if not files:
-        return
-    runs = {}
-    for f in files:
+def beside(gpu: dict) -> None:
+    """The same model's seeds trained elsewhere, set beside the 28: on the GPU with TF32 off, one
+    seed a process (fresh-seeds-tf32off.json), and on this CPU (cpu-seeds/*.json, lone runs)."""
+    groups = {}
+    off = HERE / "fresh-seeds-tf32off.json"
+    if off.is_file():
+        for name, m in json.loads(off.read_text())["models"].items():
+            groups[(name, "GPU, TF32 off, one seed a process")] = list(m["val_acc"].values())
+    for f in sorted((HERE / "cpu-seeds").glob("*.json")):
         d = json.loads(f.read_text())
-        runs.update({(d["model"], int(s)): a for s, a in d["val_acc"].items() if len(a) == d["epochs"]})
-    for name in sorted({m for m, _ in runs}):
-        cpu = [last_k_minimum(a, K) for (m, _), a in sorted(runs.items()) if m == name]
-        g = [last_k_minimum(a, K) for a in gpu[name]["val_acc"].values()]
-        if len(cpu) < 2:
+        groups.setdefault((d["model"], "this CPU, lone runs (cpu-seeds/)"), []).extend(
+            a for a in d["val_acc"].values() if len(a) == d["epochs"])
+    for (name, where), runs in groups.items():
+        if len(runs) < 2:
             continue
-        diff = statistics.mean(cpu) - statistics.mean(g)
-        se = (statistics.variance(cpu) / len(cpu) + statistics.variance(g) / len(g)) ** 0.5
-        print(f"\n{name} on this CPU (cpu-seeds/, lone runs, seeds {min(s for m, s in runs if m == name)}-"
-              f"{max(s for m, s in runs if m == name)}): {len(cpu)} seeds, mean {statistics.mean(cpu):.3f}, "
-              f"sd {statistics.stdev(cpu):.3f}; the GPU's {len(g)}: mean {statistics.mean(g):.3f}, sd "
-              f"{statistics.stdev(g):.3f}; CPU - GPU {diff:+.3f} (standard error {se:.3f}, Welch t {diff / se:+.2f})")
-        print("  sorted: " + " ".join(f"{v:.2f}" for v in sorted(cpu)))
+        other = [last_k_minimum(a, K) for a in runs]
+        g = [last_k_minimum(a, K) for a in gpu[name]["val_acc"].values()]
+        diff = statistics.mean(other) - statistics.mean(g)
+        se = (statistics.variance(other) / len(other) + statistics.variance(g) / len(g)) ** 0.5
+        print(f"\n{name}, {where}: {len(other)} seeds, mean {statistics.mean(other):.3f}, sd "
+              f"{statistics.stdev(other):.3f}; minus the 28 below: {diff:+.3f} (standard error {se:.3f}, "
+              f"Welch t {diff / se:+.2f})")
+        print("  sorted: " + " ".join(f"{v:.2f}" for v in sorted(other)))
 
 
 def main() -> None:
     data = json.loads((HERE / "fresh-seeds.json").read_text())
     print(data["source"])
-    cpu_beside(data["models"])
+    beside(data["models"])
     rng = random.Random(0)
     for name, m in data["models"].items():
         minima = [last_k_minimum(a, K) for a in m["val_acc"].values()]
