@@ -41,8 +41,7 @@ from space.spec import ArchSpec, count_params
 from search import stopping
 from search.data import Split
 from search.device import describe as describe_device, resolve as resolve_device
-from search.train import (TrainResult, _ema_update, affine_apply, affine_theta, ema_decay, make_scheduler,
-                          training_memory_format)
+from search.train import TrainResult, Updates, affine_apply, affine_theta, training_memory_format
 
 
 def stack_states(states: list[dict]) -> dict:
@@ -128,25 +127,19 @@ def train_stacked(spec: ArchSpec, cfg: TrainConfig, split: Split, seeds: list[in
     memory_format = (torch.channels_last if copies > 1 and device.type == "cpu"
                      else training_memory_format(spec, device))
     model = model.to(device, memory_format=memory_format)
-    decay_now = {"decay": 0.0}
-    averaged = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=_ema_update(decay_now), use_buffers=True)
-                if cfg.ema else None)
-    scored = averaged.module if averaged is not None else model
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     x_all, y_all = split.train_images.to(device), split.train_labels.to(device)
     eval_images, eval_labels = split.eval_images.to(device), split.eval_labels.to(device)
     n = len(y_all)
-    sched, per_batch = make_scheduler(opt, cfg, steps_per_epoch=math.ceil(n / cfg.batch_size))
+    updates = Updates(model, cfg, steps_per_epoch=math.ceil(n / cfg.batch_size))
     augment = cfg.rotation or cfg.shift or cfg.scale
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     where = describe_device(device)
     results = [TrainResult(None, spec, dataclasses.replace(cfg, seed=s), split.eval_name, device=where) for s in seeds]
     ev = split.eval_name
-    updates = 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        lr = opt.param_groups[0]["lr"]
+        lr = updates.lr
         perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (copies, n)
         loss_sum = torch.zeros(copies, device=device)
         correct = torch.zeros(copies, dtype=torch.long, device=device)
@@ -165,24 +158,15 @@ def train_stacked(spec: ArchSpec, cfg: TrainConfig, split: Split, seeds: list[in
                 # the sum of each copy's mean loss: every copy's weights get its own run's gradient
                 loss = F.cross_entropy(out.reshape(copies * b, -1), y.reshape(-1),
                                        label_smoothing=cfg.label_smoothing) * copies
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if averaged is not None:
-                decay_now["decay"] = ema_decay(updates, cfg.ema)
-                averaged.update_parameters(model)
-                updates += 1
-            if per_batch:
-                sched.step()
+            updates.step(loss)
             with torch.no_grad():
                 out = out.detach().float()
                 loss_sum += F.cross_entropy(out.transpose(1, 2), y, reduction="none",
                                             label_smoothing=cfg.label_smoothing).sum(1)
                 correct += (out.argmax(2) == y).sum(1)
-        lr_end = opt.param_groups[0]["lr"]
-        if sched and not per_batch:
-            sched.step()
-        scores = evaluate_stacked(scored, eval_images, eval_labels, copies)
+        lr_end = updates.lr
+        updates.end_epoch()
+        scores = evaluate_stacked(updates.scored, eval_images, eval_labels, copies)
         seconds = time.perf_counter() - t0
         records = []
         for r, (ev_loss, ev_acc), ls, c in zip(results, scores, loss_sum.tolist(), correct.tolist()):
@@ -195,6 +179,6 @@ def train_stacked(spec: ArchSpec, cfg: TrainConfig, split: Split, seeds: list[in
         if on_epoch:
             on_epoch(records)
     for i, r in enumerate(results):
-        r.model = unstack_model(scored, spec, i, copies=copies, dropout=cfg.dropout, pooled_dropout=cfg.pooled_dropout)
+        r.model = unstack_model(updates.scored, spec, i, copies=copies, dropout=cfg.dropout, pooled_dropout=cfg.pooled_dropout)
     return results
 

@@ -144,6 +144,46 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
     return None, False
 
 
+class Updates:
+    """The recipe's update rule, one home for train() and search.stacked: SGD with its momentum and
+    weight decay, the schedule (stepped per batch or per epoch: make_scheduler), and the weight
+    average with its warm-up (ema_decay: the first update copies, update t moves the average by
+    1 - ema_decay(t, cfg.ema) towards the live weights; buffers too, so BN's statistics match the
+    averaged weights). `scored` is what each epoch scores and a run returns."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
+        self.model, self.ema = model, cfg.ema
+        self._decay = {"decay": 0.0}
+        self.averaged = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=_ema_update(self._decay),
+                                                            use_buffers=True) if cfg.ema else None)
+        self.scored = self.averaged.module if self.averaged is not None else model
+        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
+        self.sched, self.per_batch = make_scheduler(self.opt, cfg, steps_per_epoch)
+        self.steps = 0
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One batch: the gradient of `loss`, the SGD step, the average's update, a per-batch schedule."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.averaged is not None:
+            self._decay["decay"] = ema_decay(self.steps, self.ema)
+            self.averaged.update_parameters(self.model)
+        self.steps += 1
+        if self.per_batch:
+            self.sched.step()
+
+    def end_epoch(self) -> None:
+        """A per-epoch schedule (StepLR) steps here."""
+        if self.sched and not self.per_batch:
+            self.sched.step()
+
+
 def _progress(iterable, quiet: bool, **kw):
     if quiet or not sys.stderr.isatty():
         return iterable
@@ -179,20 +219,11 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
     memory_format = training_memory_format(spec, device)
     model = build_model(spec, dropout=cfg.dropout, pooled_dropout=cfg.pooled_dropout).to(
         device, memory_format=memory_format)
-    # the averaged copy (buffers too: BN's statistics must match the averaged weights); the first
-    # update copies the weights, update t moves them by 1 - ema_decay(t, cfg.ema) towards the live ones
-    decay_now = {"decay": 0.0}
-    averaged = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=_ema_update(decay_now), use_buffers=True)
-                if cfg.ema else None)
-    updates = 0
-    scored = averaged.module if averaged is not None else model  # what each epoch scores and train returns
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
     # the whole split moves once (uint8: 47 MB for all 60,000); on the CPU .to() is a no-op
     x_all, y_all = split.train_images.to(device), split.train_labels.to(device)
     eval_images, eval_labels = split.eval_images.to(device), split.eval_labels.to(device)
     n = len(y_all)
-    sched, per_batch = make_scheduler(opt, cfg, steps_per_epoch=math.ceil(n / cfg.batch_size))
+    updates = Updates(model, cfg, steps_per_epoch=math.ceil(n / cfg.batch_size))
     augment = cfg.rotation or cfg.shift or cfg.scale
     # what bf16 covers is said once, at PRECISIONS (space/recipe.py); scoring runs outside this context
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
@@ -204,7 +235,7 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
     for epoch in _progress(range(1, cfg.epochs + 1), quiet, desc="epochs"):
         t0 = time.perf_counter()
         model.train()
-        lr = opt.param_groups[0]["lr"]
+        lr = updates.lr
         perm = torch.randperm(n, generator=gen).to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
@@ -220,24 +251,15 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
             with autocast:
                 out = model(normalise(x).contiguous(memory_format=memory_format))
                 loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if averaged is not None:
-                decay_now["decay"] = ema_decay(updates, cfg.ema)
-                averaged.update_parameters(model)
-                updates += 1
-            if per_batch:
-                sched.step()
+            updates.step(loss)
             # accumulate as tensors: no .item() sync per batch
             loss_sum += loss.detach() * len(y)
             correct += (out.detach().argmax(1) == y).sum()
             if progress:
                 progress.step()
-        lr_end = opt.param_groups[0]["lr"]
-        if sched and not per_batch:
-            sched.step()
-        ev_loss, ev_acc, _ = evaluate(scored, eval_images, eval_labels)
+        lr_end = updates.lr
+        updates.end_epoch()
+        ev_loss, ev_acc, _ = evaluate(updates.scored, eval_images, eval_labels)
         rec = {"epoch": epoch, "lr": lr, "lr_end": lr_end, "train_loss": loss_sum.item() / n,
                "train_acc": 100.0 * correct.item() / n, f"{ev}_loss": ev_loss, f"{ev}_acc": ev_acc,
                "seconds": time.perf_counter() - t0}
@@ -250,5 +272,5 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
         if on_epoch:
             on_epoch(rec)
     # callers save, export and evaluate on the CPU, in the default layout
-    result.model = scored.to("cpu", memory_format=torch.contiguous_format)
+    result.model = updates.scored.to("cpu", memory_format=torch.contiguous_format)
     return result
