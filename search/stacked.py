@@ -155,15 +155,12 @@ def train_stacked(spec: ArchSpec, cfg: TrainConfig, split: Split, seeds: list[in
             with autocast:
                 out = per_copy(model(stacked_inputs(normalise(x), copies).contiguous(memory_format=memory_format)),
                                copies)  # (copies, b, classes)
-                # the sum of each copy's mean loss: every copy's weights get its own run's gradient
-                loss = F.cross_entropy(out.reshape(copies * b, -1), y.reshape(-1),
-                                       label_smoothing=cfg.label_smoothing) * copies
-            updates.step(loss)
-            with torch.no_grad():
-                out = out.detach().float()
-                loss_sum += F.cross_entropy(out.transpose(1, 2), y, reduction="none",
-                                            label_smoothing=cfg.label_smoothing).sum(1)
-                correct += (out.argmax(2) == y).sum(1)
+                losses = F.cross_entropy(out.transpose(1, 2), y, reduction="none",
+                                         label_smoothing=cfg.label_smoothing)  # (copies, b)
+            # the sum of each copy's mean loss: every copy's weights get its own run's gradient
+            updates.step(losses.mean(1).sum())
+            loss_sum += losses.detach().sum(1)
+            correct += (out.detach().argmax(2) == y).sum(1)
         lr_end = updates.lr
         updates.end_epoch()
         scores = evaluate_stacked(updates.scored, eval_images, eval_labels, copies)
