@@ -44,7 +44,6 @@ PRUNERS = {
 }
 
 
-
 def pruner_judges(epoch: int, *, epochs: int, k: int) -> bool:
     """Whether the pruner is asked about this epoch: not inside the last K epochs, the ones the score
     is the minimum of. By then at least (epochs - K) / epochs of the trial's cost is spent (80 % of a

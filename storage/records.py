@@ -251,9 +251,10 @@ def seeds_met(row) -> set[int]:
     """The verify seeds a row records as having met the test set: its finished ones and those it
     lists as started (a PartialRow's `met`) or stopped midway (a VerifyRow's `stopped`); any row
     kind, SeedRuns included."""
-    stopped = getattr(row, "stopped", None)
-    if not isinstance(stopped, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in stopped):
-        stopped = ()  # not seeds: a confirm row's race stop, or a damaged list (never its characters counted)
+    try:
+        stopped = _seed_list(getattr(row, "stopped", None) or [])
+    except ValueError:  # not seeds: a confirm row's race stop, or a damaged list (never its characters counted)
+        stopped = []
     return set(row.results) | set(getattr(row, "met", None) or ()) | set(stopped)
 
 

@@ -76,8 +76,9 @@ def report(*, study_name: str, storage: str | None = None, top: int = 10, plots:
                "top": [trial_dict(t) for t in order[:top]], "pareto_front": [t.number for _, _, t in front],
                "find": records.find_attrs(study.user_attrs),  # as stored
                "cost": study_cost(study)}
-        if records.verify_command_attrs(study.user_attrs):  # the `verify` command's runs, as stored
-            out["verify"] = records.verify_command_attrs(study.user_attrs)
+        command_runs = records.verify_command_attrs(study.user_attrs)  # the `verify` command's, as stored
+        if command_runs:
+            out["verify"] = command_runs
         if plots:
             _write_plots(study, order, front, plots, top)
         print(json.dumps(out, indent=1))
