@@ -1,0 +1,67 @@
+"""Write the design-check's spec files (issue 26's under3k: is the missing tenth in the design?).
+
+Each variant is under3762's family (linear-depthwise separable units, bn-relu, GAP, 1x1 head) at
+3,000 parameters or less, or the factorized family, written in a compact form: a first 3x3
+convolution's width, then blocks of units, a 2x2 max-pool between blocks, each block padded or
+valid. A unit "s W" is a linear depthwise 3x3 then a 1x1 to W (Xception's pair, as under3762);
+"f W" is a factorized 3x3 (3x1 then 1x3, op fconv). Run from the repository root:
+
+    .venv/bin/python experiments/design-check/make.py      # writes experiments/design-check/specs/*.json
+"""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from space.spec import ArchSpec, count_params, validate  # noqa: E402
+
+HERE = Path(__file__).parent
+BUDGET = 3000  # issue 26: at most 3,000 parameters
+
+# name: (first conv width, [(padding, [units])...], why)
+VARIANTS = {
+    "base": (10, [(1, ["s14", "s9"]), (1, ["s13", "s21", "s23"]), (0, ["s15", "s10"])],
+             "under3762 with every width x0.87 (the prior's own scaling to 3,000): 2,999 parameters"),
+    "pad3": (10, [(1, ["s14", "s9"]), (1, ["s13", "s21", "s23"]), (1, ["s15", "s10"])],
+             "base with its 7x7 block padded: the same parameters, 49 positions per unit instead of 25 and 9"),
+    "wide7": (8, [(1, ["s10"]), (1, ["s12", "s16", "s18"]), (1, ["s20", "s18", "s13"])],
+              "capacity moved to 7x7 (the public notes' idea): one unit at 28x28, three padded at 7x7"),
+    "deep14": (10, [(1, ["s12", "s8"]), (1, ["s12", "s16", "s18", "s19"]), (1, ["s14", "s10"])],
+               "one more unit at 14x14, narrower, block 3 padded"),
+    "fconv": (8, [(1, ["f9"]), (1, ["f10", "f12"]), (0, ["f12"])],
+              "the factorized family (the public 3,197-parameter design's 3x1/1x3 convolutions) in this layout"),
+}
+
+
+def layers(first: int, blocks: list) -> list[dict]:
+    out = [{"op": "conv", "out": first, "kernel": 3, "padding": 1}]
+    cin = first
+    for i, (pad, units) in enumerate(blocks):
+        if i:
+            out.append({"op": "maxpool"})
+        for u in units:
+            kind, w = u[0], int(u[1:])
+            if kind == "s":
+                out += [{"op": "conv", "out": cin, "kernel": 3, "padding": pad, "groups": cin, "linear": True},
+                        {"op": "conv", "out": w, "kernel": 1}]
+            else:
+                out.append({"op": "fconv", "out": w, "kernel": 3, "padding": pad})
+            cin = w
+    return out + [{"op": "gap"}, {"op": "head", "out": 10, "kernel": 1}]
+
+
+def main() -> None:
+    (HERE / "specs").mkdir(exist_ok=True)
+    for name, (first, blocks, why) in VARIANTS.items():
+        spec = ArchSpec.from_dict({"name": name, "description": why, "order": "bn-relu", "bias": False,
+                                   "batchnorm": True, "in_channels": 1, "num_classes": 10,
+                                   "layers": layers(first, blocks)})
+        validate(spec)
+        n = count_params(spec)
+        assert n <= BUDGET, (name, n)
+        (HERE / "specs" / f"{name}.json").write_text(spec.to_json() + "\n")
+        print(f"{name:8s} {n:5d}  {why}")
+
+
+if __name__ == "__main__":
+    main()
