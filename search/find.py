@@ -600,7 +600,7 @@ def find(config: FindConfig) -> int:
         print(f"\nno candidate held yet: {'confirming the next candidate' if pending else 'searching on'}", flush=True)
     notes.refresh_study_note(study)
     found = FindRecord.of(study)
-    print(f"candidates that met the test set: {len(found.tests_used)}")
+    print(f"candidates that met the test set: {len(found.candidates_tested())}")
     if verified is None and not candidates:
         print(f"FAIL: no trial under {config.search.max_params:,} parameters reached the bar {config.bar:.2f} on "
               f"validation; nothing met the test set (lower --min-robust, or search on with a larger --n-trials)")

@@ -182,7 +182,7 @@ def export_verified(*, study_name: str, storage: str | None = None, trial: str =
         "trained_on": trained_on + " (seed 1 of the verify stage)", "provenance": run.to_stored() if run else None, "exported_by": made_by(),
         "test_acc_per_epoch": seed1, "test_acc": seed1[-1],
         "verify": verified.to_stored(), "confirm": confirm.to_stored() if confirm else {},
-        "tests_used": list(found.tests_used), "test_set_uses": found.test_set_uses().to_stored(),
+        "tests_used": list(found.candidates_tested()), "test_set_uses": found.test_set_uses().to_stored(),
         "protocol": _protocol(verified),
     }, out, onnx)
     spec_json, card = write_model_card(out, meta)

@@ -478,9 +478,9 @@ def _ints(v, key: str) -> list[int]:
 
 @dataclass(frozen=True, kw_only=True)
 class TestSetUses(Stored):
-    """How often a study's test set was used: candidates that met it, seeds trained and scored on it
-    by find (each a use), stored runs judged again at another target (each a use), seeds the `verify`
-    command trained on it (each a use)."""
+    """How often a study's test set was used: candidates that met it (find's and the `verify`
+    command's), seeds trained and scored on it by find (each a use), stored runs judged again at
+    another target (each a use), seeds the `verify` command trained on it (each a use)."""
     __test__ = False
     candidates: int
     seeds: int
@@ -776,8 +776,18 @@ class FindRecord:
 
     @property
     def tests_used(self) -> tuple[int, ...]:
+        """The candidates `find` let meet the test set, in order (what its --top caps)."""
         used = self._single(TestsUsed)
         return used.trials if used else ()
+
+    def candidates_tested(self) -> tuple[int, ...]:
+        """Every trial that met the test set in this study: find's candidates in the order they met
+        it, then those only the `verify` command tested, in stored order (each trial once)."""
+        out = list(self.tests_used)
+        for run in self.verify_command_runs():
+            if run.met and run.trial not in out:
+                out.append(run.trial)
+        return tuple(out)
 
     @property
     def rejudged(self) -> tuple[RejudgeEvent, ...]:
@@ -820,5 +830,5 @@ class FindRecord:
         seeds = sum(r.test_seeds for r in [*self.runs("verify").values(), *self.in_progress("verify").values()])
         command = sum(len(set(r.met)) for r in self.verify_command_runs())
         rejudged = len(self.rejudged)
-        return TestSetUses(candidates=len(self.tests_used), seeds=seeds, rejudged=rejudged,
+        return TestSetUses(candidates=len(self.candidates_tested()), seeds=seeds, rejudged=rejudged,
                            verify_command_seeds=command or None, total=seeds + rejudged + command)

@@ -173,6 +173,13 @@ def test_every_seed_the_verify_command_started_is_counted():
     assert [r.verdict for r in found.verify_command_runs()] == ["FAIL", None]
     uses = found.test_set_uses()
     assert uses.verify_command_seeds == 5 and uses.total == 5 and uses.seeds == 0
+    # the trial the command tested is a candidate that met the test set, once however often it ran
+    assert found.candidates_tested() == (2,) and uses.candidates == 1
+    records.save(study, records.TestsUsed(trials=(5, 2)))  # find's own, met first, keep their order
+    records.save(study, records.VerifyCommandRun(trial=9, started="2026-12-01T01:00:00.000003+00:00", met=[]))
+    assert records.FindRecord.of(study).candidates_tested() == (5, 2)  # a run that met nothing: not one
+    records.save(study, records.VerifyCommandRun(trial=9, started="2026-12-01T01:00:00.000003+00:00", met=[1]))
+    assert records.FindRecord.of(study).candidates_tested() == (5, 2, 9)
     assert records.FindRecord.of(optuna.create_study()).test_set_uses().to_stored() == {
         "candidates": 0, "seeds": 0, "rejudged": 0, "total": 0}  # the stored form as it always was
     assert "verify:2:damaged" not in records.settings_attrs(study.user_attrs)
