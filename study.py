@@ -466,7 +466,8 @@ def search_flags(n_trials: int = 20, timeout: str = "stop starting trials after 
         flag("--workers", type=count, help="worker processes, one thread each (default: one per core)"),
         flag("--max-params", type=count, help=f"budget: fewer than this (default {MAX_PARAMS})" + fixed),
         flag("--epochs", type=count, help=f"epochs per trial (default {EPOCH_LIMIT})" + fixed),
-        flag("--pruner", choices=tuple(PRUNERS), help="default median" + kept),
+        flag("--pruner", choices=tuple(PRUNERS),
+             help="default median; median-draws: start points neither judged nor in the median" + kept),
         flag("--sampler", choices=tuple(SAMPLERS), help="default tpe" + kept),
         flag("--objective", choices=OBJECTIVES,
              help="consistency (default): min val acc over the last K epochs; pareto: that and params "

@@ -209,6 +209,41 @@ def test_pruner_stops_a_weak_trial_and_records_why(tmp_path, tiny_root):
     assert len(t.user_attrs["epochs"]) == JUDGED_FROM
 
 
+def test_median_draws_judges_draws_against_draws_only(tmp_path):
+    """find-3400: four strong start points set the median and 29 of 35 draws were cut at epoch 2.
+    Under "median-draws" a start point (enqueued: "fixed_params"; or a retry of one) neither sets
+    the median nor is judged; draws are judged once 4 draws are complete."""
+    study = optuna.create_study(study_name="d", storage=open_storage(f"sqlite:///{tmp_path}/d.db", create=True),
+                                direction="maximize", pruner=make_pruner("median-draws", 15))
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    curve = lambda v: {s: v for s in range(1, 16)}
+
+    def add(value, **system_attrs):
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=value,
+                                                  intermediate_values=curve(value), system_attrs=system_attrs))
+
+    def judged(value, step=JUDGED_FROM, **system_attrs):
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params={"x": 0.5},
+                                                  distributions=dist, system_attrs=system_attrs,
+                                                  intermediate_values={s: value for s in range(1, step + 1)}))
+        return study.pruner.prune(study, study.get_trials(deepcopy=False)[-1])
+
+    for _ in range(4):
+        add(99.5, fixed_params={"x": 0.5})  # strong start points
+    assert not judged(90.0)  # no draw complete yet: a weak draw goes on (MedianPruner would cut it)
+    assert make_pruner("median", 15).prune(study, study.get_trials(deepcopy=False)[-1])
+    for v in (97.0, 98.0, 98.5):
+        add(v)
+    assert not judged(90.0)  # three draws complete: still the startup
+    add(99.0)  # the fourth: the draws' median at epoch 2 is 98.25
+    assert judged(98.0) and not judged(98.5)
+    assert not judged(98.0, step=JUDGED_FROM - 1)  # before the first judged epoch
+    assert not judged(50.0, fixed_params={"x": 0.5})  # a start point is never judged
+    first = len(study.trials) - 1  # ... nor its retry after a stop (search.runner.retry_stopped_trials)
+    assert not judged(50.0, failed_trial=first, retry_history=[first])
+    assert judged(float("nan"))
+
+
 def test_the_pruner_never_judges_the_epochs_the_score_is_made_of(tmp_path, tiny_root):
     """Inside the last K epochs the trial is let finish: find-3400's trial 22 was cut after epoch 13
     of 15 at 99.27, over the bar 99.25 (search.config.pruner_judges)."""
@@ -452,7 +487,7 @@ def _one_trial_study(tmp_path, name, space=None, n_trials=2, **kw):
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
-@pytest.mark.parametrize("pruner", ["median", "hyperband", "asha", "none"])
+@pytest.mark.parametrize("pruner", ["median", "median-draws", "hyperband", "asha", "none"])
 def test_every_sampler_and_pruner_name_runs_a_tiny_study(tmp_path, sampler, pruner):
     from search.config import PRUNERS, SAMPLERS
     assert sampler in SAMPLERS and pruner in PRUNERS
