@@ -6,8 +6,6 @@ library knows it.
 """
 from __future__ import annotations
 
-import math
-import statistics
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import optuna
@@ -38,14 +36,27 @@ def is_start_point(trial, trials: dict) -> bool:
     return "fixed_params" in trial.system_attrs or "fixed_params" in first.system_attrs
 
 
+class _DrawsOnly:
+    """What Optuna's percentile pruner reads of a study (its direction, its complete trials), with
+    the start points left out."""
+
+    def __init__(self, study: optuna.Study, trials: dict):
+        self.direction = study.direction
+        self._draws = [t for t in trials.values() if not is_start_point(t, trials)]
+
+    def get_trials(self, deepcopy: bool = False, states=None) -> list:
+        return [t for t in self._draws if states is None or t.state in states]
+
+
 class DrawsMedianPruner(optuna.pruners.BasePruner):
-    """The median rule among the sampler's own draws: a drawn trial is cut at epoch k (from
-    `n_warmup_steps`) when its score is below the median of the complete *drawn* trials at epoch k,
-    once `n_startup_trials` of them are complete; start points are neither judged nor part of the
-    median. Why: strong start points set a median that TPE's first draws cannot pass at epoch 2
-    (find-3400: 29 of 35 draws cut there, one draw completed, so TPE learnt little). Replayed on the
-    committed studies' curves (experiments/proxy, pruner-replay-variants.txt): 18 % more search epochs
-    than "median" and half the top-3 trials cut (4 against 8), the trade `--pruner` lets a study take.
+    """Optuna's MedianPruner among the sampler's own draws: start points are never judged and never
+    part of the median. A drawn trial is cut at epoch k (from `n_warmup_steps`) when its best score
+    so far is below the median of the complete *draws'* scores at epoch k, once `n_startup_trials`
+    draws are complete: Optuna's own rule (optuna.pruners.MedianPruner.prune runs, on a view of the
+    study without the start points), so with no start point it decides as "median" does. Why:
+    strong start points set a median that TPE's first draws cannot pass at epoch 2 (find-3400: 29 of
+    35 draws cut there, one draw completed, so TPE learnt little). The replay of both rules on the
+    committed studies' curves is in experiments/proxy/README.md.
 
     >>> import optuna
     >>> def objective(trial):
@@ -68,26 +79,13 @@ class DrawsMedianPruner(optuna.pruners.BasePruner):
     """
 
     def __init__(self, *, n_startup_trials: int = 4, n_warmup_steps: int = JUDGED_FROM):
-        self._startup, self._warmup = n_startup_trials, n_warmup_steps
+        self._median = optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps)
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        step = trial.last_step
-        if step is None or step < self._warmup:
-            return False
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         if is_start_point(trial, trials):
             return False
-        draws = [t for t in trials.values() if t.state == optuna.trial.TrialState.COMPLETE
-                 and not is_start_point(t, trials)]
-        if len(draws) < self._startup:
-            return False
-        at_step = [t.intermediate_values[step] for t in draws if step in t.intermediate_values]
-        if not at_step:
-            return False
-        median, score = statistics.median(at_step), trial.intermediate_values[step]
-        if math.isnan(score):
-            return True
-        return score < median if study.direction == optuna.study.StudyDirection.MAXIMIZE else score > median
+        return self._median.prune(_DrawsOnly(study, trials), trial)
 
 
 PRUNERS = {

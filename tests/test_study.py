@@ -242,6 +242,35 @@ def test_median_draws_judges_draws_against_draws_only(tmp_path):
     first = len(study.trials) - 1  # ... nor its retry after a stop (search.runner.retry_stopped_trials)
     assert not judged(50.0, failed_trial=first, retry_history=[first])
     assert judged(float("nan"))
+    # Optuna's rule: the draw's best score so far against the median at this epoch (98.6 at epoch 2
+    # clears 98.25; its dip to 98.0 at epoch 3 is still judged by its best)
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params={"x": 0.5},
+                                              distributions=dist, intermediate_values={1: 95.0, 2: 98.6, 3: 98.0}))
+    assert not study.pruner.prune(study, study.get_trials(deepcopy=False)[-1])
+    draw = len(study.trials) - 1  # a retry of a draw is a draw: judged
+    assert judged(90.0, failed_trial=draw, retry_history=[draw])
+
+
+def test_median_draws_decides_as_median_where_there_is_no_start_point():
+    """Without start points the two pruners are one rule (Optuna's MedianPruner runs inside)."""
+    import random
+    rng = random.Random(0)
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for _ in range(12):
+        curve = {s: rng.uniform(90, 99.5) for s in range(1, 16)}
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=curve[15],
+                                                  intermediate_values=curve))
+    decisions = {"median": [], "median-draws": []}
+    for _ in range(200):
+        step = rng.randint(1, 14)
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params={"x": 0.5},
+                                                  distributions=dist,
+                                                  intermediate_values={s: rng.uniform(90, 99.5) for s in range(1, step + 1)}))
+        t = study.get_trials(deepcopy=False)[-1]
+        for name in decisions:
+            decisions[name].append(make_pruner(name, 15).prune(study, t))
+    assert decisions["median"] == decisions["median-draws"] and 5 < sum(decisions["median"]) < 195  # both verdicts occur
 
 
 def test_the_pruner_never_judges_the_epochs_the_score_is_made_of(tmp_path, tiny_root):
