@@ -90,11 +90,13 @@ class DrawsMedianPruner(optuna.pruners.BasePruner):
 
 PRUNERS = {
     # Judged from epoch JUDGED_FROM (Optuna judges steps >= n_warmup_steps; a trial's steps are its
-    # epochs, from 1). Replayed on the stored curves of every committed study
-    # (experiments/proxy/pruner_replay.py, 2,935 search epochs, 41 top-3 complete trials), the median
-    # rule judged from epoch 2 runs 15 % fewer search epochs than from epoch 4 (2,229 against 2,635)
-    # and cuts no more of the studies' top-3 trials (7 against 7) nor bests (2 against 3); from epoch 1
-    # saves 29 % but cuts two more top-3 trials. Epoch 3 was judged once by mistake (n_warmup_steps=3
+    # epochs, from 1). Replayed with Optuna's rule on the stored curves of every committed study
+    # (experiments/proxy/pruner-replay-2026-12-01.txt: 3,220 search epochs, 46 top-3 complete trials),
+    # the median rule judged from epoch 2 runs 14 % fewer search epochs than from epoch 4 (2,541
+    # against 2,970) and cuts no more of the studies' top-3 trials (4 against 4) nor bests (0 against
+    # 1); from epoch 1 saves 17 % more but cuts twice the top-3 trials (8). (The first replay, which
+    # compared a trial's score at the epoch rather than its best so far, said the same: 2,229 against
+    # 2,635 epochs, 7 against 7 top-3 trials.) Epoch 3 was judged once by mistake (n_warmup_steps=3
     # with a comment promising 1-3): that and the lessons of results/find-5k-v2.db are in docs/studies.md.
     "median": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=JUDGED_FROM),
     "median-draws": lambda epochs: DrawsMedianPruner(n_startup_trials=4, n_warmup_steps=JUDGED_FROM),

@@ -4,8 +4,10 @@ Nothing is trained.
 
 Rule replayed (Optuna's MedianPruner as search/config.py sets it, n_startup_trials=4; Optuna's
 percentile pruners compare with COMPLETE trials only): a trial is cut after epoch s >= W when its
-validation accuracy at s is below the median of the values at s of the trials before it (by number)
-that completed, once at least 4 have. A trial keeps
+best validation accuracy up to s is below the median of the values at s of the trials before it (by
+number) that completed, once at least 4 have. Until 2026-12-01 the replay compared the trial's
+value at s instead (stricter where a curve dips; `--at-step` replays that, which is what the
+figures before that date measured). A trial keeps
 its stored curve up to the epoch the replay cuts it; a trial the real pruner cut at epoch e, and the
 replay does not cut by e, is cut at e as it was (its later epochs were never run). Limits: trials
 cut earlier change the medians later trials meet, which the replay follows; trials TPE would have
@@ -19,7 +21,7 @@ is the minimum of; search/config.py: pruner_judges), and --draws-only judges the
 against the median of completed draws only, never a start point (enqueued trials: Optuna's
 "fixed_params"), which in find-3400 set a median that cut 29 of 35 draws at epoch 2.
 
-Run: .venv/bin/python experiments/proxy/pruner_replay.py [W ...] [--window K] [--draws-only]
+Run: .venv/bin/python experiments/proxy/pruner_replay.py [W ...] [--window K] [--draws-only] [--at-step]
      (default W: 1 2 3 4)
 """
 from __future__ import annotations
@@ -50,15 +52,18 @@ def curves(study) -> list[tuple[int, list[float], bool, bool]]:
     return sorted(out)
 
 
-def replay(trials, warmup: int, epochs: int = 15, window: int = 0, draws_only: bool = False) -> tuple[int, list[int]]:
+def replay(trials, warmup: int, epochs: int = 15, window: int = 0, draws_only: bool = False,
+           at_step: bool = False) -> tuple[int, list[int]]:
     """(epochs run, numbers of complete trials cut) under the median rule judged from `warmup` to
-    epoch `epochs - window`; draws_only: start points are never judged nor part of the median."""
+    epoch `epochs - window`; draws_only: start points are never judged nor part of the median;
+    at_step: the trial's score at epoch s meets the median, instead of its best so far (Optuna's)."""
     ran, cut, done = 0, [], []  # done: the curves of the trials before it that completed in the replay
     for number, accs, complete, enqueued in trials:
         kept = len(accs)
         if len(done) >= STARTUP and not (draws_only and enqueued):
             for s in range(max(warmup, 1), min(len(accs), epochs - window) + 1):
-                if accs[s - 1] < statistics.median(c[s - 1] for c in done):
+                score = accs[s - 1] if at_step else max(accs[:s])
+                if score < statistics.median(c[s - 1] for c in done):
                     kept = s
                     break
         ran += kept
@@ -70,7 +75,7 @@ def replay(trials, warmup: int, epochs: int = 15, window: int = 0, draws_only: b
     return ran, cut
 
 
-def main(warmups: list[int], window: int = 0, draws_only: bool = False) -> None:
+def main(warmups: list[int], window: int = 0, draws_only: bool = False, at_step: bool = False) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies = [s for s in studies_in(ROOT / "results")
                if any(len(t.user_attrs.get("epochs", [])) == 15 for t in s.get_trials(deepcopy=False))]
@@ -86,7 +91,7 @@ def main(warmups: list[int], window: int = 0, draws_only: bool = False) -> None:
         n_top3 += len(top3)
         cells = []
         for w in warmups:
-            ran, cut = replay(trials, w, window=window, draws_only=draws_only)
+            ran, cut = replay(trials, w, window=window, draws_only=draws_only, at_step=at_step)
             lost = [n for n in top3 if n in cut]
             totals[w][0] += ran
             totals[w][1] += bool(top3) and top3[0] in cut
@@ -104,8 +109,8 @@ def main(warmups: list[int], window: int = 0, draws_only: bool = False) -> None:
 if __name__ == "__main__":
     args = sys.argv[1:]
     window = int(args[args.index("--window") + 1]) if "--window" in args else 0
-    draws_only = "--draws-only" in args
+    draws_only, at_step = "--draws-only" in args, "--at-step" in args
     ws = [int(a) for i, a in enumerate(args) if a.isdigit() and (i == 0 or args[i - 1] != "--window")]
-    print(f"median rule; judged epochs W..{15 - window}" + ("; draws judged against draws only, start points never"
-                                                          if draws_only else ""))
-    main(ws or [1, 2, 3, 4], window=window, draws_only=draws_only)
+    print(f"median rule ({'score at the epoch' if at_step else 'best score so far, as Optuna'}); judged epochs W..{15 - window}"
+          + ("; draws judged against draws only, start points never" if draws_only else ""))
+    main(ws or [1, 2, 3, 4], window=window, draws_only=draws_only, at_step=at_step)
