@@ -590,7 +590,7 @@ def find(config: FindConfig) -> int:
             break
         met = len(FindRecord.of(study).tests_used)
         if met >= config.top:  # in legs --top caps the candidates that may meet the test set
-            print(f"\n{met} candidates met the test set, --top {config.top}: no more meet it in this study "
+            print(f"\n{met} of find's candidates met the test set, --top {config.top}: no more meet it in this study "
                   f"(raise --top to let more)", flush=True)
             break
         pending = until.why(study)

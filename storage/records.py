@@ -14,7 +14,8 @@ Who writes and who reads each (find: search/find.py; a trial's record: its user 
 | find:winner               | Winner      | find, verify stage           | find, report, export --verified       |
 | find:candidates           | Candidates  | find, confirm stage          | people and tests                      |
 | find:searched             | Searched    | find, search stage           | find (a finished search is read)      |
-| verify:<trial>:<started>  | VerifyCommandRun | `verify` (the command), | report, export (test-set uses)   |
+| verify:<trial>:<started>  | VerifyCommandRun | `verify` (the command), | report, find, export (test-set   |
+|                           |             |                              |   uses, candidates that met it)       |
 |                           |             |   before each seed batch     |                                       |
 | prior                     | Prior       | search/runner.py, new study  | report, the study note (notes.py)     |
 | space and the settings    | StudySettings | search/runner.py (from   | search/config.py (resume, worker),    |
@@ -60,7 +61,7 @@ CONFIRM = "find:confirm:"
 PARTIAL_CONFIRM = "find:partial:confirm:"
 VERIFY = "find:verify:"
 PARTIAL_VERIFY = "find:partial:verify:"
-TESTS_USED = "find:tests_used"  # trial numbers of the candidates that met the test set
+TESTS_USED = "find:tests_used"  # trial numbers of the candidates find let meet the test set
 REJUDGED = "find:rejudged"  # stored test runs judged again at another target / K: each a test-set use
 WINNER = "find:winner"
 CANDIDATES = "find:candidates"  # the confirm stage's order: best seed-robust score first
@@ -436,8 +437,9 @@ class _TrialNumbers:
 
 @dataclass(frozen=True)
 class TestsUsed(_TrialNumbers):
-    """The candidates that met the test set, in the order they met it ("find:tests_used"); each is
-    counted before its first seed is scored."""
+    """The candidates `find` let meet the test set, in the order they met it ("find:tests_used");
+    each is counted before its first seed is scored. With the trials only the `verify` command
+    tested: FindRecord.candidates_tested()."""
     __test__ = False  # not a pytest class
     key: ClassVar[str] = TESTS_USED
 
@@ -782,9 +784,9 @@ class FindRecord:
 
     def candidates_tested(self) -> tuple[int, ...]:
         """Every trial that met the test set in this study: find's candidates in the order they met
-        it, then those only the `verify` command tested, in stored order (each trial once)."""
+        it, then those only the `verify` command tested, by when their run started (each trial once)."""
         out = list(self.tests_used)
-        for run in self.verify_command_runs():
+        for run in sorted(self.verify_command_runs(), key=lambda r: r.started):
             if run.met and run.trial not in out:
                 out.append(run.trial)
         return tuple(out)

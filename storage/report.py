@@ -189,9 +189,10 @@ def find_section(study) -> None:
     found = FindRecord.of(study)
     confirmed, verified = list(found.confirmed().values()), found.verified()
     if not confirmed:
-        command = found.test_set_uses().verify_command_seeds
-        if command:  # a study verified by the `verify` command alone
-            print(f"\ntest-set uses: {command} seeds of `verify` runs")
+        used = found.test_set_uses()
+        if used.verify_command_seeds:  # a study verified by the `verify` command alone
+            print(f"\ncandidates that met the test set: {used.candidates}; "
+                  f"test-set uses: {used.verify_command_seeds} seeds of `verify` runs")
         return
     print("\nfind: confirmed on validation (consistency score per seed; robust = the minimum):")
     print(f"{'trial':>5} {'params':>7}  {'per seed':<28} {'robust':>7}  verified on test")

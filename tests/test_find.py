@@ -145,7 +145,7 @@ def test_find_fails_honestly_when_no_candidate_holds_the_target(cli, tmp_path):
     # in legs --top caps the candidates that may meet the test set: with 1, the first failure ends it
     r = cli("find", "--study-name", "g1", "--target", "100", "--min-robust", "0", "--max-seeds", "2",
             "--train-limit", "20", "-o", "m.pt2", *LEGS, "--top", "1", cwd=tmp_path, check=False)
-    assert r.returncode == 1 and "1 candidates met the test set, --top 1: no more meet it" in r.stdout
+    assert r.returncode == 1 and "1 of find's candidates met the test set, --top 1: no more meet it" in r.stdout
     assert "(leg 2)" not in r.stdout and len(load(tmp_path, "g1").trials) == 1
     # the bar keeps a trial below it from pausing the search: nothing to confirm, no test-set use
     r = cli("find", "--study-name", "g2", "--target", "100", "-o", "m.pt2", *LEGS, cwd=tmp_path, check=False)

@@ -158,7 +158,7 @@ def test_every_verify_seed_that_met_the_test_set_is_counted_finished_or_not():
     assert 7 not in found.verified() and found.runs("verify")[7].test_seeds == 1
 
 
-def test_every_seed_the_verify_command_started_is_counted():
+def test_every_seed_the_verify_command_started_is_counted(capsys):
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study()
@@ -175,11 +175,15 @@ def test_every_seed_the_verify_command_started_is_counted():
     assert uses.verify_command_seeds == 5 and uses.total == 5 and uses.seeds == 0
     # the trial the command tested is a candidate that met the test set, once however often it ran
     assert found.candidates_tested() == (2,) and uses.candidates == 1
+    from storage.report import find_section
+    find_section(study)  # report: a study only the command tested
+    assert "candidates that met the test set: 1; test-set uses: 5 seeds of `verify` runs" in capsys.readouterr().out
     records.save(study, records.TestsUsed(trials=(5, 2)))  # find's own, met first, keep their order
     records.save(study, records.VerifyCommandRun(trial=9, started="2026-12-01T01:00:00.000003+00:00", met=[]))
     assert records.FindRecord.of(study).candidates_tested() == (5, 2)  # a run that met nothing: not one
     records.save(study, records.VerifyCommandRun(trial=9, started="2026-12-01T01:00:00.000003+00:00", met=[1]))
-    assert records.FindRecord.of(study).candidates_tested() == (5, 2, 9)
+    records.save(study, records.VerifyCommandRun(trial=8, started="2026-11-30T01:00:00.000004+00:00", met=[1]))
+    assert records.FindRecord.of(study).candidates_tested() == (5, 2, 8, 9)  # the command's by when they ran
     assert records.FindRecord.of(optuna.create_study()).test_set_uses().to_stored() == {
         "candidates": 0, "seeds": 0, "rejudged": 0, "total": 0}  # the stored form as it always was
     assert "verify:2:damaged" not in records.settings_attrs(study.user_attrs)
