@@ -18,8 +18,8 @@ studies' own history).
 
 Variants (2026-11-30, after find-3400): --window K judges no epoch of the last K (the ones the score
 is the minimum of; search/config.py: pruner_judges), and --draws-only judges the sampler's draws
-against the median of completed draws only, never a start point (enqueued trials: Optuna's
-"fixed_params"), which in find-3400 set a median that cut 29 of 35 draws at epoch 2.
+against the median of completed draws only, never a start point (search.config.is_start_point, as
+`--pruner median-draws` tells them: enqueued, or a retry of an enqueued trial), which in find-3400 set a median that cut 29 of 35 draws at epoch 2.
 
 Run: .venv/bin/python experiments/proxy/pruner_replay.py [W ...] [--window K] [--draws-only] [--at-step]
      (default W: 1 2 3 4)
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
 
+from search.config import is_start_point  # noqa: E402
 from storage.db import studies_in  # noqa: E402
 
 STARTUP = 4  # MedianPruner(n_startup_trials=4): no trial is cut before 4 trials have finished
@@ -44,11 +45,12 @@ def curves(study) -> list[tuple[int, list[float], bool, bool]]:
     """(number, validation accuracy per epoch as stored, complete?, enqueued?) of every trial that
     trained."""
     out = []
-    for t in study.get_trials(deepcopy=False):
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for t in trials.values():
         accs = [e["val_acc"] for e in t.user_attrs.get("epochs", [])]
         if accs and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
             out.append((t.number, accs, t.state == optuna.trial.TrialState.COMPLETE,
-                        "fixed_params" in t.system_attrs))
+                        is_start_point(t, trials)))
     return sorted(out)
 
 
