@@ -4,7 +4,10 @@ Each variant is under3762's family (linear-depthwise separable units, bn-relu, G
 3,000 parameters or less, or the factorized family, written in a compact form: a first 3x3
 convolution's width, then blocks of units, a 2x2 max-pool between blocks, each block padded or
 valid. A unit "s W" is a linear depthwise 3x3 then a 1x1 to W (Xception's pair, as under3762);
-"f W" is a factorized 3x3 (3x1 then 1x3, op fconv). Run from the repository root:
+"f W" is a factorized 3x3 (3x1 then 1x3, op fconv). Round 2 (more parameters per unit's worth):
+"g W" is "s W" with its 1x1 in 2 groups (ShuffleNet's grouped pointwise, half the weights; units
+alternate with full 1x1s so the groups mix); "p W" is a 1x1 alone, no depthwise before it. Run from
+the repository root:
 
     .venv/bin/python experiments/design-check/make.py      # writes experiments/design-check/specs/*.json
 """
@@ -30,6 +33,11 @@ VARIANTS = {
                "one more unit at 14x14, narrower, block 3 padded"),
     "fconv": (8, [(1, ["f9"]), (1, ["f10", "f12"]), (0, ["f12"])],
               "the factorized family (the public 3,197-parameter design's 3x1/1x3 convolutions) in this layout"),
+    # round 2: where else can 3,000 parameters buy width?
+    "gpw": (10, [(1, ["s14", "g12"]), (1, ["s14", "g24", "s24"]), (0, ["g16", "s11"])],
+            "base with every other 1x1 in 2 groups (ShuffleNet's grouped pointwise), the saving spent on width"),
+    "pwlast": (10, [(1, ["s14", "s10"]), (1, ["s13", "s22", "s24"]), (0, ["s15", "p10"])],
+               "base without its last depthwise 3x3 (GAP over 5x5, not 3x3), the saving spent on width"),
 }
 
 
@@ -41,9 +49,12 @@ def layers(first: int, blocks: list) -> list[dict]:
             out.append({"op": "maxpool"})
         for u in units:
             kind, w = u[0], int(u[1:])
-            if kind == "s":
+            if kind in "sg":
+                pointwise = {"op": "conv", "out": w, "kernel": 1} | ({"groups": 2} if kind == "g" else {})
                 out += [{"op": "conv", "out": cin, "kernel": 3, "padding": pad, "groups": cin, "linear": True},
-                        {"op": "conv", "out": w, "kernel": 1}]
+                        pointwise]
+            elif kind == "p":
+                out.append({"op": "conv", "out": w, "kernel": 1})
             else:
                 out.append({"op": "fconv", "out": w, "kernel": 3, "padding": pad})
             cin = w
