@@ -8,6 +8,8 @@ dimension if searches should draw it.
 >>> from space.spec import Layer
 >>> OPS["fconv"].params(Layer("fconv", out=8, padding=1), cin=8, batchnorm=True, bias=False)  # 3x1 + 1x3 + BN
 400
+>>> OPS["fconv"].params(Layer("fconv", out=8, groups=8, linear=True), cin=8, batchnorm=True, bias=False)  # depthwise
+48
 >>> OPS["sconv"].out_size(Layer("sconv", out=8, padding=1), 7)  # a strided 3x3 halves, rounding up
 4
 """
@@ -84,12 +86,17 @@ OPS: dict[str, Op] = {op.name: op for op in (
        word=lambda l: str(l.out) + (f" (groups {l.groups})" if l.groups > 1 else "")),
     # The public 3,197-parameter design's convolution: 3x1 then 1x3 (Inception v3's factorisation),
     # 3*C*W + 3*W*W weights instead of 9*C*W; the pair sees a 3x3 window. One ReLU/BN after the pair.
-    Op("fconv", "factorized 3x3: a 3x1 convolution to `out` channels, then a 1x3 one, then ReLU/BN",
+    # With groups = in = out it is a factorized depthwise 3x3: 6*C weights instead of 9*C, where a
+    # separable net under 3,000 parameters spends about a third of them on depthwise 3x3s
+    # (experiments/design-check's base: 945 of 2,999); `linear` as for conv.
+    Op("fconv", "factorized 3x3: a 3x1 convolution to `out` channels, then a 1x3 one, then ReLU/BN; "
+                "`groups` splits both (depthwise when groups = in = out); `linear`: no ReLU/BN/Dropout after it",
        convolves=True, unit=True, kernels=(3,), downsamples=False,
-       weights=lambda l, cin: 3 * cin * l.out + 3 * l.out * l.out,
-       convs=lambda l, cin, bias, c: [_nn().Conv2d(cin * c, l.out * c, (3, 1), padding=(l.padding, 0), groups=c, bias=bias),
-                                      _nn().Conv2d(l.out * c, l.out * c, (1, 3), padding=(0, l.padding), groups=c, bias=bias)],
-       out_size=_conv_size, rf_step=lambda l, n: (3, 1, l.padding), word=lambda l: f"{l.out}f",
+       weights=lambda l, cin: 3 * (cin // l.groups) * l.out + 3 * (l.out // l.groups) * l.out,
+       convs=lambda l, cin, bias, c: [_nn().Conv2d(cin * c, l.out * c, (3, 1), padding=(l.padding, 0), groups=l.groups * c, bias=bias),
+                                      _nn().Conv2d(l.out * c, l.out * c, (1, 3), padding=(0, l.padding), groups=l.groups * c, bias=bias)],
+       out_size=_conv_size, rf_step=lambda l, n: (3, 1, l.padding),
+       word=lambda l: f"{l.out}f" + (f" (groups {l.groups})" if l.groups > 1 else ""),
        legend="12f: factorized, a 3x1 then a 1x3"),
     # In place of a max-pool: a 3x3 convolution with stride 2 learns its downsampling (public
     # designs under 4K use it); pad 1 maps 28 -> 14 -> 7 -> 4, pad 0 maps 28 -> 13 -> 6 -> 2.

@@ -17,6 +17,8 @@ from space.ops import OPS as OP_TABLE  # noqa: E402  (the registry: one row per 
 OPS = tuple(OP_TABLE)
 ORDERS = ("relu-bn", "bn-relu")  # inside a conv unit: Conv-ReLU-BN (the seed's) or Conv-BN-ReLU
 MAX_WIDTH = 4096  # refuse absurd widths before anything is allocated
+GROUPED_OPS = ("conv", "fconv", "head")  # ops whose convolutions take `groups`
+LINEAR_OPS = ("conv", "fconv")  # ops that may skip their ReLU/BN (`linear`)
 
 
 class SpecError(ValueError):
@@ -45,7 +47,8 @@ class Layer:
     maxpool: 2x2 max-pool, stride 2 (a transition between blocks).
     gap:     global average pooling over whatever spatial size arrives.
     head:    kernel x kernel convolution to the classes; no ReLU/BN/Dropout, its output is the logits.
-    fconv:   factorized 3x3: a 3x1 convolution to `out`, then a 1x3, then ReLU/BN (3*C*W + 3*W*W weights).
+    fconv:   factorized 3x3: a 3x1 convolution to `out`, then a 1x3, then ReLU/BN (3*C*W + 3*W*W weights);
+             `groups` and `linear` as for conv (a linear factorized depthwise: 6*C weights, not 9*C).
     sconv:   strided 3x3: a 3x3 convolution with stride 2 to `out`, then ReLU/BN, in place of a max-pool.
     """
     op: str
@@ -174,8 +177,8 @@ def validate(spec: ArchSpec) -> None:
             raise SpecError(f"{where}: out, kernel, padding and groups must be integers")
         if not isinstance(l.linear, bool):
             raise SpecError(f"{where}: linear must be true or false")
-        if l.linear and l.op != "conv":
-            raise SpecError(f"{where}: linear belongs to conv layers only (the head is linear already)")
+        if l.linear and l.op not in LINEAR_OPS:
+            raise SpecError(f"{where}: linear belongs to conv and fconv layers only (the head is linear already)")
         op = OP_TABLE[l.op]
         if op.convolves:
             if l.kernel not in op.kernels:
@@ -184,14 +187,14 @@ def validate(spec: ArchSpec) -> None:
                 raise SpecError(f"{where}: padding must be 0 or 1 (0 for 1x1)")
             if l.out < 1 or l.out > MAX_WIDTH:
                 raise SpecError(f"{where}: out channels must be between 1 and {MAX_WIDTH}, got {l.out}")
-            if l.groups != 1 and l.op not in ("conv", "head"):
-                raise SpecError(f"{where}: groups belongs to conv and head layers only")
+            if l.groups != 1 and l.op not in GROUPED_OPS:
+                raise SpecError(f"{where}: groups belongs to conv, fconv and head layers only")
             if l.groups < 1 or cin % l.groups or l.out % l.groups:
                 raise SpecError(f"{where}: groups must divide both its input ({cin}) and output "
                                 f"({l.out}) channels, got {l.groups}")
             cin = l.out
         elif l.groups != 1:
-            raise SpecError(f"{where}: groups belongs to conv and head layers only")
+            raise SpecError(f"{where}: groups belongs to conv, fconv and head layers only")
         elif l.op == "maxpool" and n < 2:
             raise SpecError(f"{where}: nothing left to pool (spatial size {n})")
         n = op.out_size(l, n)

@@ -46,7 +46,7 @@ def describe_arch(spec: ArchSpec) -> str:
             l = convs[i]
             pair = l.kernel == 3 and l.groups > 1 and i + 1 < len(convs) and convs[i + 1].kernel == 1
             if pair:  # depthwise (or grouped) 3x3, then the 1x1 that sets the width
-                wide.append(str(convs[i + 1].out))
+                wide.append(str(convs[i + 1].out) + ("f" if l.op == "fconv" else ""))  # "12f": factorized depthwise
                 pads.add(l.padding)
                 separable, i = True, i + 2
                 linear.add(l.linear)

@@ -101,15 +101,15 @@ def test_model6_receptive_field_table_matches_the_seed():
     ({"layers": [{"op": "conv", "out": 8, "groups": 0}, {"op": "gap"}, {"op": "head", "out": 10, "kernel": 1}]},
      "groups must divide"),
     ({"layers": [{"op": "conv", "out": 8}, {"op": "maxpool", "groups": 2}, {"op": "gap"},
-                 {"op": "head", "out": 10, "kernel": 1}]}, "conv and head layers only"),
+                 {"op": "head", "out": 10, "kernel": 1}]}, "conv, fconv and head layers only"),
     ({"layers": [{"op": "conv", "out": 8, "groups": "2"}, {"op": "gap"}, {"op": "head", "out": 10, "kernel": 1}]},
      "integers"),
     ({"layers": [{"op": "conv", "out": 8, "linear": 1}, {"op": "gap"}, {"op": "head", "out": 10, "kernel": 1}]},
      "linear must be true or false"),
     ({"layers": [{"op": "conv", "out": 8}, {"op": "gap"}, {"op": "head", "out": 10, "kernel": 1, "linear": True}]},
-     "linear belongs to conv layers only"),
+     "linear belongs to conv and fconv layers only"),
     ({"layers": [{"op": "conv", "out": 8}, {"op": "maxpool", "linear": True}, {"op": "gap"},
-                 {"op": "head", "out": 10, "kernel": 1}]}, "linear belongs to conv layers only"),
+                 {"op": "head", "out": 10, "kernel": 1}]}, "linear belongs to conv and fconv layers only"),
 ])
 def test_invalid_specs_are_refused_with_a_reason(bad, msg):
     with pytest.raises(SpecError, match=msg):
@@ -223,7 +223,11 @@ def _spec(*layers):
           Layer("sconv", out=16, padding=1), Layer("conv", out=16), Layer("gap"), Layer("head", out=10, kernel=1)),
     _spec(Layer("conv", out=6), Layer("sconv", out=8), Layer("fconv", out=8), Layer("sconv", out=12),
           Layer("gap"), Layer("head", out=10, kernel=1)),
-], ids=["fconv", "sconv-pad1", "sconv-fconv-pad0"])
+    # a linear factorized depthwise 3x3 (3x1 then 1x3, groups = channels) before each 1x1
+    _spec(Layer("conv", out=8, padding=1), Layer("fconv", out=8, padding=1, groups=8, linear=True),
+          Layer("conv", out=12, kernel=1), Layer("maxpool"), Layer("fconv", out=12, groups=12, linear=True),
+          Layer("conv", out=16, kernel=1), Layer("gap"), Layer("head", out=10, kernel=1)),
+], ids=["fconv", "sconv-pad1", "sconv-fconv-pad0", "fconv-depthwise"])
 def test_new_ops_count_size_and_build_as_the_registry_says(spec):
     model = build_model(spec)
     assert sum(p.numel() for p in model.parameters()) == count_params(spec)
@@ -261,8 +265,9 @@ def test_strided_conv_steps_the_receptive_field_like_a_pool():
 
 def test_new_ops_refuse_what_they_cannot_be():
     for bad, says in ((Layer("fconv", out=8, kernel=1), "kernel must be 3"),
-                      (Layer("sconv", out=8, groups=2), "groups belongs to conv and head"),
-                      (Layer("fconv", out=8, linear=True), "linear belongs to conv")):
+                      (Layer("sconv", out=8, groups=2), "groups belongs to conv, fconv and head"),
+                      (Layer("sconv", out=8, linear=True), "linear belongs to conv and fconv"),
+                      (Layer("fconv", out=12, groups=3), "groups must divide")):
         with pytest.raises(SpecError, match=says):
             _spec(Layer("conv", out=8), bad, Layer("gap"), Layer("head", out=10, kernel=1))
 
@@ -280,3 +285,17 @@ def test_a_note_describes_new_ops_by_their_registry_words():
     text = describe_arch(spec)
     assert "[8 12/2, pad 1] → [12f, pad 0] → max-pool → [16f, pad 0]" in text
     assert text.count("factorized, a 3x1 then a 1x3") == 1 and text.count("stride 2, in place of a max-pool") == 1
+
+
+def test_a_factorized_depthwise_counts_six_weights_a_channel_and_reads_as_its_pair():
+    from storage.notes import describe_arch
+    dw = Layer("fconv", out=12, padding=1, groups=12, linear=True)
+    spec = _spec(Layer("conv", out=12, padding=1), dw, Layer("conv", out=16, kernel=1), Layer("gap"),
+                 Layer("head", out=10, kernel=1))
+    plain = _spec(Layer("conv", out=12, padding=1), Layer("conv", out=12, padding=1, groups=12, linear=True),
+                  Layer("conv", out=16, kernel=1), Layer("gap"), Layer("head", out=10, kernel=1))
+    assert count_params(plain) - count_params(spec) == 3 * 12  # 9*C against 6*C; linear: no BN either way
+    model = build_model(spec)
+    assert [m.groups for m in model if isinstance(m, torch.nn.Conv2d)][1:3] == [12, 12]
+    assert "[12 16f, pad 1]" in describe_arch(spec)
+    assert ArchSpec.from_json(spec.to_json()) == spec

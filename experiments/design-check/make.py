@@ -5,7 +5,8 @@ Each variant is under3762's family (linear-depthwise separable units, bn-relu, G
 convolution's width, then blocks of units, a 2x2 max-pool between blocks, each block padded or
 valid. A unit "s W" is a linear depthwise 3x3 then a 1x1 to W (Xception's pair, as under3762);
 "f W" is a factorized 3x3 (3x1 then 1x3, op fconv). Round 2 (more parameters per unit's worth):
-"g W" is "s W" with its 1x1 in 2 groups (ShuffleNet's grouped pointwise, half the weights; units
+"d W" is "s W" with its depthwise factorized (a 3x1 then a 1x3, op fconv with groups: 6 weights a
+channel, not 9); "g W" is "s W" with its 1x1 in 2 groups (ShuffleNet's grouped pointwise, half the weights; units
 alternate with full 1x1s so the groups mix); "p W" is a 1x1 alone, no depthwise before it. Run from
 the repository root:
 
@@ -38,6 +39,10 @@ VARIANTS = {
             "base with every other 1x1 in 2 groups (ShuffleNet's grouped pointwise), the saving spent on width"),
     "pwlast": (10, [(1, ["s14", "s10"]), (1, ["s13", "s22", "s24"]), (0, ["s15", "p10"])],
                "base without its last depthwise 3x3 (GAP over 5x5, not 3x3), the saving spent on width"),
+    "fdw": (10, [(1, ["d15", "d10"]), (1, ["d14", "d22", "d25"]), (0, ["d16", "d11"])],
+            "base with every depthwise 3x3 factorized (6 weights a channel, not 9), the saving spent on width"),
+    "fdw3": (10, [(1, ["d14", "d9"]), (1, ["d13", "d21", "d23"]), (0, ["d15", "d14", "d10"])],
+             "base's widths, depthwise factorized, the saving spent on a third valid unit at 7x7 (7, 5, 3, 1)"),
 }
 
 
@@ -49,10 +54,10 @@ def layers(first: int, blocks: list) -> list[dict]:
             out.append({"op": "maxpool"})
         for u in units:
             kind, w = u[0], int(u[1:])
-            if kind in "sg":
+            if kind in "sgd":
                 pointwise = {"op": "conv", "out": w, "kernel": 1} | ({"groups": 2} if kind == "g" else {})
-                out += [{"op": "conv", "out": cin, "kernel": 3, "padding": pad, "groups": cin, "linear": True},
-                        pointwise]
+                out += [{"op": "fconv" if kind == "d" else "conv", "out": cin, "kernel": 3, "padding": pad,
+                         "groups": cin, "linear": True}, pointwise]
             elif kind == "p":
                 out.append({"op": "conv", "out": w, "kernel": 1})
             else:
