@@ -265,6 +265,11 @@ class SearchSpace:
     # "Effect of an intermediate activation"); it also saves the depthwise BN's 2*C parameters. Drawn only
     # when separable is; every shipped separable model has it.
     linear_depthwise: Dim = Choice((True, False))
+    # With separable: True factorizes each depthwise 3x3 into a 3x1 then a 1x3 (op fconv with groups =
+    # channels): 6*C weights instead of 9*C. Under 3,000 parameters a separable net spends about a
+    # third of its parameters on depthwise 3x3s (experiments/design-check's base: 945 of 2,999), so
+    # the saving buys width. Fixed off by default until the design-check's evidence says otherwise.
+    factorized_depthwise: Dim = Fixed(False)
     # True (drawn only where separable is not): every 3x3 convolution after the network's first is
     # factorized, a 3x1 then a 1x3 (op "fconv"): 3*C*W + 3*W*W weights instead of 9*C*W, as in the
     # smallest public design under 3,200 parameters.
@@ -308,6 +313,7 @@ class SearchSpace:
         for name, ok, say in (("order", lambda v: v in ORDERS, ", ".join(ORDERS)),
                               ("separable", lambda v: isinstance(v, bool), "true, false"),
                               ("linear_depthwise", lambda v: isinstance(v, bool), "true, false"),
+                              ("factorized_depthwise", lambda v: isinstance(v, bool), "true, false"),
                               ("factorized", lambda v: isinstance(v, bool), "true, false"),
                               ("downsample", lambda v: v in DOWNSAMPLES, ", ".join(DOWNSAMPLES))):
             vals = _values(getattr(self, name))
@@ -332,10 +338,11 @@ class SearchSpace:
 
     # JSON ----------------------------------------------------------------------------------------
     ARCH_KEYS = ("blocks", "convs", "padding", "widths", "squeeze", "squeeze_width", "order", "bias", "separable",
-                 "linear_depthwise", "factorized", "downsample")
+                 "linear_depthwise", "factorized_depthwise", "factorized", "downsample")
     # A stored space written before a dimension existed sampled without it: absent means this
     # (not today's default, which may draw it), so old studies read back as what they searched.
-    ABSENT_MEANS = {"separable": False, "linear_depthwise": False, "factorized": False, "downsample": "maxpool"}
+    ABSENT_MEANS = {"separable": False, "linear_depthwise": False, "factorized_depthwise": False, "factorized": False,
+                    "downsample": "maxpool"}
     RECIPE_ABSENT_MEANS = {"ema": 0.0}  # no weight average: what a recipe without the setting trained
 
     @classmethod
@@ -408,8 +415,10 @@ class SearchSpace:
         bias = self.bias.suggest(trial, "bias")
         separable = self.separable.suggest(trial, "separable")
         linear = bool(separable) and bool(self.linear_depthwise.suggest(trial, "linear_depthwise"))
+        factorized_depthwise = bool(separable) and bool(self.factorized_depthwise.suggest(trial, "factorized_depthwise"))
         factorized = not separable and bool(self.factorized.suggest(trial, "factorized"))
-        shape = dict(separable=bool(separable), linear=linear, factorized=factorized, downsample=downsample)
+        shape = dict(separable=bool(separable), linear=linear, factorized_depthwise=factorized_depthwise,
+                     factorized=factorized, downsample=downsample)
 
         # width slots in layer order: (param name, dimension, kernel)
         slots = []
@@ -444,7 +453,8 @@ class SearchSpace:
 
     @staticmethod
     def _layers(structure, widths: list[int], *, separable: bool = False, linear: bool = False,
-                factorized: bool = False, downsample: str = "maxpool", last_block: bool | None = None) -> list[Layer]:
+                factorized_depthwise: bool = False, factorized: bool = False, downsample: str = "maxpool",
+                last_block: bool | None = None) -> list[Layer]:
         """The layers these block shapes and widths make. last_block: the structure is one block,
         the last (True) or not (False) - how sample() probes a block's side lengths."""
         layers, it, cin = [], iter(widths), 1
@@ -455,7 +465,8 @@ class SearchSpace:
                 if hand_over and downsample == "stride" and j == convs - 1:
                     layers.append(Layer("sconv", w, kernel=3, padding=pad))  # in place of the max-pool
                 elif separable and cin > 1:
-                    layers += [Layer("conv", cin, kernel=3, padding=pad, groups=cin, linear=linear),
+                    layers += [Layer("fconv" if factorized_depthwise else "conv", cin, kernel=3, padding=pad,
+                                     groups=cin, linear=linear),
                                Layer("conv", w, kernel=1)]
                 elif factorized and cin > 1:
                     layers.append(Layer("fconv", w, kernel=3, padding=pad))
@@ -566,9 +577,9 @@ class _Lowest:
         return low
 
     def suggest_categorical(self, name, choices):
-        if name in ("separable", "linear_depthwise") and True in choices:
+        if name in ("separable", "linear_depthwise", "factorized_depthwise") and True in choices:
             # with every width >= 2 (checked when the space is made) the separable pair is the smaller,
-            # and a linear depthwise drops its BN's parameters
+            # a linear depthwise drops its BN's parameters, and a factorized one has 6*C weights, not 9*C
             return True
         return False if False in choices and name.endswith("_squeeze") else choices[0]
 

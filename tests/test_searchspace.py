@@ -294,3 +294,34 @@ def test_a_linear_depthwise_draw_is_described_as_such():
     space = SearchSpace.from_dict({"arch": {"separable": True, "linear_depthwise": True}})
     spec, _ = space.sample(optuna.trial.FixedTrial({**MODEL6_POINT, "separable": True, "linear_depthwise": True}))
     assert "a linear depthwise 3x3 (no ReLU/BN), then a 1x1" in describe_arch(spec)
+
+
+def test_factorized_depthwise_draws_a_3x1_1x3_depthwise_before_each_1x1_and_fits_the_budget():
+    space = SearchSpace.from_dict({"arch": {"separable": True, "linear_depthwise": True,
+                                            "factorized_depthwise": {"choice": [False, True]}}})
+    draws = random_draws(space, 120, 3000, seed=5)
+    assert max(count_params(spec) for spec, _, _ in draws) < 3000
+    by = {True: [], False: []}
+    for spec, _, params in draws:
+        by[params["factorized_depthwise"]].append(spec)
+    assert by[True] and by[False]
+    for factorized, specs in by.items():
+        for spec in specs:
+            depthwise = [l for l in spec.layers if l.groups > 1]
+            assert depthwise and all(l.op == ("fconv" if factorized else "conv") and l.linear for l in depthwise)
+            assert not any(l.op == "fconv" for l in spec.layers if l.groups == 1)  # only the depthwise step
+    # the same point factorized is 3*C smaller per depthwise step, and the smallest model takes it
+    point = {**MODEL6_POINT, "separable": True, "linear_depthwise": True}
+    plain = space.sample(optuna.trial.FixedTrial({**point, "factorized_depthwise": False}))[0]
+    fdw = space.sample(optuna.trial.FixedTrial({**point, "factorized_depthwise": True}))[0]
+    saved = sum(3 * l.out for l in fdw.layers if l.op == "fconv")
+    assert saved > 0 and count_params(plain) - count_params(fdw) == saved
+    assert any(l.op == "fconv" for l in space.smallest().layers)
+    # a space file written before the dimension existed reads it as off; the default fixes it off;
+    # without separable it is never asked; a bad value is refused up front
+    assert SearchSpace.from_dict({"arch": {}}).factorized_depthwise == Fixed(False)
+    assert "factorized_depthwise" in SearchSpace.default().to_dict()["arch"]
+    assert "factorized_depthwise" not in random_draws(SearchSpace.from_dict(
+        {"arch": {"separable": False, "factorized_depthwise": {"choice": [False, True]}}}), 5, None, seed=1)[0][2]
+    with pytest.raises(SpaceError, match="arch.factorized_depthwise must be among true, false"):
+        SearchSpace.from_dict({"arch": {"factorized_depthwise": {"choice": [1]}}})
