@@ -79,6 +79,10 @@ def _scaled(space: SearchSpace, point: dict, factor: float) -> tuple[dict, int] 
 def scale_to_budget(space: SearchSpace, point: dict, max_params: int) -> tuple[dict, int, float] | None:
     """(point, params, factor) for the largest width factor in [0.2, 4] that fits the budget, or
     None when the space cannot build the point's family or even its narrowest fit is over."""
+    # A complete point written before a dimension existed was drawn without it: absent means off, as
+    # for a stored space (SearchSpace.ABSENT_MEANS). Without this, prior.json's separable entries
+    # would be refused as "missing factorized_depthwise" by a space that draws it.
+    point = {**SearchSpace.ABSENT_MEANS, **point}
     fits = lambda f: (r := _scaled(space, point, f)) is not None and r[1] < max_params
     lo, hi = 0.2, 4.0
     if not fits(lo):

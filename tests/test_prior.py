@@ -1,10 +1,12 @@
 """The service's prior (search/prior.py): the shipped designs scaled to a study's budget, earlier
 studies' best trials (--warm-start), and where a study's start points came from."""
+import dataclasses
+
 import optuna
 import pytest
 
 from search.prior import load_prior, prior_points, scale_to_budget, warm_points
-from space.searchspace import Fixed, SearchSpace
+from space.searchspace import Choice, Fixed, SearchSpace
 from space.spec import count_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -39,6 +41,22 @@ def test_below_every_shipped_model_the_prior_scales_down_and_a_space_that_cannot
     plain = SearchSpace.from_dict({"arch": {"separable": False}})
     names = {p.source for p in prior_points(plain, 3600)}
     assert names == {"under5k", "under8k-plain"}  # the separable designs are not in that space
+
+
+def test_a_dimension_newer_than_the_prior_reads_as_off_in_its_points():
+    # prior.json's points were written before arch.factorized_depthwise existed: a space that draws
+    # it still builds every shipped family (as drawn: not factorized), and one that fixes it on
+    # cannot build the separable ones, so they are skipped rather than built as something else
+    entries = load_prior()
+    assert all("factorized_depthwise" not in e["point"] for e in entries)  # else this test checks nothing
+    drawn = dataclasses.replace(SearchSpace.default(), factorized_depthwise=Choice((False, True)))
+    points = prior_points(drawn, 3600)
+    assert {p.source for p in points} == {e["name"] for e in entries}
+    assert all(p.point.get("factorized_depthwise", False) is False for p in points)
+    assert all(not any(l.op == "fconv" for l in drawn.sample(optuna.trial.FixedTrial(p.point))[0].layers)
+               for p in points)
+    on = dataclasses.replace(SearchSpace.default(), factorized_depthwise=Fixed(True))
+    assert {p.source for p in prior_points(on, 3600)} == {"under5k", "under8k-plain"}  # the plain ones
 
 
 def test_warm_start_takes_an_earlier_studys_best_trials_scaled_to_the_budget(tmp_path):

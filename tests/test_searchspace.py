@@ -317,9 +317,16 @@ def test_factorized_depthwise_draws_a_3x1_1x3_depthwise_before_each_1x1_and_fits
     saved = sum(3 * l.out for l in fdw.layers if l.op == "fconv")
     assert saved > 0 and count_params(plain) - count_params(fdw) == saved
     assert any(l.op == "fconv" for l in space.smallest().layers)
+    # the budget cap counts the factorized depthwise: the saving is there to be spent on width
+    structure = [(3, 1, False), (3, 1, False), (2, 0, False)]
+    shape = dict(separable=True, linear=True, factorized=False, downsample="maxpool")
+    caps = {f: space._widest_that_fits(structure, [10, 14, 10], [4] * 4, IntRange(4, 40), 1500, False,
+                                       {**shape, "factorized_depthwise": f}) for f in (False, True)}
+    assert caps[True] > caps[False]
     # a space file written before the dimension existed reads it as off; the default fixes it off;
     # without separable it is never asked; a bad value is refused up front
-    assert SearchSpace.from_dict({"arch": {}}).factorized_depthwise == Fixed(False)
+    assert SearchSpace.ABSENT_MEANS["factorized_depthwise"] is False
+    assert SearchSpace.from_dict({"arch": {"factorized_depthwise": True}}).factorized_depthwise == Fixed(True)
     assert "factorized_depthwise" in SearchSpace.default().to_dict()["arch"]
     assert "factorized_depthwise" not in random_draws(SearchSpace.from_dict(
         {"arch": {"separable": False, "factorized_depthwise": {"choice": [False, True]}}}), 5, None, seed=1)[0][2]
