@@ -10,13 +10,16 @@ cd "$(dirname "$0")/../.."
 OUTDIR=${OUTDIR:-experiments/design-check}
 PY=${PY:-.venv/bin/python}
 seeds=$1; shift
+# ACT=silu (or gelu, hardswish): every ReLU swapped for it (train_act.py), runs named VARIANT-ACT.
 run() {
-  local v=$1 seed=$2 out="$OUTDIR/runs/$1-seed$2"
+  local v=$1 seed=$2 name=$1${ACT:+-$ACT}
+  local out="$OUTDIR/runs/$name-seed$2" cmd="study.py"
+  [ -n "$ACT" ] && cmd="experiments/design-check/train_act.py $ACT"
   [ -f "$out/metrics.json" ] && return 0
   mkdir -p "$OUTDIR/runs"
-  $PY study.py train --arch experiments/design-check/specs/$v.json --recipe experiments/design-check/recipe.json \
+  $PY $cmd train --arch experiments/design-check/specs/$v.json --recipe experiments/design-check/recipe.json \
     --seed $seed --threads 1 --max-params 3001 --out "$out" > "$out.log" 2>&1
-  echo "$(date -u +%H:%M) $v seed $seed exit $?"
+  echo "$(date -u +%H:%M) $name seed $seed exit $?"
 }
 for seed in $seeds; do
   for v in "$@"; do
