@@ -62,7 +62,7 @@ def build_model(spec: ArchSpec, dropout: float = 0.0, pooled_dropout: bool = Tru
     for l in spec.layers:
         op = OPS[l.op]
         layers += op.build(l, cin=cin, bias=spec.bias, batchnorm=spec.batchnorm, order=spec.order,
-                           dropout=dropout, make_dropout=make_dropout, copies=copies)
+                           dropout=dropout, make_dropout=make_dropout, copies=copies, activation=spec.activation)
         cin = l.out if op.convolves else cin
     return nn.Sequential(*layers)
 

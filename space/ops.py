@@ -54,13 +54,14 @@ class Op:
         return 2 * layer.out if self.name == "fconv" else layer.out  # fconv: two convolutions, each biased
 
     def build(self, layer, *, cin: int, bias: bool, batchnorm: bool, order: str, dropout: float,
-              make_dropout: Callable, copies: int = 1) -> list:
+              make_dropout: Callable, copies: int = 1, activation: str = "relu") -> list:
         """The op's modules. copies > 1: that many models' layers as one, each model's channels a
         contiguous block (model-major) that grouped convolutions and per-channel BatchNorm keep apart."""
         mods = self.convs(layer, cin, bias, copies)
         if self.unit and not layer.linear:
             nn = _nn()
-            unit = [nn.ReLU()] + ([nn.BatchNorm2d(layer.out * copies)] if batchnorm else [])
+            act = {"relu": nn.ReLU, "silu": nn.SiLU}[activation]  # space.spec.ACTIVATIONS
+            unit = [act()] + ([nn.BatchNorm2d(layer.out * copies)] if batchnorm else [])
             mods += unit if order == "relu-bn" else unit[::-1]
             if dropout > 0:
                 mods.append(make_dropout(dropout))

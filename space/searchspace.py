@@ -38,7 +38,7 @@ from typing import Any
 
 from space.recipe import SCHEDULERS, ConfigError, TrainConfig
 from space.ops import OPS
-from space.spec import ORDERS, ArchSpec, Layer, SpecError, IMAGE_SIZE, _is_int, count_layer_params, parse_json
+from space.spec import ACTIVATIONS, ORDERS, ArchSpec, Layer, SpecError, IMAGE_SIZE, _is_int, count_layer_params, parse_json
 
 
 class SpaceError(ValueError):
@@ -253,6 +253,9 @@ class SearchSpace:
     squeeze: Dim = Choice((False, True))  # a 1x1 convolution before each max-pool
     squeeze_width: Dim = IntRange(4, 16)
     order: Dim = Choice(ORDERS)
+    # The units' nonlinearity (space.spec.ACTIVATIONS). Fixed to ReLU by default, every shipped model's;
+    # "silu" is the candidate experiments/design-check's round 3 measured at 3,000 parameters.
+    activation: Dim = Fixed("relu")
     bias: Dim = Fixed(False)
     # True: every 3x3 convolution after the network's first is a depthwise 3x3 (groups = its input
     # channels) and a 1x1 to the drawn width, each with its ReLU/BN: 9*C + C*W weights, not 9*C*W.
@@ -313,6 +316,7 @@ class SearchSpace:
             if not vals or not all(isinstance(v, bool) for v in vals):
                 raise SpaceError(f"arch.{name} must be among true, false")
         for name, ok, say in (("order", lambda v: v in ORDERS, ", ".join(ORDERS)),
+                              ("activation", lambda v: v in ACTIVATIONS, ", ".join(ACTIVATIONS)),
                               ("separable", lambda v: isinstance(v, bool), "true, false"),
                               ("linear_depthwise", lambda v: isinstance(v, bool), "true, false"),
                               ("factorized_depthwise", lambda v: isinstance(v, bool), "true, false"),
@@ -339,11 +343,11 @@ class SearchSpace:
                     raise SpaceError(f"recipe.{key}: {e}") from None
 
     # JSON ----------------------------------------------------------------------------------------
-    ARCH_KEYS = ("blocks", "convs", "padding", "widths", "squeeze", "squeeze_width", "order", "bias", "separable",
+    ARCH_KEYS = ("blocks", "convs", "padding", "widths", "squeeze", "squeeze_width", "order", "activation", "bias", "separable",
                  "linear_depthwise", "factorized_depthwise", "factorized", "downsample")
     # A stored space written before a dimension existed sampled without it: absent means this
     # (not today's default, which may draw it), so old studies read back as what they searched.
-    ABSENT_MEANS = {"separable": False, "linear_depthwise": False, "factorized_depthwise": False, "factorized": False,
+    ABSENT_MEANS = {"activation": "relu", "separable": False, "linear_depthwise": False, "factorized_depthwise": False, "factorized": False,
                     "downsample": "maxpool"}
     RECIPE_ABSENT_MEANS = {"ema": 0.0}  # no weight average: what a recipe without the setting trained
 
@@ -414,6 +418,7 @@ class SearchSpace:
                 raise SpaceError(f"block {b}: {convs} unpadded convolutions leave no map to hand on")
             structure.append((convs, pad, squeeze))
         order = self.order.suggest(trial, "order")
+        activation = self.activation.suggest(trial, "activation")
         bias = self.bias.suggest(trial, "bias")
         separable = self.separable.suggest(trial, "separable")
         linear = bool(separable) and bool(self.linear_depthwise.suggest(trial, "linear_depthwise"))
@@ -438,7 +443,7 @@ class SearchSpace:
 
         layers = self._layers(structure, chosen, **shape)
         try:
-            spec = ArchSpec(tuple(layers), batchnorm=True, bias=bool(bias), order=order, name=name)
+            spec = ArchSpec(tuple(layers), batchnorm=True, bias=bool(bias), order=order, activation=activation, name=name)
         except SpecError as e:
             raise SpaceError(f"the draw cannot be built: {e}") from None
         values = {}

@@ -16,6 +16,9 @@ from space.ops import OPS as OP_TABLE  # noqa: E402  (the registry: one row per 
 
 OPS = tuple(OP_TABLE)
 ORDERS = ("relu-bn", "bn-relu")  # inside a conv unit: Conv-ReLU-BN (the seed's) or Conv-BN-ReLU
+# The units' nonlinearity (space.ops builds it). "relu" is every shipped model's; "silu" (x * sigmoid(x),
+# PyTorch's SiLU) is what experiments/design-check's round 3 measured against it at 3,000 parameters.
+ACTIVATIONS = ("relu", "silu")
 MAX_WIDTH = 4096  # refuse absurd widths before anything is allocated
 GROUPED_OPS = ("conv", "fconv", "head")  # ops whose convolutions take `groups`
 LINEAR_OPS = ("conv", "fconv")  # ops that may skip their ReLU/BN (`linear`)
@@ -79,6 +82,7 @@ class ArchSpec:
     in_channels: int = 1
     num_classes: int = 10
     order: str = "relu-bn"
+    activation: str = "relu"  # the units' nonlinearity (ACTIVATIONS); the order's "relu" names its place
     name: str = ""
     description: str = field(default="", compare=False)
 
@@ -96,6 +100,8 @@ class ArchSpec:
             "in_channels": self.in_channels,
             "num_classes": self.num_classes,
             "order": self.order,
+            # written only when not ReLU, so every spec file and stored spec from before reads back identical
+            **({"activation": self.activation} if self.activation != "relu" else {}),
             "layers": [l.to_dict() for l in self.layers],
         }
 
@@ -106,7 +112,8 @@ class ArchSpec:
     def from_dict(cls, d: dict) -> "ArchSpec":
         if not isinstance(d, dict) or "layers" not in d:
             raise SpecError("an architecture spec is a JSON object with a 'layers' list")
-        known = {"name", "description", "batchnorm", "bias", "in_channels", "num_classes", "order", "layers"}
+        known = {"name", "description", "batchnorm", "bias", "in_channels", "num_classes", "order", "activation",
+                 "layers"}
         unknown = set(d) - known
         if unknown:
             raise SpecError(f"unknown spec fields: {', '.join(sorted(unknown))}")
@@ -164,10 +171,11 @@ def validate(spec: ArchSpec) -> None:
                      ("in_channels", _is_int(spec.in_channels) and 1 <= spec.in_channels <= 3),
                      ("num_classes", _is_int(spec.num_classes) and 2 <= spec.num_classes <= 1000),
                      ("name", isinstance(spec.name, str)), ("description", isinstance(spec.description, str)),
-                     ("order", spec.order in ORDERS)):
+                     ("order", spec.order in ORDERS), ("activation", spec.activation in ACTIVATIONS)):
         if not ok:
-            raise SpecError(f"bad value for {name!r}: {getattr(spec, name)!r}"
-                            + (f" (one of {', '.join(ORDERS)})" if name == "order" else ""))
+            choices = {"order": ORDERS, "activation": ACTIVATIONS}.get(name)
+            raise SpecError(f"bad value for {name!r}: {getattr(spec, name)!r:.60}"
+                            + (f" (one of {', '.join(choices)})" if choices else ""))
     n, cin = IMAGE_SIZE, spec.in_channels
     for i, l in enumerate(spec.layers):
         where = f"layer {i} ({l.op})"

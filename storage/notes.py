@@ -61,7 +61,8 @@ def describe_arch(spec: ArchSpec) -> str:
         if squeeze:
             text += f", 1x1 squeeze to {squeeze.out}"
         parts.append(f"[{text}]")
-    order = "Conv-ReLU-BN" if spec.order == "relu-bn" else "Conv-BN-ReLU"
+    act = {"relu": "ReLU", "silu": "SiLU"}[spec.activation]
+    order = f"Conv-{act}-BN" if spec.order == "relu-bn" else f"Conv-BN-{act}"
     depthwise = ("a linear depthwise 3x3 (no ReLU/BN)" if linear == {True}
                  else "a depthwise 3x3 (some linear)" if True in linear else "a depthwise 3x3")
     kind = "3x3 convolutions" + (f" (depthwise-separable after the first: {depthwise}, then a 1x1 to "

@@ -332,3 +332,17 @@ def test_factorized_depthwise_draws_a_3x1_1x3_depthwise_before_each_1x1_and_fits
         {"arch": {"separable": False, "factorized_depthwise": {"choice": [False, True]}}}), 5, None, seed=1)[0][2]
     with pytest.raises(SpaceError, match="arch.factorized_depthwise must be among true, false"):
         SearchSpace.from_dict({"arch": {"factorized_depthwise": {"choice": [1]}}})
+
+
+def test_activation_is_a_dimension_fixed_to_relu_by_default_and_drawn_where_asked():
+    assert SearchSpace.default().activation == Fixed("relu") and SearchSpace.ABSENT_MEANS["activation"] == "relu"
+    assert all(spec.activation == "relu" for spec, _, _ in random_draws(SearchSpace.default(), 10, 8000, seed=2))
+    both = SearchSpace.from_dict({"arch": {"activation": {"choice": ["relu", "silu"]}}})
+    draws = random_draws(both, 40, 8000, seed=3)
+    assert {params["activation"] for _, _, params in draws} == {"relu", "silu"}
+    assert all(spec.activation == params["activation"] for spec, _, params in draws)
+    silu = SearchSpace.from_dict({"arch": {"activation": "silu"}})
+    spec, _ = silu.sample(optuna.trial.FixedTrial(MODEL6_POINT))
+    assert spec.activation == "silu" and "activation" not in MODEL6_POINT  # fixed: never a trial parameter
+    with pytest.raises(SpaceError, match="arch.activation must be among relu, silu"):
+        SearchSpace.from_dict({"arch": {"activation": "tanh"}})

@@ -299,3 +299,30 @@ def test_a_factorized_depthwise_counts_six_weights_a_channel_and_reads_as_its_pa
     assert [m.groups for m in model if isinstance(m, torch.nn.Conv2d)][1:3] == [12, 12]
     assert "[12 16f, pad 1]" in describe_arch(spec)
     assert ArchSpec.from_json(spec.to_json()) == spec
+
+
+def test_a_silu_spec_builds_silu_units_counts_the_same_and_exports(tmp_path):
+    from space.model import Normalised
+    from storage.modelfile import load_model_file, save_model_file
+    from storage.notes import describe_arch
+    layers = (Layer("conv", out=8, padding=1), Layer("conv", out=8, padding=1, groups=8, linear=True),
+              Layer("conv", out=12, kernel=1), Layer("maxpool"), Layer("conv", out=12), Layer("gap"),
+              Layer("head", out=10, kernel=1))
+    relu, silu = ArchSpec(layers=layers, name="r"), ArchSpec(layers=layers, name="s", activation="silu")
+    assert count_params(silu) == count_params(relu)  # an activation has no parameters
+    kinds = lambda spec: [type(m).__name__ for m in build_model(spec) if type(m).__name__ in ("ReLU", "SiLU")]
+    assert kinds(relu) == ["ReLU"] * 3 and kinds(silu) == ["SiLU"] * 3  # the linear depthwise has none
+    assert "Conv-ReLU-BN" in describe_arch(relu) and "Conv-SiLU-BN" in describe_arch(silu)
+    # a ReLU spec's JSON is what it was before the field existed; a SiLU one says so and reads back
+    assert "activation" not in relu.to_dict() and silu.to_dict()["activation"] == "silu"
+    assert ArchSpec.from_json(silu.to_json()) == silu != ArchSpec.from_json(relu.to_json())
+    for bad in ("tanh", 1, None):
+        with pytest.raises(SpecError, match="bad value for 'activation'"):
+            ArchSpec.from_dict({**silu.to_dict(), "activation": bad})
+    # the model file and its ONNX twin carry it: plain PyTorch runs the SiLU
+    model = Normalised(build_model(silu)).eval()
+    meta = save_model_file(model, silu, {}, tmp_path / "s.pt2", onnx_path=tmp_path / "s.onnx")
+    loaded, stored = load_model_file(tmp_path / "s.pt2")
+    x = torch.rand(3, 1, 28, 28)
+    assert stored["spec"]["activation"] == "silu" == meta["spec"]["activation"]
+    assert torch.allclose(loaded(x), model(x), atol=1e-6) and (tmp_path / "s.onnx").stat().st_size > 0
