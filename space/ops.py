@@ -19,6 +19,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 
+# The units' nonlinearities, one row each: a spec's name for it -> torch.nn's class, which is also
+# how a note writes it ("Conv-BN-SiLU"). space.spec.ACTIVATIONS is this table's keys. "relu" is every
+# shipped model's; "silu" (x * sigmoid(x)) is what experiments/design-check's round 3 measured.
+ACTIVATIONS = {"relu": "ReLU", "silu": "SiLU"}
+
+
 def _nn():
     """torch.nn, imported when a model is built: the spec's checks and counts need no torch."""
     from torch import nn
@@ -60,8 +66,7 @@ class Op:
         mods = self.convs(layer, cin, bias, copies)
         if self.unit and not layer.linear:
             nn = _nn()
-            act = {"relu": nn.ReLU, "silu": nn.SiLU}[activation]  # space.spec.ACTIVATIONS
-            unit = [act()] + ([nn.BatchNorm2d(layer.out * copies)] if batchnorm else [])
+            unit = [getattr(nn, ACTIVATIONS[activation])()] + ([nn.BatchNorm2d(layer.out * copies)] if batchnorm else [])
             mods += unit if order == "relu-bn" else unit[::-1]
             if dropout > 0:
                 mods.append(make_dropout(dropout))

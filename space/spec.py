@@ -12,13 +12,11 @@ from dataclasses import dataclass, field, asdict
 from space.target import MAX_PARAMS as DEFAULT_MAX_PARAMS
 
 IMAGE_SIZE = 28
-from space.ops import OPS as OP_TABLE  # noqa: E402  (the registry: one row per op)
+from space.ops import ACTIVATIONS as ACTIVATION_TABLE, OPS as OP_TABLE  # noqa: E402  (the registries)
 
 OPS = tuple(OP_TABLE)
 ORDERS = ("relu-bn", "bn-relu")  # inside a conv unit: Conv-ReLU-BN (the seed's) or Conv-BN-ReLU
-# The units' nonlinearity (space.ops builds it). "relu" is every shipped model's; "silu" (x * sigmoid(x),
-# PyTorch's SiLU) is what experiments/design-check's round 3 measured against it at 3,000 parameters.
-ACTIVATIONS = ("relu", "silu")
+ACTIVATIONS = tuple(ACTIVATION_TABLE)  # the units' nonlinearity: space.ops.ACTIVATIONS says what each is
 MAX_WIDTH = 4096  # refuse absurd widths before anything is allocated
 GROUPED_OPS = ("conv", "fconv", "head")  # ops whose convolutions take `groups`
 LINEAR_OPS = ("conv", "fconv")  # ops that may skip their ReLU/BN (`linear`)

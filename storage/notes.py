@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 
 from space.hold import seed_held
-from space.ops import OPS
+from space.ops import ACTIVATIONS, OPS
 from space.rf import format_rf_table
 from space.spec import ArchSpec
 from space.target import EPOCH_LIMIT, TARGET_ACC
@@ -61,7 +61,7 @@ def describe_arch(spec: ArchSpec) -> str:
         if squeeze:
             text += f", 1x1 squeeze to {squeeze.out}"
         parts.append(f"[{text}]")
-    act = {"relu": "ReLU", "silu": "SiLU"}[spec.activation]
+    act = ACTIVATIONS[spec.activation]
     order = f"Conv-{act}-BN" if spec.order == "relu-bn" else f"Conv-BN-{act}"
     depthwise = ("a linear depthwise 3x3 (no ReLU/BN)" if linear == {True}
                  else "a depthwise 3x3 (some linear)" if True in linear else "a depthwise 3x3")

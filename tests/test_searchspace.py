@@ -265,14 +265,21 @@ def test_a_space_that_cannot_build_a_draw_says_why():
                                               "b2_squeeze": False, "b3_convs": 4}))
 
 
-def test_linear_depthwise_draws_drop_the_depthwise_units_and_fit_the_budget():
-    space = SearchSpace.from_dict({"arch": {"separable": True, "linear_depthwise": {"choice": [False, True]}}})
-    draws = random_draws(space, 120, 4000, seed=4)
-    assert max(count_params(spec) for spec, _, _ in draws) < 4000
+def _fitting_specs_by(space, name: str, n: int, budget: int, seed: int) -> dict[bool, list]:
+    """n random draws of `space` under `budget`, checked to fit, their specs by the value the draw
+    took for the true/false dimension `name`; both values must occur."""
+    draws = random_draws(space, n, budget, seed=seed)
+    assert max(count_params(spec) for spec, _, _ in draws) < budget
     by = {True: [], False: []}
     for spec, _, params in draws:
-        by[params["linear_depthwise"]].append(spec)
+        by[params[name]].append(spec)
     assert by[True] and by[False]
+    return by
+
+
+def test_linear_depthwise_draws_drop_the_depthwise_units_and_fit_the_budget():
+    space = SearchSpace.from_dict({"arch": {"separable": True, "linear_depthwise": {"choice": [False, True]}}})
+    by = _fitting_specs_by(space, "linear_depthwise", 120, 4000, seed=4)
     for linear, specs in by.items():
         for spec in specs:
             depthwise = [l for l in spec.layers if l.op == "conv" and l.groups > 1]
@@ -281,7 +288,7 @@ def test_linear_depthwise_draws_drop_the_depthwise_units_and_fit_the_budget():
     # the smallest of such a space is linear (no depthwise BN), and nothing drawn is smaller
     smallest = space.smallest()
     assert any(l.linear for l in smallest.layers)
-    assert count_params(smallest) <= min(count_params(spec) for spec, _, _ in draws)
+    assert count_params(smallest) <= min(count_params(spec) for specs in by.values() for spec in specs)
     # without separable it is never asked, and a bad value is refused up front
     assert "linear_depthwise" not in random_draws(SearchSpace.from_dict(
         {"arch": {"linear_depthwise": True}}), 5, None, seed=1)[0][2]
@@ -299,12 +306,7 @@ def test_a_linear_depthwise_draw_is_described_as_such():
 def test_factorized_depthwise_draws_a_3x1_1x3_depthwise_before_each_1x1_and_fits_the_budget():
     space = SearchSpace.from_dict({"arch": {"separable": True, "linear_depthwise": True,
                                             "factorized_depthwise": {"choice": [False, True]}}})
-    draws = random_draws(space, 120, 3000, seed=5)
-    assert max(count_params(spec) for spec, _, _ in draws) < 3000
-    by = {True: [], False: []}
-    for spec, _, params in draws:
-        by[params["factorized_depthwise"]].append(spec)
-    assert by[True] and by[False]
+    by = _fitting_specs_by(space, "factorized_depthwise", 120, 3000, seed=5)
     for factorized, specs in by.items():
         for spec in specs:
             depthwise = [l for l in spec.layers if l.groups > 1]

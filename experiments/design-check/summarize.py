@@ -39,7 +39,7 @@ def main() -> None:
           + f" {'mean':>7} {'vs base (paired)':>18} {'s/epoch':>8}")
     for design in sorted(all_runs, key=lambda d: (d != "base", d)):
         r = all_runs[design]
-        spec_name = design.rsplit("-", 1)[0] if "-" in design else design  # "base-silu": base, ReLUs swapped
+        spec_name = design.split("-")[0]  # "base-silu": base, ReLUs swapped
         params = count_params(ArchSpec.from_json((HERE / "specs" / f"{spec_name}.json").read_text()))
         m = {s: last_k_minimum([e["val_acc"] for e in r[s]["epochs"]], K) for s in r}
         cells = " ".join(f"{m[s]:6.2f}" if s in m else f"{'':>6}" for s in seeds)

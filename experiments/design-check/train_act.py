@@ -1,5 +1,6 @@
 """`mnist-nas train` with every ReLU of the model replaced by another activation: a probe for
-design-check's round 3 (a spec has no activation field; this asks whether one would be worth it).
+design-check's round 3, written before a spec had an activation field, to ask whether one would
+be worth it (the field, `"activation": "silu"`, came after; round 3's runs were made with this).
 
 space.ops builds each unit's nonlinearity as torch.nn.ReLU(), looked up when the model is built,
 so rebinding torch.nn.ReLU before study.main() runs swaps it in this process only (`train` trains
