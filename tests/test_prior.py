@@ -20,14 +20,14 @@ def _count(space, point):
 def test_every_shipped_design_is_scaled_to_fit_the_budget_with_its_recipe_kept(budget):
     space = SearchSpace.default()
     entries = {e["name"]: e for e in load_prior()}
-    points = prior_points(space, budget)
+    points = prior_points(space, budget, lessons=())
     assert {p.source for p in points} == set(entries)  # the default space builds every shipped family
     for p in points:
         assert space.outside(p.point) == [] and p.params == _count(space, p.point) < budget
         entry = entries[p.source]["point"]
-        for key in ("max_lr", "ema", "batch_size", "rotation", "separable", "blocks", "order"):
+        for key in ("max_lr", "ema", "batch_size", "rotation", "separable", "blocks", "order", "activation"):
             if key in p.point:
-                assert p.point[key] == entry[key], key  # widths scale, the recipe and the shape stay
+                assert p.point[key] == {**SearchSpace.ABSENT_MEANS, **entry}[key], key  # widths scale, the recipe and the shape stay
         # grown or shrunk "until the count fits": the next width step up would not fit
         if p.scale < 3.9:
             bigger = scale_to_budget(space, entry, budget + 400)
@@ -35,11 +35,34 @@ def test_every_shipped_design_is_scaled_to_fit_the_budget_with_its_recipe_kept(b
     assert points == sorted(points, key=lambda p: abs(1 - p.scale))  # the least-scaled first
 
 
+def test_the_lessons_start_each_shipped_design_with_what_was_learnt_first_where_the_space_draws_it():
+    entries = load_prior()
+    assert all(e["point"].get("activation", "relu") == "relu" for e in entries)  # else nothing is taught
+    points = prior_points(SearchSpace.default(), 3600, lessons=({"activation": "silu"},))
+    names = [e["name"] for e in entries]
+    taught, shipped = points[:len(names)], points[len(names):]
+    assert {p.source for p in taught} == {n + "+silu" for n in names} and {p.source for p in shipped} == set(names)
+    assert all(p.point["activation"] == "silu" for p in taught) and all(p.point["activation"] == "relu" for p in shipped)
+    by_name = {p.source: p for p in points}
+    for n in names:  # the lesson changes the unit, not the design: same widths, same count
+        a, b = by_name[n + "+silu"], by_name[n]
+        assert {k: v for k, v in a.point.items() if k != "activation"} == {k: v for k, v in b.point.items() if k != "activation"}
+        assert a.params == b.params
+    relu = dataclasses.replace(SearchSpace.default(), activation=Fixed("relu"))
+    assert {p.source for p in prior_points(relu, 3600, lessons=({"activation": "silu"},))} == set(names)
+    silu = dataclasses.replace(SearchSpace.default(), activation=Fixed("silu"))
+    assert {p.source for p in prior_points(silu, 3600, lessons=({"activation": "silu"},))} == {n + "+silu" for n in names}
+    # a design that already has the lesson is started once, as shipped
+    has = [{**entries[0], "point": {**entries[0]["point"], "activation": "silu"}}]
+    assert [p.source for p in prior_points(SearchSpace.default(), 3600, entries=has, lessons=({"activation": "silu"},))] \
+        == [entries[0]["name"]]
+
+
 def test_below_every_shipped_model_the_prior_scales_down_and_a_space_that_cannot_build_a_family_skips_it():
     points = prior_points(SearchSpace.default(), 3600)  # 3,600 is below every shipped model
     assert all(p.scale < 1 for p in points if p.source in ("under3762", "under4k", "under5k", "under8k"))
     plain = SearchSpace.from_dict({"arch": {"separable": False}})
-    names = {p.source for p in prior_points(plain, 3600)}
+    names = {p.source for p in prior_points(plain, 3600, lessons=())}
     assert names == {"under5k", "under8k-plain"}  # the separable designs are not in that space
 
 
@@ -50,13 +73,13 @@ def test_a_dimension_newer_than_the_prior_reads_as_off_in_its_points():
     entries = load_prior()
     assert all("factorized_depthwise" not in e["point"] for e in entries)  # else this test checks nothing
     drawn = dataclasses.replace(SearchSpace.default(), factorized_depthwise=Choice((False, True)))
-    points = prior_points(drawn, 3600)
+    points = prior_points(drawn, 3600, lessons=())
     assert {p.source for p in points} == {e["name"] for e in entries}
     assert all(p.point.get("factorized_depthwise", False) is False for p in points)
     assert all(not any(l.op == "fconv" for l in drawn.sample(optuna.trial.FixedTrial(p.point))[0].layers)
                for p in points)
     on = dataclasses.replace(SearchSpace.default(), factorized_depthwise=Fixed(True))
-    assert {p.source for p in prior_points(on, 3600)} == {"under5k", "under8k-plain"}  # the plain ones
+    assert {p.source for p in prior_points(on, 3600, lessons=())} == {"under5k", "under8k-plain"}  # the plain ones
 
 
 def test_warm_start_takes_an_earlier_studys_best_trials_scaled_to_the_budget(tmp_path):
@@ -89,14 +112,14 @@ def test_a_new_study_starts_from_the_prior_and_says_so(tmp_path, capsys):
     prior = study.user_attrs["prior"]
     assert len(waiting) == len(prior["points"]) == 5  # every shipped design, within half the budget of 10
     assert all("scaled" in t.user_attrs["start_point"] for t in waiting)
-    assert "under3762 x0.97" in describe_prior(prior) and "start points: 5" in capsys.readouterr().out
+    assert "under3762+silu x0.97" in describe_prior(prior) and "start points: 5" in capsys.readouterr().out
     (tmp_path / "cold").mkdir()
     cold = create_or_resume(_config(tmp_path / "cold", warm_start=False))
     assert not cold.trials and "prior" not in cold.user_attrs
     assert "none from the prior" in describe_prior(cold.user_attrs.get("prior"))
 
 
-@pytest.mark.parametrize("budget, first", [(8000, "model6"), (7416, "under8k scaled")])
+@pytest.mark.parametrize("budget, first", [(8000, "model6"), (7416, "under8k+silu scaled")])
 def test_model6_is_the_first_trial_only_where_it_fits_the_budget(tmp_path, capsys, budget, first):
     # model6 has 7,416 parameters: under 8,000 it runs first; at 7,416 ("fewer than") it is not
     # enqueued at all (it was, and was refused as trial 0 after Optuna warned, when the trial ran,

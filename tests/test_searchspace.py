@@ -336,15 +336,18 @@ def test_factorized_depthwise_draws_a_3x1_1x3_depthwise_before_each_1x1_and_fits
         SearchSpace.from_dict({"arch": {"factorized_depthwise": {"choice": [1]}}})
 
 
-def test_activation_is_a_dimension_fixed_to_relu_by_default_and_drawn_where_asked():
-    assert SearchSpace.default().activation == Fixed("relu") and SearchSpace.ABSENT_MEANS["activation"] == "relu"
-    assert all(spec.activation == "relu" for spec, _, _ in random_draws(SearchSpace.default(), 10, 8000, seed=2))
-    both = SearchSpace.from_dict({"arch": {"activation": {"choice": ["relu", "silu"]}}})
+def test_activation_is_drawn_by_default_absent_means_relu_and_a_space_can_fix_it():
+    assert SearchSpace.default().activation == Choice(("relu", "silu")) and SearchSpace.ABSENT_MEANS["activation"] == "relu"
+    assert SearchSpace.from_dict({"arch": {}}).activation == Fixed("relu")  # a space stored before it: as searched
+    relu = SearchSpace.from_dict({"arch": {"activation": "relu"}})
+    assert all(spec.activation == "relu" for spec, _, _ in random_draws(relu, 10, 8000, seed=2))
+    both = SearchSpace.default()
     draws = random_draws(both, 40, 8000, seed=3)
     assert {params["activation"] for _, _, params in draws} == {"relu", "silu"}
     assert all(spec.activation == params["activation"] for spec, _, params in draws)
     silu = SearchSpace.from_dict({"arch": {"activation": "silu"}})
-    spec, _ = silu.sample(optuna.trial.FixedTrial(MODEL6_POINT))
-    assert spec.activation == "silu" and "activation" not in MODEL6_POINT  # fixed: never a trial parameter
+    trial = optuna.trial.FixedTrial({k: v for k, v in MODEL6_POINT.items() if k != "activation"})
+    spec, _ = silu.sample(trial)
+    assert spec.activation == "silu" and "activation" not in trial.params  # fixed: never a trial parameter
     with pytest.raises(SpaceError, match="arch.activation must be among relu, silu"):
         SearchSpace.from_dict({"arch": {"activation": "tanh"}})
