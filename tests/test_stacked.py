@@ -96,11 +96,13 @@ def test_each_copy_follows_its_lone_run(device, monkeypatch):
     Measured on the CPU (2026-11-30), the largest difference between a copy's weights and its lone
     run's: seeds 3, 11, 12 2e-7 to 8e-7 after two epochs, seed 7 3.8e-5 (1.5e-7 after one: a max-pool
     or ReLU tie that rounding flipped, then amplified); a real fault is far larger: with dropout 0.05
-    (masks drawn differently) 0.06-0.12, hence dropout 0 here and a tolerance of 1e-4."""
+    (masks drawn differently) 0.06-0.12, hence dropout 0 here. On another CPU (an AMD EPYC, 2026-12-01,
+    lone runs against copies of [3, 7], [3, 11], [12, 7]) seed 3 differed by 1.4e-4
+    and seed 7 by 2.5e-5, with identical scores: the tolerance is 1e-3, still 60x under a real fault."""
     monkeypatch.setenv("MNIST_NAS_DEVICE", device)
     # cuDNN's convolutions default to TF32 (10-bit mantissa) on this GPU generation: both paths in full fp32 here
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    tol = dict(rtol=1e-3, atol=1e-4)
+    tol = dict(rtol=1e-3, atol=1e-3)
     split = tiny_split()
     seeds = [3, 7]
     stacked = train_stacked(SPEC, TrainConfig(**RECIPE, seed=0), split, seeds)
