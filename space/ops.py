@@ -46,6 +46,8 @@ class Op:
     rf_step: Callable  # (layer, n) -> (kernel, stride, padding) as the RF table sees the op
     word: Callable  # (layer) -> its token in a note's block ("8", "8f", "8/2")
     legend: str = ""  # how a note explains the op's word, once per description ("" for the plain ones)
+    grouped: bool = False  # its convolutions take `groups`
+    linear: bool = False  # may skip its ReLU/BN/Dropout (`linear`)
 
     def params(self, layer, *, cin: int, batchnorm: bool, bias: bool) -> int:
         """Trainable parameters of this layer given its input channels."""
@@ -89,7 +91,7 @@ OPS: dict[str, Op] = {op.name: op for op in (
        convs=lambda l, cin, bias, c: [_nn().Conv2d(cin * c, l.out * c, l.kernel, padding=l.padding,
                                                    groups=l.groups * c, bias=bias)],
        out_size=_conv_size, rf_step=lambda l, n: (l.kernel, 1, l.padding),
-       word=lambda l: str(l.out) + (f" (groups {l.groups})" if l.groups > 1 else "")),
+       word=lambda l: str(l.out) + (f" (groups {l.groups})" if l.groups > 1 else ""), grouped=True, linear=True),
     # The public 3,197-parameter design's convolution: 3x1 then 1x3 (Inception v3's factorisation),
     # 3*C*W + 3*W*W weights instead of 9*C*W; the pair sees a 3x3 window. One ReLU/BN after the pair.
     # With groups = in = out it is a factorized depthwise 3x3: 6*C weights instead of 9*C, where a
@@ -103,7 +105,7 @@ OPS: dict[str, Op] = {op.name: op for op in (
                                       _nn().Conv2d(l.out * c, l.out * c, (1, 3), padding=(0, l.padding), groups=l.groups * c, bias=bias)],
        out_size=_conv_size, rf_step=lambda l, n: (3, 1, l.padding),
        word=lambda l: f"{l.out}f" + (f" (groups {l.groups})" if l.groups > 1 else ""),
-       legend="12f: factorized, a 3x1 then a 1x3"),
+       legend="12f: factorized, a 3x1 then a 1x3", grouped=True, linear=True),
     # In place of a max-pool: a 3x3 convolution with stride 2 learns its downsampling (public
     # designs under 4K use it); pad 1 maps 28 -> 14 -> 7 -> 4, pad 0 maps 28 -> 13 -> 6 -> 2.
     Op("sconv", "strided 3x3: a 3x3 convolution with stride 2 to `out` channels (a learnt pool), then ReLU/BN",
@@ -125,5 +127,5 @@ OPS: dict[str, Op] = {op.name: op for op in (
        convs=lambda l, cin, bias, c: [_nn().Conv2d(cin * c, l.out * c, l.kernel, padding=l.padding,
                                                    groups=l.groups * c, bias=bias),
                                       _nn().Flatten()],
-       out_size=_conv_size, rf_step=lambda l, n: (l.kernel, 1, l.padding), word=lambda l: f"{l.out}"),
+       out_size=_conv_size, rf_step=lambda l, n: (l.kernel, 1, l.padding), word=lambda l: f"{l.out}", grouped=True),
 )}

@@ -18,8 +18,6 @@ OPS = tuple(OP_TABLE)
 ORDERS = ("relu-bn", "bn-relu")  # inside a conv unit: Conv-ReLU-BN (the seed's) or Conv-BN-ReLU
 ACTIVATIONS = tuple(ACTIVATION_TABLE)  # the units' nonlinearity: space.ops.ACTIVATIONS says what each is
 MAX_WIDTH = 4096  # refuse absurd widths before anything is allocated
-GROUPED_OPS = ("conv", "fconv", "head")  # ops whose convolutions take `groups`
-LINEAR_OPS = ("conv", "fconv")  # ops that may skip their ReLU/BN (`linear`)
 
 
 class SpecError(ValueError):
@@ -158,6 +156,12 @@ def parse_json(text: str | bytes, error: type[Exception]):
         raise error(f"not valid JSON ({what})") from None
 
 
+def _ops_with(flag: str) -> str:
+    """'conv, fconv and head': the ops whose registry entry has `flag`, for an error line."""
+    names = [name for name, op in OP_TABLE.items() if getattr(op, flag)]
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -183,9 +187,9 @@ def validate(spec: ArchSpec) -> None:
             raise SpecError(f"{where}: out, kernel, padding and groups must be integers")
         if not isinstance(l.linear, bool):
             raise SpecError(f"{where}: linear must be true or false")
-        if l.linear and l.op not in LINEAR_OPS:
-            raise SpecError(f"{where}: linear belongs to conv and fconv layers only (the head is linear already)")
         op = OP_TABLE[l.op]
+        if l.linear and not op.linear:
+            raise SpecError(f"{where}: linear belongs to {_ops_with('linear')} layers only (the head is linear already)")
         if op.convolves:
             if l.kernel not in op.kernels:
                 raise SpecError(f"{where}: kernel must be {' or '.join(map(str, op.kernels))}, got {l.kernel}")
@@ -193,14 +197,14 @@ def validate(spec: ArchSpec) -> None:
                 raise SpecError(f"{where}: padding must be 0 or 1 (0 for 1x1)")
             if l.out < 1 or l.out > MAX_WIDTH:
                 raise SpecError(f"{where}: out channels must be between 1 and {MAX_WIDTH}, got {l.out}")
-            if l.groups != 1 and l.op not in GROUPED_OPS:
-                raise SpecError(f"{where}: groups belongs to conv, fconv and head layers only")
+            if l.groups != 1 and not op.grouped:
+                raise SpecError(f"{where}: groups belongs to {_ops_with('grouped')} layers only")
             if l.groups < 1 or cin % l.groups or l.out % l.groups:
                 raise SpecError(f"{where}: groups must divide both its input ({cin}) and output "
                                 f"({l.out}) channels, got {l.groups}")
             cin = l.out
         elif l.groups != 1:
-            raise SpecError(f"{where}: groups belongs to conv, fconv and head layers only")
+            raise SpecError(f"{where}: groups belongs to {_ops_with('grouped')} layers only")
         elif l.op == "maxpool" and n < 2:
             raise SpecError(f"{where}: nothing left to pool (spatial size {n})")
         n = op.out_size(l, n)
