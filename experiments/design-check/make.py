@@ -43,7 +43,11 @@ VARIANTS = {
             "base with every depthwise 3x3 factorized (6 weights a channel, not 9), the saving spent on width"),
     "fdw3": (10, [(1, ["d14", "d9"]), (1, ["d13", "d21", "d23"]), (0, ["d15", "d14", "d10"])],
              "base's widths, depthwise factorized, the saving spent on a third valid unit at 7x7 (7, 5, 3, 1)"),
+    # round 4: does SiLU's lead at 3,000 carry to 3,600? (issue 24's find from the defaults)
+    "u3567": (11, [(1, ["s16", "s10"]), (1, ["s15", "s23", "s26"]), (0, ["s16", "s12"])],
+              "under3762 with every width x0.97, the prior's first start point at --max-params 3600: 3,567 parameters"),
 }
+OVER = {"u3567": 3599}  # variants measured at another budget than BUDGET
 
 
 def layers(first: int, blocks: list) -> list[dict]:
@@ -74,7 +78,7 @@ def main() -> None:
                                    "layers": layers(first, blocks)})
         validate(spec)
         n = count_params(spec)
-        assert n <= BUDGET, (name, n)
+        assert n <= OVER.get(name, BUDGET), (name, n)
         (HERE / "specs" / f"{name}.json").write_text(spec.to_json() + "\n")
         print(f"{name:8s} {n:5d}  {why}")
 
