@@ -112,7 +112,9 @@ def test_a_new_study_starts_from_the_prior_and_says_so(tmp_path, capsys):
     prior = study.user_attrs["prior"]
     assert len(waiting) == len(prior["points"]) == 5  # every shipped design, within half the budget of 10
     assert all("scaled" in t.user_attrs["start_point"] for t in waiting)
-    assert "under3762+silu x0.97" in describe_prior(prior) and "start points: 5" in capsys.readouterr().out
+    first = prior_points(SearchSpace.default(), 3600)[0]  # the lessons decide its name: derived, not copied
+    assert f"{first.source} x{first.scale:.2f} -> {first.params:,} params" in describe_prior(prior)
+    assert "start points: 5" in capsys.readouterr().out
     (tmp_path / "cold").mkdir()
     cold = create_or_resume(_config(tmp_path / "cold", warm_start=False))
     assert not cold.trials and "prior" not in cold.user_attrs
@@ -155,6 +157,7 @@ def test_the_cli_starts_warm_cold_or_refuses_a_bad_warm_start_in_one_line(cli, t
     warm = cli("search", "--study-name", "warm", *args, cwd=tmp_path)
     assert "start points: 1 from what earlier studies learnt" in warm.stdout  # half the budget of 2
     report = cli("report", "--study-name", "warm", cwd=tmp_path).stdout
-    assert "start points: 1 from what earlier studies learnt, scaled to the budget: under3762 x0.97" in report
+    first = prior_points(SearchSpace.default(), 3600)[0]
+    assert f"start points: 1 from what earlier studies learnt, scaled to the budget: {first.source} x{first.scale:.2f}" in report
     cold = cli("search", "--study-name", "cold", "--no-warm-start", *args, cwd=tmp_path)
     assert "start points" not in cold.stdout
