@@ -106,10 +106,11 @@ def prior_points(space: SearchSpace, max_params: int, entries: list[dict] | None
     """The prior's points scaled to the budget, one per entry the space can build, nearest the
     budget first (a design scaled least is the most trusted); first each entry with the lessons
     (LESSONS) applied, where the space draws them, then the entries as shipped."""
+    entries = load_prior() if entries is None else entries
     out = []
     for lesson in (*lessons, {}):
         taught = []
-        for e in (load_prior() if entries is None else entries):
+        for e in entries:
             if lesson and all(e["point"].get(k, SearchSpace.ABSENT_MEANS.get(k)) == v for k, v in lesson.items()):
                 continue  # the design already has it: the shipped entry below is the same point
             fitted = scale_to_budget(space, {**e["point"], **lesson}, max_params)
