@@ -29,11 +29,12 @@ WIDTH = re.compile(r"^b(\d+)_(w\d+|sq_w)$")
 WARM_TOP = 3  # best complete trials taken from each --warm-start study
 # What was learnt after the shipped models were found, as settings applied to their designs: each
 # shipped design also starts with these values (named e.g. "under3762+silu"), ahead of the designs as
-# shipped, where the study's space draws them. Evidence, one line each:
-# - activation silu: under 3,000 parameters SiLU beat ReLU on each of 4 paired seeds, mean +0.07 in
-#   the last-3 validation minimum (experiments/design-check round 3; find-3k-v4 trial 0 against
-#   find-3k-v2's, docs/studies.md).
-LESSONS = ({"activation": "silu"},)
+# shipped, where the study's space draws them. None stands today. Evidence for each one tried:
+# - activation silu, taken and dropped: under 3,000 parameters SiLU beat ReLU on each of 4 paired
+#   seeds, mean +0.07 in the last-3 validation minimum (experiments/design-check round 3; find-3k-v4
+#   trial 0 against find-3k-v2's), but at 3,600 its 5 paired seeds average +0.008 (round 4;
+#   find-3600-v2 against find-3600) for 12 % more time an epoch, and find-3600-v2, SiLU first, FAILED.
+LESSONS: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,8 @@ class SearchSpace:
     # but SiLU beat it under 3,000 parameters on each of 4 paired seeds, mean +0.07 in the last-3
     # validation minimum, with lower validation and training loss on every seed (experiments/design-check
     # round 3; find-3k-v4 trial 0 against find-3k-v2's), for about 20 % more seconds an epoch here.
-    # The prior (search/prior.py LESSONS) also starts the shipped designs with it.
+    # At 3,600 it was a draw (5 paired seeds, mean +0.008, round 4), so the prior's start points
+    # keep ReLU (search/prior.py LESSONS) and the sampler decides.
     activation: Dim = Choice(("relu", "silu"))
     bias: Dim = Fixed(False)
     # True: every 3x3 convolution after the network's first is a depthwise 3x3 (groups = its input
