@@ -1,6 +1,6 @@
 """Docstring examples are part of the documentation: run them, so an example that stopped being
 true fails here instead of misleading a reader. The same for the front page and the manual: every
-relative link resolves, every command they name exists, and the front page's model-file snippet
+relative link resolves (and its #anchor names a heading), every command they name exists, and the front page's model-file snippet
 runs under plain PyTorch and prints what the file records."""
 import doctest
 import importlib
@@ -61,6 +61,39 @@ def test_every_relative_link_resolves(page):
         if not (page.parent / path).exists():
             missing.append(target)
     assert not missing, f"{page.relative_to(ROOT)} links to what is not there: {missing}"
+
+
+def _heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, links reduced to their text, what is
+    neither a word character, a space nor a hyphen dropped, spaces as hyphens; a repeat gets -1, -2."""
+    anchors, seen = set(), {}
+    for line in FENCE.sub("", text).splitlines():
+        m = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m:
+            title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", m.group(1))
+            slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+            n = seen[slug] = seen.get(slug, -1) + 1
+            anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+def test_heading_anchors_follow_githubs_rule():
+    text = "# `find` from the defaults (blocked)\n## Round 4: SiLU at 3,600 (2026-12-01)\n## Notes\n## Notes\n```\n# not a heading\n```\n"
+    assert _heading_anchors(text) == {"find-from-the-defaults-blocked", "round-4-silu-at-3600-2026-12-01", "notes", "notes-1"}
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=[str(p.relative_to(ROOT)) for p in DOC_PAGES])
+def test_every_anchor_names_a_heading(page):
+    # a renamed heading breaks every link to it silently: README linked "#find-from-the-defaults-in-progress"
+    broken = []
+    for target in _links(page.read_text()):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I) or "#" not in target:
+            continue
+        path, anchor = target.split("#", 1)
+        linked = page.parent / path if path else page
+        if linked.suffix == ".md" and linked.exists() and anchor not in _heading_anchors(linked.read_text()):
+            broken.append(target)
+    assert not broken, f"{page.relative_to(ROOT)} links to headings that are not there: {broken}"
 
 
 def _subcommands() -> set[str]:
