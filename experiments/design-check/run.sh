@@ -12,13 +12,14 @@ PY=${PY:-.venv/bin/python}
 seeds=$1; shift
 # ACT=silu (or gelu, hardswish): every ReLU swapped for it (train_act.py), runs named VARIANT-ACT.
 # MAXP: the --max-params of the runs (default 3001; round 4's u3567 runs with MAXP=3600).
+# RECIPE=NAME: train with recipe-NAME.json instead of recipe.json, runs named VARIANT-NAME (round 6).
 run() {
-  local v=$1 seed=$2 name=$1${ACT:+-$ACT}
+  local v=$1 seed=$2 name=$1${ACT:+-$ACT}${RECIPE:+-$RECIPE}
   local out="$OUTDIR/runs/$name-seed$2" cmd="study.py"
   [ -n "$ACT" ] && cmd="experiments/design-check/train_act.py $ACT"
   [ -f "$out/metrics.json" ] && return 0
   mkdir -p "$OUTDIR/runs"
-  $PY $cmd train --arch experiments/design-check/specs/$v.json --recipe experiments/design-check/recipe.json \
+  $PY $cmd train --arch experiments/design-check/specs/$v.json --recipe experiments/design-check/recipe${RECIPE:+-$RECIPE}.json \
     --seed $seed --threads 1 --max-params ${MAXP:-3001} --out "$out" > "$out.log" 2>&1
   echo "$(date -u +%H:%M) $name seed $seed exit $?"
 }
