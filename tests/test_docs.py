@@ -1,7 +1,7 @@
 """Docstring examples are part of the documentation: run them, so an example that stopped being
 true fails here instead of misleading a reader. The same for the front page and the manual: every
-relative link resolves (and its #anchor names a heading), every command they name exists, and the front page's model-file snippet
-runs under plain PyTorch and prints what the file records."""
+relative link resolves (and its #anchor names a heading), every command they name exists, and the
+front page's model-file snippet runs under plain PyTorch and prints what the file records."""
 import doctest
 import importlib
 import json
@@ -46,6 +46,11 @@ def _links(text: str) -> list[str]:
     return LINK.findall(FENCE.sub("", text))
 
 
+def _external(target: str) -> bool:
+    """http(s), mailto: and other schemes are not checked here."""
+    return re.match(r"[a-z][a-z0-9+.-]*:", target, re.I) is not None
+
+
 def test_link_finder_sees_links_and_images_but_not_code():
     text = "[a](x.md) ![b](img/y.png \"t\") [c](https://e.org/z) [d](#here)\n```python\nf = d[i](x)\n```\n"
     assert _links(text) == ["x.md", "img/y.png", "https://e.org/z", "#here"]
@@ -55,8 +60,8 @@ def test_link_finder_sees_links_and_images_but_not_code():
 def test_every_relative_link_resolves(page):
     missing = []
     for target in _links(page.read_text()):
-        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
-            continue  # http(s), mailto: not checked here; an anchor within the page
+        if _external(target) or target.startswith("#"):
+            continue  # an anchor within the page: test_every_anchor_names_a_heading
         path = target.split("#", 1)[0]
         if not (page.parent / path).exists():
             missing.append(target)
@@ -87,7 +92,7 @@ def test_every_anchor_names_a_heading(page):
     # a renamed heading breaks every link to it silently: README linked "#find-from-the-defaults-in-progress"
     broken = []
     for target in _links(page.read_text()):
-        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I) or "#" not in target:
+        if _external(target) or "#" not in target:
             continue
         path, anchor = target.split("#", 1)
         linked = page.parent / path if path else page
