@@ -27,7 +27,6 @@ True
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Callable
 
@@ -41,7 +40,7 @@ from space.spec import ArchSpec, count_params
 from search import stopping
 from search.data import Split
 from search.device import describe as describe_device, resolve as resolve_device
-from search.train import TrainResult, Updates, affine_apply, affine_theta, training_memory_format
+from search.train import TrainResult, affine_apply, affine_theta, training_inputs, training_memory_format
 
 
 def stack_states(states: list[dict]) -> dict:
@@ -127,12 +126,8 @@ def train_stacked(spec: ArchSpec, cfg: TrainConfig, split: Split, seeds: list[in
     memory_format = (torch.channels_last if copies > 1 and device.type == "cpu"
                      else training_memory_format(spec, device))
     model = model.to(device, memory_format=memory_format)
-    x_all, y_all = split.train_images.to(device), split.train_labels.to(device)
-    eval_images, eval_labels = split.eval_images.to(device), split.eval_labels.to(device)
+    x_all, y_all, eval_images, eval_labels, updates, augment, autocast = training_inputs(model, cfg, split, device)
     n = len(y_all)
-    updates = Updates(model, cfg, steps_per_epoch=math.ceil(n / cfg.batch_size))
-    augment = cfg.rotation or cfg.shift or cfg.scale
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     where = describe_device(device)
     results = [TrainResult(None, spec, dataclasses.replace(cfg, seed=s), split.eval_name, device=where) for s in seeds]
     ev = split.eval_name

@@ -11,7 +11,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -201,6 +201,28 @@ class Progress:
     def end_epoch(self, record: dict) -> None: ...
 
 
+class Inputs(NamedTuple):
+    """What one model's training (train) and a stack's (search.stacked) set up alike, once per run."""
+    images: torch.Tensor        # the training images, uint8, on the device
+    labels: torch.Tensor
+    eval_images: torch.Tensor   # the split's scoring part (validation, or test for a final model)
+    eval_labels: torch.Tensor
+    updates: "Updates"
+    augment: bool
+    autocast: torch.autocast
+
+
+def training_inputs(model: nn.Module, cfg: TrainConfig, split: Split, device: torch.device) -> Inputs:
+    """Move the split to device once (uint8: 47 MB for all 60,000; on the CPU .to() is a no-op) and
+    make the update rule, the augmentation switch and the bf16 context for model under cfg."""
+    images, labels = split.train_images.to(device), split.train_labels.to(device)
+    updates = Updates(model, cfg, steps_per_epoch=math.ceil(len(labels) / cfg.batch_size))
+    # what bf16 covers is said once, at PRECISIONS (space/recipe.py); scoring runs outside this context
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    return Inputs(images, labels, split.eval_images.to(device), split.eval_labels.to(device), updates,
+                  bool(cfg.rotation or cfg.shift or cfg.scale), autocast)
+
+
 def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
           on_epoch: Callable[[dict], None] | None = None,
           log: Callable[[str], None] | None = None, quiet: bool = False,
@@ -219,14 +241,8 @@ def train(spec: ArchSpec, cfg: TrainConfig, split: Split,
     memory_format = training_memory_format(spec, device)
     model = build_model(spec, dropout=cfg.dropout, pooled_dropout=cfg.pooled_dropout).to(
         device, memory_format=memory_format)
-    # the whole split moves once (uint8: 47 MB for all 60,000); on the CPU .to() is a no-op
-    x_all, y_all = split.train_images.to(device), split.train_labels.to(device)
-    eval_images, eval_labels = split.eval_images.to(device), split.eval_labels.to(device)
+    x_all, y_all, eval_images, eval_labels, updates, augment, autocast = training_inputs(model, cfg, split, device)
     n = len(y_all)
-    updates = Updates(model, cfg, steps_per_epoch=math.ceil(n / cfg.batch_size))
-    augment = cfg.rotation or cfg.shift or cfg.scale
-    # what bf16 covers is said once, at PRECISIONS (space/recipe.py); scoring runs outside this context
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     result = TrainResult(model, spec, cfg, split.eval_name, device=describe_device(device))
     ev = split.eval_name
     if log:
