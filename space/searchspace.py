@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from space.recipe import SCHEDULERS, ConfigError, TrainConfig
 from space.ops import OPS
@@ -67,8 +67,28 @@ class Fixed:
         return self.value
 
 
+class _Range:
+    """What an int and a float range share: the lowest value and the JSON form ({"int": [lo, hi]},
+    with "step" only where it is not the kind's plain step, and "log" only where set)."""
+    KIND: ClassVar[str]
+    PLAIN_STEP: ClassVar[object]
+
+    def lowest(self):
+        return self.low
+
+    def to_json(self):
+        d: dict = {self.KIND: [self.low, self.high]}
+        if self.step != self.PLAIN_STEP:
+            d["step"] = self.step
+        if self.log:
+            d["log"] = True
+        return d
+
+
 @dataclass(frozen=True)
-class IntRange:
+class IntRange(_Range):
+    KIND: ClassVar[str] = "int"
+    PLAIN_STEP: ClassVar[object] = 1
     low: int
     high: int
     step: int = 1
@@ -89,20 +109,11 @@ class IntRange:
     def contains(self, v) -> bool:
         return isinstance(v, int) and self.low <= v <= self.high and (v - self.low) % self.step == 0
 
-    def lowest(self):
-        return self.low
-
-    def to_json(self):
-        d: dict = {"int": [self.low, self.high]}
-        if self.step != 1:
-            d["step"] = self.step
-        if self.log:
-            d["log"] = True
-        return d
-
 
 @dataclass(frozen=True)
-class FloatRange:
+class FloatRange(_Range):
+    KIND: ClassVar[str] = "float"
+    PLAIN_STEP: ClassVar[object] = None
     low: float
     high: float
     step: float | None = None
@@ -123,17 +134,6 @@ class FloatRange:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not self.low <= v <= self.high:
             return False
         return self.step is None or abs(round((v - self.low) / self.step) * self.step - (v - self.low)) < 1e-9
-
-    def lowest(self):
-        return self.low
-
-    def to_json(self):
-        d: dict = {"float": [self.low, self.high]}
-        if self.step is not None:
-            d["step"] = self.step
-        if self.log:
-            d["log"] = True
-        return d
 
 
 @dataclass(frozen=True)
