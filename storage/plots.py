@@ -114,15 +114,30 @@ def plot_study(study, order: list, front: list, out: Path, top: int) -> list[Pat
 FRONT_FLOOR = 98.0  # `front`'s plot starts here: the targets are 99.4-99.5, and one study's weak trials flattened the rest
 
 
+STUDY_MARKERS = "os^D"  # after tab20's 20 colours, the next 20 studies take the next marker
+
+
+def study_style(i: int) -> tuple[tuple, str]:
+    """The colour and marker of the i-th study on `front`'s plot: tab20's colours (the default cycle
+    repeats after 10), then again with the next marker; distinct for 80 studies (at 21, the 21st had
+    taken find-5k's colour).
+
+    >>> len({study_style(i) for i in range(80)}), study_style(0)[1], study_style(20)[1]
+    (80, 'o', 's')
+    """
+    colours = matplotlib.colormaps["tab20"].colors
+    return colours[i % len(colours)], STUDY_MARKERS[(i // len(colours)) % len(STUDY_MARKERS)]
+
+
 def plot_front(per_study: dict, best: list[dict], out: Path) -> Path:
     """`front -o FILE.png`: every complete trial of each study, the front over all of them, the
     seed-robust scores find confirmed (hollow, on a stem from the search score) and find's test
     verdicts. per_study: study name -> rows as `front` builds them; best: the front's rows."""
     fig, ax = _figure((9.5, 4.8))
-    colours = matplotlib.colormaps["tab20"].colors  # distinct for up to 20 studies (the default cycle repeats after 10)
     for i, (name, rows) in enumerate(per_study.items()):
+        colour, marker = study_style(i)
         ax.scatter([r["params"] for r in rows], [r["score"] for r in rows], s=18, label=name,
-                   color=colours[i % len(colours)])
+                   color=colour, marker=marker)
     ax.plot([r["params"] for r in best], [r["score"] for r in best], "k--", lw=1, label="front (all studies)")
     confirmed = [r for rows in per_study.values() for r in rows if r["robust"] is not None]
     if confirmed:
