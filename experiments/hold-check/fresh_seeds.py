@@ -1,5 +1,5 @@
 """The hold estimate against fresh seeds at scale (issue 26): 28 seeds of under3762 on validation,
-and a second model's seeds trained on this CPU.
+and a second model's seeds trained on this CPU (cpu-seeds-under4k/, 18 seeds of under4k).
 
 fresh-seeds.json holds every seed's validation accuracy per epoch (trained on a lent GPU by
 experiments/stacked/gpu.sh; the test set never touched). Each seed gives its last-3 minimum. For a
