@@ -30,6 +30,16 @@ from space.hold import MAX_SEEDS, MIN_SEEDS, PRIOR_SD, decide, hold_probability,
 K, ORDERS = 3, 2000
 
 
+def complete_runs(folder: Path) -> dict[str, list[list[float]]]:
+    """Model name -> per-epoch validation accuracies of each seed in folder/*.json (written by
+    experiments/stacked/seeds.py) that ran all its epochs; a seed stopped midway is left out."""
+    runs: dict[str, list[list[float]]] = {}
+    for f in sorted(folder.glob("*.json")):
+        d = json.loads(f.read_text())
+        runs.setdefault(d["model"], []).extend(a for a in d["val_acc"].values() if len(a) == d["epochs"])
+    return runs
+
+
 def beside(gpu: dict) -> None:
     """The same model's seeds trained elsewhere, set beside the 28: on the GPU with TF32 off, one
     seed a process (fresh-seeds-tf32off.json), and on this CPU (cpu-seeds/*.json, lone runs)."""
@@ -38,10 +48,8 @@ def beside(gpu: dict) -> None:
     if off.is_file():
         for name, m in json.loads(off.read_text())["models"].items():
             groups[(name, "GPU, TF32 off, one seed a process")] = list(m["val_acc"].values())
-    for f in sorted((HERE / "cpu-seeds").glob("*.json")):
-        d = json.loads(f.read_text())
-        groups.setdefault((d["model"], "this CPU, lone runs (cpu-seeds/)"), []).extend(
-            a for a in d["val_acc"].values() if len(a) == d["epochs"])
+    for name, runs in complete_runs(HERE / "cpu-seeds").items():
+        groups.setdefault((name, "this CPU, lone runs (cpu-seeds/)"), []).extend(runs)
     for (name, where), runs in groups.items():
         if len(runs) < 2:
             continue
@@ -57,15 +65,9 @@ def beside(gpu: dict) -> None:
 
 def cpu_sets() -> dict[str, list[list[float]]]:
     """A second model's seeds, all trained on this CPU (cpu-seeds-MODEL/*.json, lone runs, two at a
-    time): under4k's 28 GPU seeds were cut at epoch 8, so the check on a second model is made here.
-    Only seeds that ran all their epochs count."""
-    sets = {}
-    for folder in sorted(HERE.glob("cpu-seeds-*")):
-        for f in sorted(folder.glob("*.json")):
-            d = json.loads(f.read_text())
-            sets.setdefault(f"{d['model']}, this CPU ({folder.name}/)", []).extend(
-                a for a in d["val_acc"].values() if len(a) == d["epochs"])
-    return sets
+    time): under4k's 28 GPU seeds were cut at epoch 8, so the check on a second model is made here."""
+    return {f"{name}, this CPU ({folder.name}/)": runs
+            for folder in sorted(HERE.glob("cpu-seeds-*")) for name, runs in complete_runs(folder).items()}
 
 
 def main() -> None:
